@@ -1,0 +1,345 @@
+// Package config loads the relay daemon's configuration: a TOML file read
+// over embedded defaults (defaults.toml), checked strictly and turned into
+// typed values, so that the rest of the daemon never parses a size, a
+// duration or a network itself and every mistake in the file is reported
+// with its file, line and key before the daemon starts.
+//
+// The format is the one of DESIGN.md §7; defaults.toml in this directory is
+// its reference, with every key and its default value.
+package config
+
+import (
+	_ "embed"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// defaultsTOML holds the defaults. They are kept as a TOML file, read by the
+// same code as a user's file, so that the documented defaults and the real
+// ones cannot drift apart.
+//
+//go:embed defaults.toml
+var defaultsTOML []byte
+
+// defaultsName is how errors and positions name the embedded defaults.
+const defaultsName = "defaults.toml"
+
+// SourceRouteMode says what the relay does with a source-routed recipient
+// such as <@b.test,@c.test:user@d.test> (DESIGN.md §5).
+type SourceRouteMode string
+
+// The values of source_routes.
+const (
+	// SourceRoutesFollow sends the message to the route's first hop that is
+	// not one of this relay's names, keeping the rest of the route.
+	SourceRoutesFollow SourceRouteMode = "follow"
+	// SourceRoutesStrip drops the route and delivers to the final address,
+	// as RFC 5321 §3.6.1 allows.
+	SourceRoutesStrip SourceRouteMode = "strip"
+	// SourceRoutesReject refuses source-routed recipients.
+	SourceRoutesReject SourceRouteMode = "reject"
+)
+
+// TLSMode is how the relay uses TLS towards a next hop.
+type TLSMode string
+
+// The values of a route's tls key.
+const (
+	// TLSOpportunistic uses STARTTLS when the next hop offers it and goes on
+	// in plaintext when it does not.
+	TLSOpportunistic TLSMode = "opportunistic"
+	// TLSRequire defers the message rather than send it without TLS.
+	TLSRequire TLSMode = "require"
+	// TLSNone never starts TLS, for test networks and broken peers.
+	TLSNone TLSMode = "none"
+)
+
+// Config is the daemon's configuration with every value parsed, checked and
+// normalised: domains are lower case without a trailing dot, relative paths
+// are resolved, sizes are bytes and durations are time.Duration. Field
+// comments name the TOML key each field comes from.
+type Config struct {
+	// File is the config file this was loaded from; "" for Default().
+	File string
+
+	// Hostname (hostname) is the relay's own name: greeting, Received
+	// header, and the first name it recognises in source routes.
+	Hostname string
+	// Aliases (aliases) are more names of this relay: domain names, or
+	// address literals normalised to "[192.0.2.1]" / "[IPv6:2001:db8::1]".
+	Aliases []string
+	// DataDir (data_dir) is the absolute directory of the spool, the
+	// mailboxes, the users file and the admin socket.
+	DataDir string
+	// LocalDomains (local_domains) are delivered to local mailboxes.
+	LocalDomains []string
+	// RelayDomains (relay_domains) are accepted from anyone and relayed
+	// onward. A domain may not be both local and relay.
+	RelayDomains []string
+	// RelayNetworks (relay_networks) are the client networks allowed to
+	// relay anywhere. A bare address in the file is a /32 or /128; IPv4
+	// networks written as IPv4-mapped IPv6 are stored as IPv4.
+	RelayNetworks []netip.Prefix
+	// UsersFile (users_file) is the absolute path of the name:bcrypt file,
+	// or "" for no users (no AUTH, no POP3 logins).
+	UsersFile string
+	// SourceRoutes (source_routes) says what to do with source routes.
+	SourceRoutes SourceRouteMode
+	// PercentHack (percent_hack) treats user%d@us as <@us:user@d>.
+	PercentHack bool
+	// RouteLiterals (route_literals) allows @[192.0.2.1] hops in source
+	// routes.
+	RouteLiterals bool
+	// MaxHops (max_hops) is the number of Received headers above which a
+	// message is refused with 554 5.4.6 (a mail loop). At least 1.
+	MaxHops int
+	// AllowInsecureAuth (allow_insecure_auth) allows AUTH without TLS; for
+	// tests on loopback only.
+	AllowInsecureAuth bool
+
+	SMTP  SMTP  // [smtp]
+	POP3  POP3  // [pop3]
+	Admin Admin // [admin]
+	TLS   TLS   // [tls]
+	Queue Queue // [queue]
+	// Routes ([[route]]) is the static routing table, in file order.
+	Routes []Route
+	DKIM   DKIM // [dkim]
+}
+
+// SMTP is the [smtp] table: the SMTP server's listeners and limits.
+type SMTP struct {
+	// Listen (listen) are host:port addresses for plain SMTP with STARTTLS.
+	// Port 0 picks a free port, for tests.
+	Listen []string
+	// ListenTLS (listen_tls) are host:port addresses for implicit TLS
+	// (RFC 8314). Not empty only when TLS has a cert and key.
+	ListenTLS []string
+	// MaxMessageSize (max_message_size) in bytes, announced in SIZE.
+	MaxMessageSize int64
+	// MaxRecipients (max_recipients) per message.
+	MaxRecipients int
+	// MaxLineLength (max_line_length) is the longest command line accepted,
+	// CRLF included, in bytes; at least RFC 5321's 512.
+	MaxLineLength int
+	// MaxErrors (max_errors) is how many bad commands a session may send
+	// before the server closes it.
+	MaxErrors int
+	// CommandTimeout (command_timeout) is how long the server waits for a
+	// command.
+	CommandTimeout time.Duration
+	// DataTimeout (data_timeout) is how long a whole DATA or BDAT transfer
+	// may take.
+	DataTimeout time.Duration
+	// MaxConnections (max_connections) is the number of concurrent SMTP
+	// sessions over all listeners.
+	MaxConnections int
+}
+
+// POP3 is the [pop3] table: the POP3 server's listeners.
+type POP3 struct {
+	// Listen (listen) are host:port addresses for POP3 with STLS.
+	Listen []string
+	// ListenTLS (listen_tls) are host:port addresses for implicit TLS.
+	ListenTLS []string
+}
+
+// Admin is the [admin] table: the control socket and metrics.
+type Admin struct {
+	// Socket (socket) is the absolute path of the admin unix socket, or ""
+	// for none.
+	Socket string
+	// MetricsListen (metrics_listen) is a host:port for /metrics over HTTP,
+	// or "" for none.
+	MetricsListen string
+	// History (history) is how long retired messages stay visible to
+	// `relay queue show`.
+	History time.Duration
+}
+
+// TLS is the [tls] table: the server certificate. Both paths are absolute,
+// or both are "" (no STARTTLS, no implicit TLS listeners).
+type TLS struct {
+	Cert string // cert: PEM certificate chain
+	Key  string // key: PEM private key
+}
+
+// Queue is the [queue] table: the retry policy.
+type Queue struct {
+	// RetryMin (retry_min) is the delay before the first retry; delays
+	// double from there. Greater than zero.
+	RetryMin time.Duration
+	// RetryMax (retry_max) caps the retry delay; at least RetryMin.
+	RetryMax time.Duration
+	// Lifetime (lifetime) is how long a message is retried before it
+	// bounces.
+	Lifetime time.Duration
+	// DelayWarning (delay_warning) is when the one delay DSN is sent; 0
+	// means never.
+	DelayWarning time.Duration
+	// PerHopConcurrency (per_hop_concurrency) is the number of sessions at
+	// once to one next hop; at least 1.
+	PerHopConcurrency int
+}
+
+// Route is one [[route]] entry: where mail for a domain goes, bypassing MX
+// lookup of the recipient domain.
+type Route struct {
+	// Domain (domain) is an exact domain, "*.parent" for the subdomains of
+	// parent, or "*" for every domain.
+	Domain string
+	// To (to) is the next hop as written in the file.
+	To string
+	// Host is the name or IP address to send to, without brackets.
+	Host string
+	// Port is the TCP port: the one in To, or 25 when To has none.
+	Port int
+	// MX is true when To is a bare name with no port and no brackets: the
+	// relay then looks up Host's MX records (then its A/AAAA), as it would
+	// for a recipient domain.
+	MX bool
+	// TLS (tls) is the TLS policy for this hop; opportunistic when absent.
+	TLS TLSMode
+}
+
+// DKIM is the [dkim] table.
+type DKIM struct {
+	// Verify (verify) checks DKIM signatures of incoming mail and records
+	// the result in Authentication-Results.
+	Verify bool
+	// RejectFailures (reject_failures) are domains whose dkim=fail is
+	// refused with 550 5.7.20.
+	RejectFailures []string
+	// Sign ([[dkim.sign]]) are the keys outgoing mail is signed with.
+	Sign []DKIMSign
+	// Keys ([dkim.keys]) are static TXT records by lower-case name
+	// ("s1._domainkey.a.test"), checked before DNS so that test networks
+	// need no DNS.
+	Keys map[string]string
+}
+
+// DKIMSign is one [[dkim.sign]] entry.
+type DKIMSign struct {
+	Domain   string // domain: the d= of the signature
+	Selector string // selector: the s= of the signature
+	Key      string // key: absolute path of the PEM private key
+}
+
+// IsLocalDomain reports whether mail for domain d is delivered to local
+// mailboxes. Case and a trailing dot do not matter.
+func (c *Config) IsLocalDomain(d string) bool {
+	return containsDomain(c.LocalDomains, normDomain(d))
+}
+
+// IsRelayDomain reports whether d is one of relay_domains, accepted from
+// anyone and relayed onward. Only exact names match, as in the file.
+func (c *Config) IsRelayDomain(d string) bool {
+	return containsDomain(c.RelayDomains, normDomain(d))
+}
+
+// IsOurName reports whether h names this relay: the hostname or one of the
+// aliases. Case and a trailing dot do not matter; an address literal such as
+// "[192.0.2.1]" matches an alias with the same address however it is
+// written.
+func (c *Config) IsOurName(h string) bool {
+	if lit, ok := normLiteral(h); ok {
+		for _, a := range c.Aliases {
+			if a == lit {
+				return true
+			}
+		}
+		return false
+	}
+	n := normDomain(h)
+	if n == "" {
+		return false
+	}
+	if n == c.Hostname {
+		return true
+	}
+	return containsDomain(c.Aliases, n)
+}
+
+// InRelayNetworks reports whether a client at ip may relay to any domain.
+// IPv4-mapped IPv6 addresses count as IPv4, and zones are ignored, so that
+// a dual-stack listener does not change the answer.
+func (c *Config) InRelayNetworks(ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range c.RelayNetworks {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsDomain(list []string, d string) bool {
+	if d == "" {
+		return false
+	}
+	for _, x := range list {
+		if x == d {
+			return true
+		}
+	}
+	return false
+}
+
+// normDomain lower-cases a domain and removes one trailing dot (the root),
+// the form every domain in Config is kept in.
+func normDomain(d string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+}
+
+// normLiteral turns an address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]",
+// RFC 5321 §4.1.3) into its canonical form. ok is false when s is not a
+// well-formed literal.
+func normLiteral(s string) (lit string, ok bool) {
+	s = strings.TrimSpace(s)
+	if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+		return "", false
+	}
+	inner := s[1 : len(s)-1]
+	if len(inner) > 5 && strings.EqualFold(inner[:5], "ipv6:") {
+		a, err := netip.ParseAddr(inner[5:])
+		if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
+			return "", false
+		}
+		return "[IPv6:" + a.String() + "]", true
+	}
+	a, err := netip.ParseAddr(inner)
+	if err != nil || !a.Is4() {
+		return "", false
+	}
+	return "[" + a.String() + "]", true
+}
+
+// validDomain reports whether d, already normalised, is a plausible domain
+// name: dot-separated labels of 1 to 63 bytes, at most 253 bytes in all,
+// with no character that could not appear in a DNS name or U-label. It is
+// deliberately lenient (underscores, UTF-8) because its job is to catch
+// typos such as a stray "@", ":" or space, not to police DNS.
+func validDomain(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			switch {
+			case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+			case c >= 0x80: // part of a UTF-8 U-label
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}

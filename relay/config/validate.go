@@ -1,0 +1,425 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// build checks every value of fc and converts it to a Config. Mistakes are
+// collected in v.errs; the returned Config is meaningful only without them.
+func (v *validator) build(fc *fileConfig, configPath string) *Config {
+	c := &Config{File: configPath}
+
+	c.Hostname = normDomain(fc.Hostname)
+	if !validDomain(c.Hostname) {
+		v.errorf(p("hostname"), "invalid host name %q", fc.Hostname)
+	}
+	for i, a := range fc.Aliases {
+		if lit, ok := normLiteral(a); ok {
+			c.Aliases = append(c.Aliases, lit)
+			continue
+		}
+		if strings.HasPrefix(strings.TrimSpace(a), "[") {
+			v.errorf(elem(p("aliases"), i), "invalid address literal %q (want [192.0.2.1] or [IPv6:2001:db8::1])", a)
+			continue
+		}
+		c.Aliases = append(c.Aliases, v.domain(elem(p("aliases"), i), a))
+	}
+
+	c.LocalDomains = v.domains(p("local_domains"), fc.LocalDomains)
+	c.RelayDomains = v.domains(p("relay_domains"), fc.RelayDomains)
+	for i, d := range c.RelayDomains {
+		if containsDomain(c.LocalDomains, d) {
+			v.errorf(elem(p("relay_domains"), i), "%q is also in local_domains; a domain is either delivered here or relayed", d)
+		}
+	}
+	for i, s := range fc.RelayNetworks {
+		if pfx, err := parsePrefix(s); err != nil {
+			v.errorf(elem(p("relay_networks"), i), "%v", err)
+		} else {
+			c.RelayNetworks = append(c.RelayNetworks, pfx)
+		}
+	}
+
+	switch m := SourceRouteMode(strings.TrimSpace(fc.SourceRoutes)); m {
+	case SourceRoutesFollow, SourceRoutesStrip, SourceRoutesReject:
+		c.SourceRoutes = m
+	default:
+		v.errorf(p("source_routes"), "invalid value %q (want follow, strip or reject)", fc.SourceRoutes)
+	}
+	c.PercentHack = fc.PercentHack
+	c.RouteLiterals = fc.RouteLiterals
+	c.MaxHops = v.count(p("max_hops"), fc.MaxHops, 1)
+	c.AllowInsecureAuth = fc.AllowInsecureAuth
+
+	v.smtp(c, fc)
+
+	c.POP3.Listen = v.listeners(p("pop3", "listen"), fc.POP3.Listen)
+	c.POP3.ListenTLS = v.listeners(p("pop3", "listen_tls"), fc.POP3.ListenTLS)
+
+	c.Admin.MetricsListen = strings.TrimSpace(fc.Admin.MetricsListen)
+	if c.Admin.MetricsListen != "" {
+		if err := checkListen(c.Admin.MetricsListen); err != nil {
+			v.errorf(p("admin", "metrics_listen"), "%v", err)
+		}
+	}
+	c.Admin.History = v.duration(p("admin", "history"), fc.Admin.History, 0)
+
+	if (fc.TLS.Cert == "") != (fc.TLS.Key == "") {
+		// Blame the one that is set: the other has no line in the file.
+		if fc.TLS.Cert == "" {
+			v.errorf(p("tls", "key"), "is set but tls.cert is not; both are needed")
+		} else {
+			v.errorf(p("tls", "cert"), "is set but tls.key is not; both are needed")
+		}
+	}
+	if fc.TLS.Cert == "" || fc.TLS.Key == "" {
+		if len(c.SMTP.ListenTLS) > 0 {
+			v.errorf(p("smtp", "listen_tls"), "implicit TLS listeners need tls.cert and tls.key")
+		}
+		if len(c.POP3.ListenTLS) > 0 {
+			v.errorf(p("pop3", "listen_tls"), "implicit TLS listeners need tls.cert and tls.key")
+		}
+	}
+
+	v.queue(c, fc)
+	v.routes(c, fc)
+	v.dkim(c, fc)
+
+	// Paths last: they all hang off data_dir.
+	if strings.TrimSpace(fc.DataDir) == "" {
+		v.errorf(p("data_dir"), "must not be empty")
+		return c
+	}
+	dir, err := resolveDataDir(fc.DataDir, configPath, v.inFile("data_dir"))
+	if err != nil {
+		v.errorf(p("data_dir"), "%v", err)
+		return c
+	}
+	c.DataDir = dir
+	c.UsersFile = underDir(dir, fc.UsersFile)
+	c.Admin.Socket = underDir(dir, fc.Admin.Socket)
+	c.TLS.Cert = underDir(dir, fc.TLS.Cert)
+	c.TLS.Key = underDir(dir, fc.TLS.Key)
+	for i := range c.DKIM.Sign {
+		c.DKIM.Sign[i].Key = underDir(dir, c.DKIM.Sign[i].Key)
+	}
+	return c
+}
+
+// p builds a key path; it reads better than a slice literal at call sites.
+func p(parts ...string) []string { return parts }
+
+// elem is the path of element i of the array at path.
+func elem(path []string, i int) []string {
+	return append(append([]string(nil), path...), indexPart(i))
+}
+
+func (v *validator) smtp(c *Config, fc *fileConfig) {
+	s := &fc.SMTP
+	c.SMTP.Listen = v.listeners(p("smtp", "listen"), s.Listen)
+	c.SMTP.ListenTLS = v.listeners(p("smtp", "listen_tls"), s.ListenTLS)
+	c.SMTP.MaxMessageSize = v.size(p("smtp", "max_message_size"), s.MaxMessageSize, 1)
+	c.SMTP.MaxRecipients = v.count(p("smtp", "max_recipients"), s.MaxRecipients, 1)
+	// RFC 5321 §4.5.3.1.4: a server must accept command lines of 512 octets.
+	c.SMTP.MaxLineLength = int(min(v.size(p("smtp", "max_line_length"), s.MaxLineLength, 512), math.MaxInt32))
+	c.SMTP.MaxErrors = v.count(p("smtp", "max_errors"), s.MaxErrors, 1)
+	c.SMTP.CommandTimeout = v.duration(p("smtp", "command_timeout"), s.CommandTimeout, 1)
+	c.SMTP.DataTimeout = v.duration(p("smtp", "data_timeout"), s.DataTimeout, 1)
+	c.SMTP.MaxConnections = v.count(p("smtp", "max_connections"), s.MaxConnections, 1)
+}
+
+func (v *validator) queue(c *Config, fc *fileConfig) {
+	q := &fc.Queue
+	c.Queue.RetryMin = v.duration(p("queue", "retry_min"), q.RetryMin, 1)
+	c.Queue.RetryMax = v.duration(p("queue", "retry_max"), q.RetryMax, 1)
+	if c.Queue.RetryMin > 0 && c.Queue.RetryMax > 0 && c.Queue.RetryMin > c.Queue.RetryMax {
+		// Blame whichever of the two the file changed.
+		if v.inFile("queue", "retry_max") || !v.inFile("queue", "retry_min") {
+			v.errorf(p("queue", "retry_max"), "%v is less than queue.retry_min %v", c.Queue.RetryMax, c.Queue.RetryMin)
+		} else {
+			v.errorf(p("queue", "retry_min"), "%v is more than queue.retry_max %v", c.Queue.RetryMin, c.Queue.RetryMax)
+		}
+	}
+	c.Queue.Lifetime = v.duration(p("queue", "lifetime"), q.Lifetime, 1)
+	c.Queue.DelayWarning = v.duration(p("queue", "delay_warning"), q.DelayWarning, 0)
+	c.Queue.PerHopConcurrency = v.count(p("queue", "per_hop_concurrency"), q.PerHopConcurrency, 1)
+}
+
+func (v *validator) routes(c *Config, fc *fileConfig) {
+	seen := map[string]int{}
+	for i, r := range fc.Route {
+		at := func(key string) []string { return p("route", indexPart(i), key) }
+		var rt Route
+
+		d := normDomain(r.Domain)
+		switch {
+		case r.Domain == "":
+			v.errorf(at("domain"), "missing")
+		case d == "*":
+		case strings.HasPrefix(d, "*.") && validDomain(d[2:]):
+		case validDomain(d):
+		default:
+			v.errorf(at("domain"), "invalid domain %q (want a domain, *.domain or *)", r.Domain)
+		}
+		rt.Domain = d
+		if j, dup := seen[d]; dup && d != "" {
+			v.errorf(at("domain"), "%q already has a route (route[%d])", d, j)
+		}
+		seen[d] = i
+
+		rt.To = strings.TrimSpace(r.To)
+		if rt.To == "" {
+			v.errorf(at("to"), "missing")
+		} else if host, port, mx, err := parseRouteTo(rt.To); err != nil {
+			v.errorf(at("to"), "%v", err)
+		} else {
+			rt.Host, rt.Port, rt.MX = host, port, mx
+		}
+
+		switch m := TLSMode(strings.TrimSpace(r.TLS)); m {
+		case "":
+			rt.TLS = TLSOpportunistic
+		case TLSOpportunistic, TLSRequire, TLSNone:
+			rt.TLS = m
+		default:
+			v.errorf(at("tls"), "invalid value %q (want opportunistic, require or none)", r.TLS)
+		}
+		c.Routes = append(c.Routes, rt)
+	}
+}
+
+func (v *validator) dkim(c *Config, fc *fileConfig) {
+	c.DKIM.Verify = fc.DKIM.Verify
+	c.DKIM.RejectFailures = v.domains(p("dkim", "reject_failures"), fc.DKIM.RejectFailures)
+	seen := map[string]bool{}
+	for i, s := range fc.DKIM.Sign {
+		at := func(key string) []string { return p("dkim", "sign", indexPart(i), key) }
+		var ds DKIMSign
+		if s.Domain == "" {
+			v.errorf(at("domain"), "missing")
+		} else {
+			ds.Domain = v.domain(at("domain"), s.Domain)
+		}
+		// A selector is one or more DNS labels (RFC 6376 §3.1).
+		ds.Selector = normDomain(s.Selector)
+		if s.Selector == "" {
+			v.errorf(at("selector"), "missing")
+		} else if !validDomain(ds.Selector) {
+			v.errorf(at("selector"), "invalid selector %q", s.Selector)
+		}
+		ds.Key = strings.TrimSpace(s.Key)
+		if ds.Key == "" {
+			v.errorf(at("key"), "missing")
+		}
+		if k := ds.Selector + "._domainkey." + ds.Domain; seen[k] && ds.Domain != "" && ds.Selector != "" {
+			v.errorf(at("selector"), "domain %q already has a key with selector %q", ds.Domain, ds.Selector)
+		} else {
+			seen[k] = true
+		}
+		c.DKIM.Sign = append(c.DKIM.Sign, ds)
+	}
+	c.DKIM.Keys = map[string]string{}
+	for name, txt := range fc.DKIM.Keys {
+		at := p("dkim", "keys", name)
+		n := normDomain(name)
+		sel, dom, ok := strings.Cut(n, "._domainkey.")
+		if !ok || !validDomain(sel) || !validDomain(dom) {
+			v.errorf(at, "invalid name %q (want <selector>._domainkey.<domain>)", name)
+			continue
+		}
+		if _, dup := c.DKIM.Keys[n]; dup {
+			v.errorf(at, "%q is listed twice", n)
+			continue
+		}
+		if strings.TrimSpace(txt) == "" {
+			v.errorf(at, "empty TXT record")
+			continue
+		}
+		c.DKIM.Keys[n] = strings.TrimSpace(txt)
+	}
+}
+
+// domain normalises and checks one domain; path names it in errors.
+func (v *validator) domain(path []string, d string) string {
+	n := normDomain(d)
+	if !validDomain(n) {
+		v.errorf(path, "invalid domain %q", d)
+	}
+	return n
+}
+
+// domains normalises and checks the list of domains at path, dropping
+// duplicates.
+func (v *validator) domains(path []string, list []string) []string {
+	var out []string
+	for i, d := range list {
+		n := v.domain(elem(path, i), d)
+		if !containsDomain(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// listeners checks a list of listen addresses.
+func (v *validator) listeners(path []string, list []string) []string {
+	var out []string
+	for i, a := range list {
+		a = strings.TrimSpace(a)
+		if err := checkListen(a); err != nil {
+			v.errorf(elem(path, i), "%v", err)
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// count checks an integer setting against its minimum and the range of an
+// int32, which is plenty for every count and the same on all platforms.
+func (v *validator) count(path []string, n int64, lo int64) int {
+	if n < lo {
+		v.errorf(path, "%d is less than %d", n, lo)
+		return int(lo)
+	}
+	if n > math.MaxInt32 {
+		v.errorf(path, "%d is too large", n)
+		return math.MaxInt32
+	}
+	return int(n)
+}
+
+// size parses a size given as an integer number of bytes or as a string
+// with a unit, and checks it against its minimum.
+func (v *validator) size(path []string, raw any, lo int64) int64 {
+	var n int64
+	switch x := raw.(type) {
+	case int64:
+		n = x
+	case string:
+		var err error
+		if n, err = ParseSize(x); err != nil {
+			v.errorf(path, "%v", err)
+			return lo
+		}
+	default:
+		v.errorf(path, `invalid size %v (want bytes, or a string like "25MiB")`, raw)
+		return lo
+	}
+	if n < lo {
+		v.errorf(path, "%d bytes is less than %d", n, lo)
+		return lo
+	}
+	return n
+}
+
+// duration parses a duration and checks it against its minimum (0 or 1ns,
+// that is: may it be zero).
+func (v *validator) duration(path []string, s string, lo time.Duration) time.Duration {
+	d, err := ParseDuration(s)
+	if err != nil {
+		v.errorf(path, "%v", err)
+		return lo
+	}
+	if d < lo {
+		v.errorf(path, "must be more than zero")
+		return lo
+	}
+	return d
+}
+
+// parsePrefix parses a network in CIDR form or a single address, which
+// means just that host.
+func parsePrefix(s string) (netip.Prefix, error) {
+	t := strings.TrimSpace(s)
+	var pfx netip.Prefix
+	if strings.Contains(t, "/") {
+		var err error
+		if pfx, err = netip.ParsePrefix(t); err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid network %q (want an address or address/bits)", s)
+		}
+	} else {
+		a, err := netip.ParseAddr(t)
+		if err != nil || a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("invalid network %q (want an address or address/bits)", s)
+		}
+		pfx = netip.PrefixFrom(a, a.BitLen())
+	}
+	// Clients are matched by their unmapped address (InRelayNetworks), so an
+	// IPv4-mapped network has to become the IPv4 network to ever match.
+	if a := pfx.Addr(); a.Is4In6() && pfx.Bits() >= 96 {
+		pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+	}
+	return pfx.Masked(), nil
+}
+
+// checkListen checks a host:port listen address. The host may be empty
+// (all addresses), an IP address or a name; the port is a number, 0 for
+// any free port.
+func checkListen(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("invalid address %q (want host:port)", a)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("invalid port in %q", a)
+	}
+	if host != "" && !validHost(host) {
+		return fmt.Errorf("invalid host in %q", a)
+	}
+	return nil
+}
+
+// validHost reports whether h is an IP address or a plausible host name.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	return validDomain(normDomain(h))
+}
+
+// parseRouteTo parses a route's next hop: "host:port" and "[ip]:port"
+// connect there; "[host]" or a bare IP address connect to port 25; a bare
+// name is looked up by MX, as Postfix's relayhost does.
+func parseRouteTo(s string) (host string, port int, mx bool, err error) {
+	if h, ps, err := net.SplitHostPort(s); err == nil {
+		n, err := strconv.Atoi(ps)
+		if err != nil || n < 1 || n > 65535 {
+			return "", 0, false, fmt.Errorf("invalid port in %q", s)
+		}
+		if h == "" || !validHost(h) {
+			return "", 0, false, fmt.Errorf("invalid host in %q (want host:port, [ip]:port or a name)", s)
+		}
+		return strings.ToLower(h), n, false, nil
+	}
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		h := s[1 : len(s)-1]
+		if !validHost(h) {
+			return "", 0, false, fmt.Errorf("invalid host in %q (want host:port, [ip]:port or a name)", s)
+		}
+		return strings.ToLower(h), 25, false, nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.String(), 25, false, nil
+	}
+	if d := normDomain(s); validDomain(d) {
+		return d, 25, true, nil
+	}
+	return "", 0, false, fmt.Errorf("invalid next hop %q (want host:port, [ip]:port or a name)", s)
+}
+
+// underDir resolves a relative path against dir; "" stays "" (not set).
+func underDir(dir, path string) string {
+	path = strings.TrimSpace(path)
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(dir, path)
+}
