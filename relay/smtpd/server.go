@@ -1,0 +1,186 @@
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Default limits, used when the corresponding Server field is zero. They
+// follow Postfix where RFC 5321 leaves the choice to the server.
+const (
+	DefaultMaxLineLength  = 2048             // command line, CRLF excluded (Postfix line_length_limit)
+	DefaultMaxRecipients  = 100              // RFC 5321 §4.5.3.1.8 minimum
+	DefaultMaxMessageSize = 25 << 20         // bytes after dot-unstuffing
+	DefaultMaxErrors      = 10               // 5xx replies before 421 and close
+	DefaultMaxConnections = 500              // concurrent connections per Server
+	DefaultCommandTimeout = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
+	DefaultDataTimeout    = 10 * time.Minute // RFC 5321 §4.5.3.2.6, per read
+	maxAuthLineLength     = 12288            // RFC 4954 §4
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("smtpd: server closed")
+
+// Server is an SMTP server. Set the fields before calling Serve; they must
+// not change afterwards.
+type Server struct {
+	// Hostname is used in the greeting and the EHLO reply.
+	Hostname string
+	Backend  Backend
+	Logger   *slog.Logger // nil: discard
+
+	// TLSConfig enables STARTTLS (and is used by implicit-TLS listeners
+	// wrapped with tls.NewListener by the caller). nil: no STARTTLS.
+	TLSConfig *tls.Config
+	// EnableAuth advertises and accepts AUTH PLAIN and LOGIN. AUTH is only
+	// offered inside TLS unless AllowInsecureAuth is set.
+	EnableAuth        bool
+	AllowInsecureAuth bool
+
+	MaxLineLength  int
+	MaxRecipients  int
+	MaxMessageSize int64
+	MaxErrors      int
+	MaxConnections int
+	CommandTimeout time.Duration
+	DataTimeout    time.Duration
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	active    atomic.Int64
+	shutdown  atomic.Bool
+	connsDone sync.WaitGroup
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return s.Logger
+}
+
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Serve accepts connections on l until Shutdown or Close; each connection
+// is served on its own goroutine. Connections from a listener made with
+// tls.NewListener are implicit TLS (RFC 8314).
+func (s *Server) Serve(l net.Listener) error {
+	if !s.track(l, true) {
+		return ErrServerClosed
+	}
+	defer s.track(l, false)
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.shutdown.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Temporary (e.g. EMFILE): back off like net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.logger().Warn("smtpd: accept", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.connsDone.Add(1)
+		go func() {
+			defer s.connsDone.Done()
+			s.ServeConn(nc)
+		}()
+	}
+}
+
+func (s *Server) track(l net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.shutdown.Load() {
+			return false
+		}
+		if s.listeners == nil {
+			s.listeners = make(map[net.Listener]struct{})
+		}
+		s.listeners[l] = struct{}{}
+	} else {
+		delete(s.listeners, l)
+	}
+	return true
+}
+
+// ServeConn serves one connection and returns when it is closed. A
+// *tls.Conn is treated as implicit TLS.
+func (s *Server) ServeConn(nc net.Conn) {
+	c := newConn(s, nc)
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = make(map[*conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	n := s.active.Add(1)
+	defer s.active.Add(-1)
+	c.serve(n > int64(orDefault(s.MaxConnections, DefaultMaxConnections)))
+}
+
+// Shutdown stops accepting connections, tells idle clients "421 4.3.2" and
+// lets sessions that are inside a command or a DATA transfer finish. When
+// ctx ends first, the remaining connections are closed and ctx's error is
+// returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdown.Store(true)
+	s.mu.Lock()
+	for l := range s.listeners {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.wakeIfIdle()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.connsDone.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes all listeners and connections at once.
+func (s *Server) Close() error {
+	s.shutdown.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for l := range s.listeners {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.raw.Close()
+	}
+	return nil
+}
