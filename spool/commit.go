@@ -1,0 +1,399 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Enqueue stores a message in ONE Badger transaction: the envelope m/<id>,
+// the body b/<id>/<n>, every recipient r/<id>/<n> (status pending, due
+// now), one schedule key t/<due>/<id>/<n> per recipient (none while the
+// message is held), and a "received" event e/<id>/<seq>. It returns the new
+// message ID only after that transaction is durable on disk; many
+// concurrent Enqueues share one fsync (group commit).
+//
+// The Status, Attempts, LastReply and NextAttempt fields of rcpts are
+// ignored. env.Received is set from the clock when zero.
+//
+// Any error means the caller must not acknowledge the message (SMTP: 451
+// 4.3.0). The message is then either absent or wholly present, never in
+// part. If ctx ends while Enqueue waits for the sync, or the sync fails, a
+// committed message may still be delivered later; a client that retries may
+// cause a duplicate, never a loss. After a failed sync the spool refuses
+// all further Enqueues, because after an fsync error the kernel may have
+// dropped dirty pages and a later successful fsync proves nothing.
+func (s *Spool) Enqueue(ctx context.Context, env Envelope, rcpts []Recipient, body []byte) (string, error) {
+	if err := s.begin(); err != nil {
+		return "", fmt.Errorf("spool: enqueue: %w", err)
+	}
+	defer s.end()
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("spool: enqueue: %w", err)
+	}
+	if env.From == "" {
+		return "", errors.New(`spool: enqueue: empty reverse path (the null path is "<>")`)
+	}
+	if len(rcpts) == 0 {
+		return "", errors.New("spool: enqueue: no recipients")
+	}
+	for i := range rcpts {
+		if rcpts[i].To == "" {
+			return "", fmt.Errorf("spool: enqueue: recipient %d: empty forward path", i)
+		}
+	}
+	if err := s.brokenErr(); err != nil {
+		return "", fmt.Errorf("spool: enqueue: %w", err)
+	}
+
+	now := s.now()
+	if env.Received.IsZero() {
+		env.Received = now
+	}
+	v, err := s.ids.next()
+	if err != nil {
+		return "", fmt.Errorf("spool: enqueue: %w", err)
+	}
+	id := formatID(v)
+	if s.group != nil {
+		s.group.enter()
+	}
+	if err := s.commitMessage(id, v, now, &env, rcpts, body); err != nil {
+		if s.group != nil {
+			s.group.leave()
+		}
+		return "", fmt.Errorf("spool: enqueue %s: %w", id, err)
+	}
+	if err := s.waitCommitted(ctx); err != nil {
+		return "", fmt.Errorf("spool: enqueue %s: %w", id, err)
+	}
+	return id, nil
+}
+
+func (s *Spool) commitMessage(id string, idv uint64, now time.Time, env *Envelope, rcpts []Recipient, body []byte) error {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	if err := putMessage(txn, id, idv, now, env, rcpts, body); err != nil {
+		return err
+	}
+	return txn.Commit()
+}
+
+// putMessage adds every key of a new message to txn. It is separate from
+// the commit so that a later transaction (retiring the last recipient and
+// queueing the DSN it owes) can create a message atomically with other
+// changes.
+func putMessage(txn *badger.Txn, id string, idv uint64, now time.Time, env *Envelope, rcpts []Recipient, body []byte) error {
+	due := dueNanos(now)
+	dueAt := time.Unix(0, int64(due))
+
+	rec := msgRecord{Envelope: *env, Size: int64(len(body)), NRcpt: len(rcpts), ChunkSize: ChunkSize}
+	if err := txn.Set(msgKey(id), encodeMessage(&rec)); err != nil {
+		return err
+	}
+	for n, off := uint32(0), 0; off < len(body); n, off = n+1, off+ChunkSize {
+		end := min(off+ChunkSize, len(body))
+		if err := txn.Set(chunkKey(id, n), body[off:end]); err != nil {
+			return err
+		}
+	}
+	for i, r := range rcpts {
+		n := uint32(i)
+		val, err := encodeRcpt(&Recipient{To: r.To, Params: r.Params, Status: StatusPending, NextAttempt: dueAt})
+		if err != nil {
+			return err
+		}
+		if err := txn.Set(rcptKey(id, n), val); err != nil {
+			return err
+		}
+		if !env.Held {
+			if err := txn.Set(schedKey(due, id, n), []byte{}); err != nil {
+				return err
+			}
+		}
+	}
+	text := fmt.Sprintf("from %s size %d rcpts %d client %s helo %s", env.From, len(body), len(rcpts), env.Client, env.Helo)
+	if env.AuthUser != "" {
+		text += " auth " + env.AuthUser
+	}
+	// The message ID is itself a fresh generator value, so it serves as the
+	// sequence number of the first event.
+	ev := Event{At: now, Kind: EventReceived, Rcpt: -1, Text: text}
+	return txn.Set(eventKey(id, idv), encodeEvent(&ev))
+}
+
+// waitDurable returns once everything committed before the call is on disk.
+func (s *Spool) waitDurable(ctx context.Context) error {
+	switch s.mode {
+	case modeBadger:
+		return s.brokenErr() // Badger synced the commit itself
+	case modeEach:
+		return s.doSync()
+	default:
+		return s.group.wait(ctx, false)
+	}
+}
+
+// waitCommitted is waitDurable for a caller that announced its commit with
+// group.enter.
+func (s *Spool) waitCommitted(ctx context.Context) error {
+	if s.group != nil {
+		return s.group.wait(ctx, true)
+	}
+	return s.waitDurable(ctx)
+}
+
+func (s *Spool) brokenErr() error {
+	if p := s.broken.Load(); p != nil {
+		return fmt.Errorf("storage unusable after an earlier failed sync: %w", *p)
+	}
+	return nil
+}
+
+// doSync performs one storage sync. A failure is sticky.
+func (s *Spool) doSync() error {
+	if err := s.brokenErr(); err != nil {
+		return err
+	}
+	var err error
+	if s.syncWrap != nil {
+		err = s.syncWrap(s.syncStorage)
+	} else {
+		err = s.syncStorage()
+	}
+	s.syncs.Add(1)
+	if err != nil {
+		s.broken.CompareAndSwap(nil, &err)
+		s.log.Error("spool: storage sync failed; refusing new messages until restart", "err", err)
+		return fmt.Errorf("storage sync: %w", err)
+	}
+	return nil
+}
+
+// syncStorage makes every write committed so far durable.
+//
+// db.Sync() msyncs the active memtable's WAL and the newest value-log file.
+// That misses one case: a WAL that became immutable (its memtable full)
+// after our commit but before the sync and is not yet flushed to an SST.
+// We close that gap by fsyncing, once, each .mem file other than the
+// newest one that we have not fsynced since it stopped being the newest.
+// (Rotated value-log files are msynced by Badger itself when it rotates,
+// and flushed SSTs are msynced before the manifest, which is fsynced,
+// refers to them.)
+func (s *Spool) syncStorage() error {
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("badger sync: %w", err)
+	}
+	return s.syncImmutableWALs()
+}
+
+func (s *Spool) syncImmutableWALs() error {
+	s.walMu.Lock()
+	defer s.walMu.Unlock()
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", s.dir, err)
+	}
+	type wal struct {
+		fid  uint64
+		name string
+	}
+	var wals []wal
+	var newest uint64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".mem")
+		if !ok {
+			continue
+		}
+		fid, err := strconv.ParseUint(name, 10, 32)
+		if err != nil {
+			continue
+		}
+		wals = append(wals, wal{fid, e.Name()})
+		newest = max(newest, fid)
+	}
+	for _, w := range wals {
+		if w.fid >= newest || w.fid < s.walSynced {
+			continue
+		}
+		if err := fsyncFile(filepath.Join(s.dir, w.name)); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // flushed to an SST and removed meanwhile
+			}
+			return err
+		}
+		s.walFsyncs++
+	}
+	s.walSynced = max(s.walSynced, newest)
+	return nil
+}
+
+func fsyncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	return nil
+}
+
+// groupSync is the group-commit barrier. Callers that have committed join
+// the next round and wait; one goroutine repeatedly takes the round with
+// all its current waiters, syncs once, and releases them with the result.
+// Waiters that arrive while a sync runs join the following round, so a
+// round's sync always starts after each of its waiters' commits.
+//
+// Syncs slow Badger's writer down (see doc.go), so fewer, fuller rounds
+// beat prompt ones. Before taking a round the syncer therefore waits, at most
+// maxSyncDelay, for the Enqueues that are between enter and wait (their
+// commits in flight) to join it. An idle server has none in flight and
+// syncs at once; a busy one gets rounds as full as its concurrency (the
+// commit_delay/commit_siblings idea of PostgreSQL, but adaptive).
+type groupSync struct {
+	fn       func() error
+	delay    time.Duration
+	mu       sync.Mutex
+	next     *syncRound
+	inCommit int           // Enqueues between enter and wait/leave
+	draining bool          // the syncer waits for inCommit to reach 0
+	drained  chan struct{} // capacity 1: inCommit reached 0 while draining
+	kick     chan struct{} // capacity 1: "a round has waiters"
+	quit     chan struct{}
+	done     chan struct{}
+}
+
+// maxSyncDelay bounds how long the syncer waits for in-flight commits.
+const maxSyncDelay = 500 * time.Microsecond
+
+type syncRound struct {
+	waiters int
+	done    chan struct{}
+	err     error // set before done is closed
+}
+
+func newSyncRound() *syncRound { return &syncRound{done: make(chan struct{})} }
+
+func newGroupSync(fn func() error, delay time.Duration) *groupSync {
+	g := &groupSync{
+		fn:      fn,
+		delay:   delay,
+		next:    newSyncRound(),
+		drained: make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go g.loop()
+	return g
+}
+
+// enter announces a commit that will be followed by wait(ctx, true) or,
+// if the commit fails, by leave.
+func (g *groupSync) enter() {
+	g.mu.Lock()
+	g.inCommit++
+	g.mu.Unlock()
+}
+
+func (g *groupSync) leave() {
+	g.mu.Lock()
+	g.leaveLocked()
+	g.mu.Unlock()
+}
+
+func (g *groupSync) leaveLocked() {
+	g.inCommit--
+	if g.inCommit == 0 && g.draining {
+		select {
+		case g.drained <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wait returns when a sync that started after the call has completed, with
+// that sync's result. entered says the caller called enter before.
+func (g *groupSync) wait(ctx context.Context, entered bool) error {
+	g.mu.Lock()
+	r := g.next
+	r.waiters++
+	if entered {
+		g.leaveLocked()
+	}
+	g.mu.Unlock()
+	select {
+	case g.kick <- struct{}{}:
+	default: // a kick is already pending; it will pick us up
+	}
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for sync: %w", ctx.Err())
+	}
+}
+
+func (g *groupSync) loop() {
+	defer close(g.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-g.kick:
+			g.round(timer)
+		case <-g.quit:
+			g.round(nil) // nobody should be waiting, but never strand a waiter
+			return
+		}
+	}
+}
+
+func (g *groupSync) round(timer *time.Timer) {
+	g.mu.Lock()
+	if g.next.waiters == 0 {
+		g.mu.Unlock()
+		return
+	}
+	if g.inCommit > 0 && g.delay > 0 && timer != nil {
+		select { // drop a stale signal
+		case <-g.drained:
+		default:
+		}
+		g.draining = true
+		g.mu.Unlock()
+		timer.Reset(g.delay)
+		select {
+		case <-g.drained:
+			timer.Stop()
+		case <-timer.C:
+		}
+		g.mu.Lock()
+		g.draining = false
+	}
+	r := g.next
+	g.next = newSyncRound()
+	g.mu.Unlock()
+	r.err = g.fn()
+	close(r.done)
+}
+
+// stop ends the loop. Callers must ensure nobody will call wait again.
+func (g *groupSync) stop() {
+	close(g.quit)
+	<-g.done
+}

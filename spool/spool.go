@@ -1,0 +1,490 @@
+package spool
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// ErrNotFound is returned (wrapped) when a message does not exist.
+var ErrNotFound = errors.New("spool: not found")
+
+// ErrClosed is returned (wrapped) by every operation on a closed spool.
+var ErrClosed = errors.New("spool: closed")
+
+// Status is the delivery state of one recipient.
+type Status string
+
+// Recipient states.
+const (
+	StatusPending   Status = "pending"   // not yet attempted
+	StatusDeferred  Status = "deferred"  // attempted, will be retried
+	StatusDelivered Status = "delivered" // done
+	StatusFailed    Status = "failed"    // permanently failed (bounced)
+)
+
+// Envelope is what the SMTP transaction said about a message, kept in
+// wire form so the spool does not depend on address parsing.
+type Envelope struct {
+	From       string    // reverse path, wire form "<...>" ("<>" for the null path)
+	MailParams string    // wire-form MAIL parameters, e.g. " SIZE=100 BODY=8BITMIME"; "" when none
+	Received   time.Time // acceptance time; Enqueue sets it from the clock if zero
+	Client     string    // client IP address
+	Helo       string    // EHLO/HELO argument
+	AuthUser   string    // authenticated user, "" when none
+	Hops       int       // count of Received headers at acceptance
+	Held       bool      // held messages get no schedule keys (see doc.go)
+}
+
+// Recipient is one forward path of a message and its delivery state.
+type Recipient struct {
+	To          string    // forward path, wire form, source route kept: "<@a,@b:u@c>"
+	Params      string    // wire-form RCPT parameters, e.g. " NOTIFY=FAILURE ORCPT=rfc822;u@c"
+	Status      Status    // delivery state
+	Attempts    int       // delivery attempts so far
+	LastReply   string    // last remote reply or local error text
+	NextAttempt time.Time // due time; equals the time in this recipient's t/ key
+}
+
+// Message is a queued message: its ID, envelope, size and recipients.
+type Message struct {
+	ID string
+	Envelope
+	Size       int64       // body length in bytes
+	Recipients []Recipient // index in the slice == n in r/<id>/<n>
+}
+
+// Due is one entry of the schedule index: recipient Rcpt of message ID is
+// due for a delivery attempt at At.
+type Due struct {
+	ID   string
+	Rcpt int
+	At   time.Time
+}
+
+// Event is one entry of a message's history (e/<id>/<seq>).
+type Event struct {
+	At   time.Time
+	Kind string // EventReceived, and later attempt/delivered/deferred/bounced
+	Rcpt int    // recipient index, -1 for the whole message
+	Text string
+}
+
+// EventReceived is the Kind of the event Enqueue writes.
+const EventReceived = "received"
+
+// Options configure Open.
+type Options struct {
+	Dir    string           // database directory; created if missing
+	Logger *slog.Logger     // nil: discard
+	Now    func() time.Time // injectable clock; nil: time.Now
+	// SyncEachCommit makes every Enqueue sync storage itself instead of
+	// sharing a group commit. It is the slow baseline for benchmarks.
+	SyncEachCommit bool
+	// GCInterval is the value-log GC period: 0 means 5 minutes, negative
+	// disables GC.
+	GCInterval time.Duration
+
+	// Test and benchmark hooks (unexported, so only this package sets them).
+	badgerSyncWrites bool                                 // let Badger fsync every write batch itself
+	syncWrap         func(storageSync func() error) error // wraps every storage sync
+	syncDelay        time.Duration                        // group commit: max wait for in-flight commits; 0 default, <0 none
+}
+
+// DefaultGCInterval is the value-log GC period when Options.GCInterval is 0.
+const DefaultGCInterval = 5 * time.Minute
+
+// ChunkSize is the size of body chunks b/<id>/<n>; only the last chunk is
+// shorter. It is stored per message, so changing it keeps old messages
+// readable.
+const ChunkSize = 1 << 20
+
+// valueThreshold: values of at least this size go to the value log, smaller
+// ones stay in the LSM tree (so ordinary mail bodies never touch the value log).
+const valueThreshold = 64 << 10
+
+// durability modes
+const (
+	modeGroup = iota
+	modeEach
+	modeBadger
+)
+
+// Spool is the durable message store of one relay. It is safe for
+// concurrent use.
+type Spool struct {
+	db   *badger.DB
+	dir  string
+	log  *slog.Logger
+	now  func() time.Time
+	mode int
+	ids  *idGen
+
+	group    *groupSync // modeGroup only
+	syncWrap func(func() error) error
+	syncs    atomic.Uint64         // storage syncs performed
+	broken   atomic.Pointer[error] // first sync failure; sticky
+	walMu    sync.Mutex            // guards walSynced, walFsyncs
+	// walSynced: every memtable WAL file with a fid below it that is no
+	// longer the active one has been fsynced since it became immutable.
+	walSynced uint64
+	walFsyncs int // immutable WALs fsynced (for tests)
+
+	mu       sync.RWMutex
+	closed   bool
+	inflight sync.WaitGroup
+
+	gcStop chan struct{}
+	gcDone chan struct{}
+}
+
+// Open opens (creating if needed) the spool in opts.Dir. After a crash,
+// Badger replays its write-ahead logs and truncates any torn tail; every
+// transaction that was synced is there, none is half there.
+func Open(opts Options) (*Spool, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("spool: open: no directory")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
+	}
+	db, err := badger.Open(badgerOptions(opts.Dir, log, opts.badgerSyncWrites))
+	if err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
+	}
+	s := &Spool{
+		db:       db,
+		dir:      opts.Dir,
+		log:      log,
+		now:      now,
+		syncWrap: opts.syncWrap,
+	}
+	switch {
+	case opts.badgerSyncWrites:
+		s.mode = modeBadger
+	case opts.SyncEachCommit:
+		s.mode = modeEach
+	default:
+		s.mode = modeGroup
+		delay := opts.syncDelay
+		switch {
+		case delay == 0:
+			delay = maxSyncDelay
+		case delay < 0:
+			delay = 0
+		}
+		s.group = newGroupSync(s.doSync, delay)
+	}
+	if err := s.recover(); err != nil {
+		s.stopSyncer()
+		return nil, errors.Join(fmt.Errorf("spool: open %s: %w", opts.Dir, err), db.Close())
+	}
+	gc := opts.GCInterval
+	if gc == 0 {
+		gc = DefaultGCInterval
+	}
+	if gc > 0 {
+		s.gcStop = make(chan struct{})
+		s.gcDone = make(chan struct{})
+		go s.gcLoop(gc)
+	}
+	return s, nil
+}
+
+// badgerOptions tunes Badger for a small daemon: a spool holds at most a
+// few thousand messages in flight, most of them a few KiB.
+func badgerOptions(dir string, log *slog.Logger, syncWrites bool) badger.Options {
+	o := badger.DefaultOptions(dir)
+	o.Logger = badgerLogger{log}
+	// We fsync ourselves, once per group of commits (see groupSync).
+	o.SyncWrites = syncWrites
+	// 16 MiB memtables (default 64), at most 3 of them: ~60 MiB of RAM at
+	// worst (arena plus batch headroom each) instead of ~400. A memtable still holds ~10k small messages.
+	o.MemTableSize = 16 << 20
+	o.NumMemtables = 3
+	// Small caches: the working set is the head of the queue.
+	o.BlockCacheSize = 8 << 20
+	o.IndexCacheSize = 4 << 20
+	// 64 MiB value-log files (default 1 GiB) so value-log GC can give disk
+	// space back after a burst in reasonable steps.
+	o.ValueLogFileSize = 64 << 20
+	// Bodies below 64 KiB (most mail) live in the LSM tree; larger ones are
+	// stored as 1 MiB chunks in the value log.
+	o.ValueThreshold = valueThreshold
+	o.NumCompactors = 2 // Badger's minimum
+	o.MetricsEnabled = false
+	o.NumVersionsToKeep = 1
+	o.DetectConflicts = true // later read-modify-write transactions rely on it
+	return o
+}
+
+// badgerLogger routes Badger's log onto slog. Errors and warnings keep their
+// level; Badger's chatty info and debug lines go to slog's debug level.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.emit(slog.LevelError, f, a) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.emit(slog.LevelWarn, f, a) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.emit(slog.LevelDebug, f, a) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.emit(slog.LevelDebug, f, a) }
+
+func (b badgerLogger) emit(level slog.Level, f string, a []any) {
+	ctx := context.Background()
+	if !b.l.Enabled(ctx, level) {
+		return
+	}
+	msg := fmt.Sprintf(f, a...)
+	for len(msg) > 0 && (msg[len(msg)-1] == '\n' || msg[len(msg)-1] == ' ') {
+		msg = msg[:len(msg)-1]
+	}
+	b.l.Log(ctx, level, msg, "component", "badger")
+}
+
+// recover checks the layout version and restores the ID generator.
+func (s *Spool) recover() error {
+	var high uint64
+	err := s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keyVersion))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			var v [4]byte
+			binary.BigEndian.PutUint32(v[:], layoutVersion)
+			if err := txn.Set([]byte(keyVersion), v[:]); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		default:
+			err := item.Value(func(v []byte) error {
+				if len(v) != 4 || binary.BigEndian.Uint32(v) != layoutVersion {
+					return fmt.Errorf("unsupported spool layout version %x (want %d)", v, layoutVersion)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		item, err = txn.Get([]byte(keyIDHigh))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return err
+		default:
+			err := item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return fmt.Errorf("%w: %s", errCorrupt, keyIDHigh)
+				}
+				high = binary.BigEndian.Uint64(v)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		// Belt and braces: never go below the highest message ID present.
+		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte(prefixMessage)})
+		defer it.Close()
+		it.Seek([]byte(prefixMessage + "\xff"))
+		if it.Valid() {
+			k := it.Item().Key()
+			if v, err := parseID(string(k[len(prefixMessage):])); err == nil && v >= high {
+				high = v + 1
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.doSync(); err != nil { // make the version key durable
+		return err
+	}
+	s.ids = &idGen{now: s.now, ceiling: high, persist: s.persistIDHigh}
+	if high > 0 {
+		s.ids.last = high - 1
+	}
+	return nil
+}
+
+// persistIDHigh durably records that every ID handed out is below high.
+func (s *Spool) persistIDHigh(high uint64) error {
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], high)
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(keyIDHigh), v[:])
+	}); err != nil {
+		return err
+	}
+	return s.waitDurable(context.Background())
+}
+
+// idGen hands out unique, increasing 64-bit IDs: microseconds since the
+// Unix epoch, bumped by one when the clock has not advanced (or went back).
+// Before handing out an ID at or above the persisted ceiling it durably
+// raises the ceiling by idReserve, so after a restart (even with the clock
+// set back) new IDs start above every ID ever handed out.
+type idGen struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	last    uint64
+	ceiling uint64
+	persist func(uint64) error
+}
+
+// idReserve is how far ahead (in µs of ID space) the ceiling is raised; one
+// extra synced write per 10 s of IDs.
+const idReserve = uint64(10 * time.Second / time.Microsecond)
+
+func (g *idGen) next() (uint64, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	v := uint64(0)
+	if us := g.now().UnixMicro(); us > 0 {
+		v = uint64(us)
+	}
+	if v <= g.last {
+		v = g.last + 1
+	}
+	if v >= g.ceiling {
+		c := v + idReserve
+		if err := g.persist(c); err != nil {
+			return 0, fmt.Errorf("reserve IDs: %w", err)
+		}
+		g.ceiling = c
+	}
+	g.last = v
+	return v, nil
+}
+
+// NewID returns a fresh unique ID from the same generator as message IDs
+// (time-ordered, increasing across restarts). Later operations use it for
+// event and mailbox sequence numbers.
+func (s *Spool) NewID() (uint64, error) {
+	if err := s.begin(); err != nil {
+		return 0, fmt.Errorf("spool: new id: %w", err)
+	}
+	defer s.end()
+	v, err := s.ids.next()
+	if err != nil {
+		return 0, fmt.Errorf("spool: new id: %w", err)
+	}
+	return v, nil
+}
+
+// begin registers an operation; it fails once Close has started.
+func (s *Spool) begin() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.inflight.Add(1)
+	return nil
+}
+
+func (s *Spool) end() { s.inflight.Done() }
+
+// Close waits for in-flight operations (an Enqueue in progress completes
+// and is synced), stops value-log GC and the syncer, and closes Badger,
+// which flushes its memtables. Calling Close again returns nil.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.inflight.Wait()
+	if s.gcStop != nil {
+		close(s.gcStop)
+		<-s.gcDone
+	}
+	s.stopSyncer()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("spool: close %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+func (s *Spool) stopSyncer() {
+	if s.group != nil {
+		s.group.stop()
+	}
+}
+
+// gcLoop runs value-log GC every interval until Close.
+func (s *Spool) gcLoop(interval time.Duration) {
+	defer close(s.gcDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.gcStop:
+			return
+		case <-t.C:
+			s.runGC()
+		}
+	}
+}
+
+// runGC rewrites value-log files that are at least half garbage, until
+// Badger finds none.
+//
+// Badger's GC copies live values forward with unsynced writes (we run with
+// SyncWrites=false) and then deletes the old file. A power cut between the
+// two would lose the copies. Badger defers deleting GC'd files while any
+// iterator is open, so we hold one across the GC and close it only after
+// a storage sync has made the copies durable.
+func (s *Spool) runGC() {
+	txn := s.db.NewTransaction(false)
+	it := txn.NewIterator(badger.IteratorOptions{})
+	defer func() {
+		it.Close() // deletes the rewritten files, now that their data is synced
+		txn.Discard()
+	}()
+	rewritten := 0
+	for !s.gcStopping() {
+		err := s.db.RunValueLogGC(0.5)
+		if err != nil {
+			if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+				s.log.Warn("spool: value-log GC", "err", err)
+			}
+			break
+		}
+		rewritten++
+	}
+	if rewritten == 0 {
+		return
+	}
+	if err := s.waitDurable(context.Background()); err != nil {
+		s.log.Error("spool: sync after value-log GC", "err", err)
+		return
+	}
+	s.log.Info("spool: value-log GC", "files_rewritten", rewritten)
+}
+
+func (s *Spool) gcStopping() bool {
+	select {
+	case <-s.gcStop:
+		return true
+	default:
+		return false
+	}
+}
