@@ -33,6 +33,30 @@ import (
 // all further Enqueues, because after an fsync error the kernel may have
 // dropped dirty pages and a later successful fsync proves nothing.
 func (s *Spool) Enqueue(ctx context.Context, env Envelope, rcpts []Recipient, body []byte) (string, error) {
+	return s.enqueue(ctx, "", env, rcpts, body)
+}
+
+// EnqueueID is Enqueue under an ID from NewMessageID, for callers that
+// must name the message before storing it (the Received header carries
+// the queue ID).
+func (s *Spool) EnqueueID(ctx context.Context, id string, env Envelope, rcpts []Recipient, body []byte) error {
+	if id == "" {
+		return errors.New("spool: enqueue: empty message ID")
+	}
+	_, err := s.enqueue(ctx, id, env, rcpts, body)
+	return err
+}
+
+// NewMessageID returns a fresh message ID for EnqueueID.
+func (s *Spool) NewMessageID() (string, error) {
+	v, err := s.NewID()
+	if err != nil {
+		return "", err
+	}
+	return formatID(v), nil
+}
+
+func (s *Spool) enqueue(ctx context.Context, id string, env Envelope, rcpts []Recipient, body []byte) (string, error) {
 	if err := s.begin(); err != nil {
 		return "", fmt.Errorf("spool: enqueue: %w", err)
 	}
@@ -59,11 +83,16 @@ func (s *Spool) Enqueue(ctx context.Context, env Envelope, rcpts []Recipient, bo
 	if env.Received.IsZero() {
 		env.Received = now
 	}
-	v, err := s.ids.next()
-	if err != nil {
-		return "", fmt.Errorf("spool: enqueue: %w", err)
+	var v uint64
+	var err error
+	if id == "" {
+		if v, err = s.ids.next(); err != nil {
+			return "", fmt.Errorf("spool: enqueue: %w", err)
+		}
+		id = formatID(v)
+	} else if v, err = parseID(id); err != nil {
+		return "", fmt.Errorf("spool: enqueue %q: %w", id, err)
 	}
-	id := formatID(v)
 	if s.group != nil {
 		s.group.enter()
 	}

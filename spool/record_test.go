@@ -1,0 +1,189 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func openTest(t *testing.T, now func() time.Time) *Spool {
+	t.Helper()
+	s, err := Open(Options{Dir: t.TempDir(), Now: now, GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func enqueueN(t *testing.T, s *Spool, rcpts int) string {
+	t.Helper()
+	rs := make([]Recipient, rcpts)
+	for i := range rs {
+		rs[i] = Recipient{To: fmt.Sprintf("<u%d@c.test>", i)}
+	}
+	id, err := s.Enqueue(context.Background(), Envelope{From: "<a@b.test>"}, rs, []byte("Subject: x\r\n\r\nhello\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestRecordDeferMovesScheduleKey(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	s := openTest(t, func() time.Time { return now })
+	id := enqueueN(t, s, 2)
+	next := now.Add(time.Hour)
+	if err := s.Record(context.Background(), id, []Result{{Rcpt: 0, Status: StatusDeferred, Reply: "451 4.3.0 later", NextAttempt: next}}); err != nil {
+		t.Fatal(err)
+	}
+	due, err := s.Due(now, 10)
+	if err != nil || len(due) != 1 || due[0].Rcpt != 1 {
+		t.Fatalf("due now = %+v, %v; want only recipient 1", due, err)
+	}
+	due, _ = s.Due(next, 10)
+	if len(due) != 2 {
+		t.Fatalf("due after an hour = %+v", due)
+	}
+	m, err := s.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := m.Recipients[0]
+	if r.Status != StatusDeferred || r.Attempts != 1 || r.LastReply != "451 4.3.0 later" || !r.NextAttempt.Equal(next) {
+		t.Fatalf("recipient 0 = %+v", r)
+	}
+	evs, _ := s.Events(id)
+	if len(evs) != 2 || evs[1].Kind != EventDeferred {
+		t.Fatalf("events = %+v", evs)
+	}
+}
+
+func TestRecordRetiresAndIgnoresDuplicates(t *testing.T) {
+	s := openTest(t, nil)
+	id := enqueueN(t, s, 2)
+	ctx := context.Background()
+	if err := s.Record(ctx, id, []Result{{Rcpt: 0, Status: StatusDelivered, Reply: "250 ok"}}); err != nil {
+		t.Fatal(err)
+	}
+	// A second report for a final recipient changes nothing.
+	if err := s.Record(ctx, id, []Result{{Rcpt: 0, Status: StatusFailed, Reply: "550 no"}}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.Get(id); err != nil || m.Recipients[0].Status != StatusDelivered {
+		t.Fatalf("after duplicate: %+v %v", m, err)
+	}
+	if err := s.Record(ctx, id, []Result{{Rcpt: 1, Status: StatusFailed, Reply: "550 5.1.1 no"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("retired message still there: %v", err)
+	}
+	if _, err := s.Body(id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("retired body still there: %v", err)
+	}
+	if due, _ := s.Due(time.Now().Add(time.Hour), 10); len(due) != 0 {
+		t.Fatalf("schedule keys left: %+v", due)
+	}
+	if err := s.Record(ctx, id, []Result{{Rcpt: 1, Status: StatusDelivered}}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("record on a retired message: %v", err)
+	}
+}
+
+// Two next hops finishing at once for one message conflict in Badger; both
+// results must land and the message retire exactly once.
+func TestRecordConcurrentHops(t *testing.T) {
+	s := openTest(t, nil)
+	for round := 0; round < 20; round++ {
+		id := enqueueN(t, s, 8)
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for n := 0; n < 8; n++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- s.Record(context.Background(), id, []Result{{Rcpt: n, Status: StatusDelivered, Reply: "250 ok"}})
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("round %d: message not retired after all hops delivered: %v", round, err)
+		}
+	}
+}
+
+func TestRecordMailboxExactlyOnce(t *testing.T) {
+	s := openTest(t, nil)
+	id := enqueueN(t, s, 1)
+	res := []Result{{Rcpt: 0, Status: StatusDelivered, Reply: "250 local", Mailbox: "alice", MailboxHeader: []byte("Delivered-To: alice@b.test\r\n")}}
+	if err := s.Record(context.Background(), id, res); err != nil {
+		t.Fatal(err)
+	}
+	// A redelivery attempt after the fact finds the message gone and
+	// writes no second copy.
+	if err := s.Record(context.Background(), id, res); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second record: %v", err)
+	}
+	box, err := s.Mailbox("alice")
+	if err != nil || len(box) != 1 {
+		t.Fatalf("mailbox = %+v, %v", box, err)
+	}
+	got, err := s.MailboxMessage("alice", box[0].Seq)
+	if want := "Delivered-To: alice@b.test\r\nSubject: x\r\n\r\nhello\r\n"; err != nil || string(got) != want || box[0].Size != int64(len(want)) {
+		t.Fatalf("entry = %q (size %d), %v", got, box[0].Size, err)
+	}
+	if other, _ := s.Mailbox("al"); len(other) != 0 {
+		t.Fatalf("mailbox prefix leak: %+v", other)
+	}
+}
+
+func TestDueAfterPages(t *testing.T) {
+	s := openTest(t, nil)
+	for i := 0; i < 10; i++ {
+		enqueueN(t, s, 3)
+	}
+	now := time.Now().Add(time.Minute)
+	var all []Due
+	var after *Due
+	for {
+		page, err := s.DueAfter(after, now, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		all = append(all, page...)
+		after = &page[len(page)-1]
+	}
+	if len(all) != 30 {
+		t.Fatalf("paged %d entries, want 30", len(all))
+	}
+	seen := map[Due]bool{}
+	for _, d := range all {
+		if seen[d] {
+			t.Fatalf("entry %+v twice", d)
+		}
+		seen[d] = true
+	}
+}
+
+func TestRecordRejectsNonOutcome(t *testing.T) {
+	s := openTest(t, nil)
+	id := enqueueN(t, s, 1)
+	if err := s.Record(context.Background(), id, []Result{{Rcpt: 0, Status: StatusPending}}); err == nil {
+		t.Fatal("pending accepted as an outcome")
+	}
+	if err := s.Record(context.Background(), id, []Result{{Rcpt: 5, Status: StatusDelivered}}); err == nil {
+		t.Fatal("recipient out of range accepted")
+	}
+}
