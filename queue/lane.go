@@ -1,0 +1,226 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/relay-mta/relay/spool"
+)
+
+// lane is the delivery line to one next hop: a bounded job queue and up to
+// PerHopConcurrency workers, each holding one session that carries
+// message after message while there is work.
+type lane struct {
+	q    *Queue
+	hop  Hop
+	jobs chan *job
+
+	mu        sync.Mutex
+	workers   int
+	deadUntil time.Time // after a failed connection: defer without dialling
+	deadReply string
+}
+
+func (q *Queue) lane(h Hop) *lane {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	l := q.lanes[h.Key]
+	if l == nil {
+		l = &lane{q: q, hop: h, jobs: make(chan *job, 4*q.o.PerHopConcurrency)}
+		q.lanes[h.Key] = l
+	}
+	return l
+}
+
+// pruneLanes forgets lanes with no work and no workers, so the lane map
+// stays as small as the set of busy next hops. Only the scheduler
+// goroutine pushes, and it calls this, so no push can race the removal.
+func (q *Queue) pruneLanes() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for k, l := range q.lanes {
+		l.mu.Lock()
+		idle := l.workers == 0 && len(l.jobs) == 0 && !l.deadUntil.After(q.o.Now())
+		l.mu.Unlock()
+		if idle {
+			delete(q.lanes, k)
+		}
+	}
+}
+
+// push queues j, starting a worker when the lane has fewer than allowed.
+// It reports false when the lane is full.
+func (l *lane) push(ctx context.Context, j *job) bool {
+	select {
+	case l.jobs <- j:
+	default:
+		return false
+	}
+	l.mu.Lock()
+	if l.workers < l.q.o.PerHopConcurrency {
+		l.workers++
+		l.q.workers.Add(1)
+		go l.work(ctx)
+	}
+	l.mu.Unlock()
+	return true
+}
+
+func (l *lane) work(ctx context.Context) {
+	defer l.q.workers.Done()
+	var sess Session
+	defer func() {
+		if sess != nil {
+			sess.Close()
+		}
+	}()
+	idle := time.NewTimer(l.q.o.SessionIdle)
+	defer idle.Stop()
+	for {
+		if ctx.Err() != nil {
+			l.exit()
+			return
+		}
+		select {
+		case j := <-l.jobs:
+			sess = l.deliver(ctx, sess, j)
+			idle.Reset(l.q.o.SessionIdle)
+		case <-idle.C:
+			if l.exitIfEmpty() {
+				return
+			}
+			idle.Reset(l.q.o.SessionIdle)
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (l *lane) exit() {
+	l.mu.Lock()
+	l.workers--
+	l.mu.Unlock()
+}
+
+func (l *lane) exitIfEmpty() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.jobs) > 0 {
+		return false
+	}
+	l.workers--
+	return true
+}
+
+// deliver performs one job and returns the session to keep using (nil
+// when there is none or it broke). Deliveries run to completion on their
+// own timeouts even when the queue is stopping: cutting one off after the
+// next hop took the message would only cause a duplicate.
+func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
+	q := l.q
+	defer func() {
+		q.release(j)
+		q.Notify() // the lane has room again
+	}()
+	dctx := context.WithoutCancel(ctx)
+	if l.hop.Local {
+		q.record(j.msg, l.localResults(j))
+		return nil
+	}
+	now := q.o.Now()
+	if reply, dead := l.dead(now); dead {
+		q.record(j.msg, l.deferAll(j, reply, now))
+		return sess
+	}
+	if sess == nil {
+		var err error
+		sess, err = q.o.Deliverer.Dial(dctx, l.hop)
+		if err != nil {
+			now = q.o.Now()
+			results := make([]spool.Result, len(j.rcpts))
+			for i, n := range j.rcpts {
+				results[i] = q.errorResult(j.msg, n, err, now)
+			}
+			if !IsPermanent(err) {
+				l.markDead(now, errorText(err))
+			}
+			q.record(j.msg, results)
+			return nil
+		}
+	}
+	body, err := q.o.Spool.Body(j.msg.ID)
+	if err != nil {
+		q.log.Error("queue: read body", "id", j.msg.ID, "err", err)
+		return sess
+	}
+	replies, err := sess.Send(dctx, j.msg, j.outs, body)
+	now = q.o.Now()
+	if err != nil || len(replies) != len(j.rcpts) {
+		if err == nil {
+			err = fmt.Errorf("session returned %d replies for %d recipients", len(replies), len(j.rcpts))
+		}
+		remote := sess.Remote()
+		sess.Close()
+		results := l.deferAll(j, errorText(fmt.Errorf("%s: %w", remote, err)), now)
+		q.record(j.msg, results)
+		return nil
+	}
+	results := make([]spool.Result, len(j.rcpts))
+	for i, n := range j.rcpts {
+		text := replyText(replies[i])
+		switch classify(replies[i].Code) {
+		case delivered:
+			results[i] = spool.Result{Rcpt: n, Status: spool.StatusDelivered, Reply: text}
+		case failed:
+			results[i] = spool.Result{Rcpt: n, Status: spool.StatusFailed, Reply: text}
+		default:
+			results[i] = q.deferResult(j.msg, n, text, now)
+		}
+		results[i].Remote = sess.Remote()
+	}
+	q.record(j.msg, results)
+	return sess
+}
+
+func (l *lane) deferAll(j *job, reply string, now time.Time) []spool.Result {
+	results := make([]spool.Result, len(j.rcpts))
+	for i, n := range j.rcpts {
+		results[i] = l.q.deferResult(j.msg, n, reply, now)
+	}
+	return results
+}
+
+// A next hop that refused a connection is treated as down for a short
+// while, as Postfix does with dead destinations: the rest of its queued
+// work is deferred at once instead of each message waiting for its own
+// connection timeout.
+const deadHopWindow = 10 * time.Second
+
+func (l *lane) markDead(now time.Time, reply string) {
+	l.mu.Lock()
+	l.deadUntil, l.deadReply = now.Add(min(deadHopWindow, max(l.q.o.Retry.Min, time.Second))), reply
+	l.mu.Unlock()
+}
+
+func (l *lane) dead(now time.Time) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadReply, now.Before(l.deadUntil)
+}
+
+// localResults delivers into this relay's mailboxes: the spool writes each
+// mailbox entry in the same transaction that retires the recipient, so a
+// local delivery happens exactly once.
+func (l *lane) localResults(j *job) []spool.Result {
+	results := make([]spool.Result, len(j.rcpts))
+	for i, n := range j.rcpts {
+		hdr := "Return-Path: " + j.msg.From + "\r\nDelivered-To: " + strings.Trim(j.outs[i], "<>") + "\r\n"
+		results[i] = spool.Result{
+			Rcpt: n, Status: spool.StatusDelivered, Reply: "250 2.0.0 delivered to mailbox " + j.boxes[i],
+			Mailbox: j.boxes[i], MailboxHeader: []byte(hdr), Remote: "local",
+		}
+	}
+	return results
+}

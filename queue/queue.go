@@ -1,0 +1,94 @@
+// Package queue is the scheduler and delivery engine of the relay: it
+// finds due recipients by seeking the spool's schedule index, groups them
+// into lanes per next hop, hands them to a Deliverer, classifies the
+// outcome (delivered, deferred with backoff, failed) and records it in the
+// spool. It opens no sockets itself: SMTP delivery is a Deliverer, next
+// hops come from a Router, both supplied by the relay.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/relay-mta/relay/spool"
+)
+
+// Hop is where a recipient goes next. Recipients of one message with the
+// same Hop.Key travel in one SMTP transaction.
+type Hop struct {
+	// Key names the lane: equal keys share sessions and the concurrency
+	// limit. For example "local", "route:c.test", "mx:example.org".
+	Key string
+	// Local means delivery into this relay's mailboxes; Mailbox is the
+	// recipient's (it is not part of the lane identity: all local
+	// recipients share the "local" lane).
+	Local   bool
+	Mailbox string
+	// Remote next hop, used by the Deliverer: either explicit addresses
+	// ("host:port", tried in order) or, when MX is set, the domain whose
+	// MX records (then A/AAAA) give the addresses, on Port.
+	Addrs  []string
+	MX     string
+	Port   int
+	TLS    string // "opportunistic" | "require" | "none"
+	Source string // what chose this hop, for logs: "route c.test", "mx", "source route"
+}
+
+// Router decides the next hop of a recipient. It does no I/O (MX lookups
+// happen in the Deliverer when a session is opened), so the scheduler can
+// call it inline.
+type Router interface {
+	// Route returns the hop and the forward path to send to it in wire
+	// form (a source route may have been shortened). A *PermanentError
+	// fails the recipient; any other error defers it.
+	Route(to string) (hop Hop, rcptOut string, err error)
+}
+
+// Deliverer opens sessions to remote next hops.
+type Deliverer interface {
+	// Dial opens a session to hop (resolving MX records and falling back
+	// through the addresses as needed). A *PermanentError (NXDOMAIN, null
+	// MX) fails the recipients; any other error defers them.
+	Dial(ctx context.Context, hop Hop) (Session, error)
+}
+
+// Session is one open SMTP connection to a next hop; it may carry many
+// messages.
+type Session interface {
+	// Send transmits one message to the given recipients (forward paths in
+	// wire form, already rewritten by the Router) and returns one Reply per
+	// recipient, in order. A non-nil error means the session broke: the
+	// replies are then meaningless, the caller defers every recipient with
+	// that error's text and drops the session.
+	Send(ctx context.Context, msg *spool.Message, rcpts []string, body []byte) ([]Reply, error)
+	// Remote names the peer for logs and events ("127.0.0.3:2525").
+	Remote() string
+	Close() error
+}
+
+// Reply is the remote server's answer for one recipient: the code decides
+// the outcome (2xx delivered, 4xx deferred, 5xx failed) and Text is kept
+// for the event history and DSNs.
+type Reply struct {
+	Code int
+	Text string // whole reply text, enhanced code included, e.g. "250 2.0.0 OK: queued as X"
+}
+
+// PermanentError marks an error that fails recipients instead of deferring
+// them: NXDOMAIN, a null MX (RFC 7505), a route that cannot exist.
+type PermanentError struct {
+	Code int // SMTP-like code for DSNs, e.g. 550 or 556
+	Err  error
+}
+
+func (e *PermanentError) Error() string { return fmt.Sprintf("%d %v", e.Code, e.Err) }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// IsPermanent reports whether err is (or wraps) a *PermanentError.
+func IsPermanent(err error) bool {
+	var pe *PermanentError
+	return asPermanent(err, &pe)
+}
+
+func asPermanent(err error, pe **PermanentError) bool { return errors.As(err, pe) }

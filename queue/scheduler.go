@@ -1,0 +1,351 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/relay-mta/relay/spool"
+)
+
+// Options configure a Queue.
+type Options struct {
+	Spool     *spool.Spool
+	Router    Router
+	Deliverer Deliverer
+	Retry     RetryPolicy
+	// PerHopConcurrency is the number of sessions at once per next hop.
+	PerHopConcurrency int
+	Logger            *slog.Logger     // nil: discard
+	Now               func() time.Time // nil: time.Now
+	// Rand returns numbers in [0,1) for jitter; nil: math/rand/v2.
+	Rand func() float64
+	// RestartJitter spreads recipients that were already overdue when the
+	// queue started over this window, so a restart after an outage does
+	// not hit every next hop at once. 0: min(Retry.Min, 30s).
+	RestartJitter time.Duration
+	// SessionIdle is how long an idle session to a next hop is kept open
+	// for more messages. 0: 5s.
+	SessionIdle time.Duration
+	// OnResult, if set, is called after each recipient's outcome is
+	// recorded (for metrics and tests).
+	OnResult func(id string, rcpt int, status spool.Status, reply string)
+}
+
+// Queue schedules and performs deliveries. Create it with New and start it
+// with Run.
+type Queue struct {
+	o    Options
+	log  *slog.Logger
+	wake chan struct{}
+
+	mu       sync.Mutex
+	inflight map[rcptRef]struct{}
+	lanes    map[string]*lane
+	randMu   sync.Mutex
+	workers  sync.WaitGroup
+	start    time.Time
+}
+
+type rcptRef struct {
+	id string
+	n  int
+}
+
+// job is one message's recipients for one next hop: one SMTP transaction.
+type job struct {
+	msg   *spool.Message
+	rcpts []int    // recipient indexes
+	outs  []string // forward paths to send, parallel to rcpts
+	boxes []string // local mailboxes, parallel to rcpts (local hops only)
+	hop   Hop
+}
+
+// scanBatch is how many schedule entries one read of the index returns;
+// passLimit bounds the entries one scheduling pass looks at, so a huge
+// backlog for full lanes cannot turn a pass into a scan of the queue.
+const (
+	scanBatch = 256
+	passLimit = 8192
+)
+
+// New returns a Queue; nothing runs until Run.
+func New(o Options) *Queue {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
+	if o.PerHopConcurrency <= 0 {
+		o.PerHopConcurrency = 8
+	}
+	if o.RestartJitter == 0 {
+		o.RestartJitter = min(o.Retry.Min, 30*time.Second)
+	}
+	if o.SessionIdle == 0 {
+		o.SessionIdle = 5 * time.Second
+	}
+	return &Queue{
+		o:        o,
+		log:      o.Logger,
+		wake:     make(chan struct{}, 1),
+		inflight: make(map[rcptRef]struct{}),
+		lanes:    make(map[string]*lane),
+	}
+}
+
+// Notify wakes the scheduler: a message was enqueued, released or retried.
+// It never blocks.
+func (q *Queue) Notify() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run schedules deliveries until ctx ends, then waits for the deliveries
+// in progress to finish (each bounded by its own timeouts) and returns.
+func (q *Queue) Run(ctx context.Context) error {
+	q.start = q.o.Now()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := q.pass(ctx)
+		wait := time.Minute // a safety net; Notify and due times normally wake us
+		if !next.IsZero() {
+			wait = min(wait, max(next.Sub(q.o.Now()), time.Millisecond))
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			q.workers.Wait()
+			return nil
+		case <-q.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// pass dispatches due work and returns when the next known work is due
+// (zero when nothing is scheduled).
+func (q *Queue) pass(ctx context.Context) time.Time {
+	now := q.o.Now()
+	var next time.Time
+	note := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	var after *spool.Due
+	seen := 0
+	for seen < passLimit {
+		dues, err := q.o.Spool.DueAfter(after, now, scanBatch)
+		if err != nil {
+			q.log.Error("queue: read schedule", "err", err)
+			note(now.Add(time.Second))
+			return next
+		}
+		if len(dues) == 0 {
+			break
+		}
+		seen += len(dues)
+		after = &dues[len(dues)-1]
+		// Group by message, keeping index order.
+		byMsg := map[string][]int{}
+		var order []string
+		for _, d := range dues {
+			if eff := q.effectiveDue(d); eff.After(now) {
+				note(eff)
+				continue
+			}
+			if q.isInflight(d.ID, d.Rcpt) {
+				continue
+			}
+			if _, ok := byMsg[d.ID]; !ok {
+				order = append(order, d.ID)
+			}
+			byMsg[d.ID] = append(byMsg[d.ID], d.Rcpt)
+		}
+		for _, id := range order {
+			if ctx.Err() != nil {
+				return next
+			}
+			q.dispatch(ctx, id, byMsg[id], now)
+		}
+		if len(dues) < scanBatch {
+			break
+		}
+	}
+	if seen >= passLimit {
+		note(now) // more may be due: come back at once
+	}
+	q.pruneLanes()
+	if t, ok, err := q.o.Spool.NextDue(); err == nil && ok && t.After(now) {
+		note(t)
+	}
+	return next
+}
+
+// effectiveDue is the due time, except that work already overdue when the
+// queue started is spread over RestartJitter by a hash of its identity.
+func (q *Queue) effectiveDue(d spool.Due) time.Time {
+	if !d.At.Before(q.start) || q.o.RestartJitter <= 0 {
+		return d.At
+	}
+	h := fnv.New64a()
+	h.Write([]byte(d.ID))
+	h.Write([]byte{byte(d.Rcpt), byte(d.Rcpt >> 8)})
+	return q.start.Add(time.Duration(h.Sum64() % uint64(q.o.RestartJitter)))
+}
+
+func (q *Queue) isInflight(id string, n int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, ok := q.inflight[rcptRef{id, n}]
+	return ok
+}
+
+// dispatch routes the due recipients of one message and hands them to
+// their lanes; recipients whose lane is full stay due for a later pass.
+func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.Time) {
+	m, err := q.o.Spool.Get(id)
+	if errors.Is(err, spool.ErrNotFound) {
+		return // retired meanwhile
+	}
+	if err != nil {
+		q.log.Error("queue: read message", "id", id, "err", err)
+		return
+	}
+	var immediate []spool.Result
+	jobs := map[string]*job{}
+	var keys []string
+	for _, n := range rcpts {
+		if n >= len(m.Recipients) {
+			continue
+		}
+		r := m.Recipients[n]
+		if r.Status == spool.StatusDelivered || r.Status == spool.StatusFailed {
+			continue
+		}
+		if q.o.Retry.Lifetime > 0 && !now.Before(m.Received.Add(q.o.Retry.Lifetime)) {
+			immediate = append(immediate, q.expired(m, n))
+			continue
+		}
+		hop, out, err := q.o.Router.Route(r.To)
+		if err != nil {
+			immediate = append(immediate, q.errorResult(m, n, err, now))
+			continue
+		}
+		j := jobs[hop.Key]
+		if j == nil {
+			j = &job{msg: m, hop: hop}
+			jobs[hop.Key] = j
+			keys = append(keys, hop.Key)
+		}
+		j.rcpts = append(j.rcpts, n)
+		j.outs = append(j.outs, out)
+		j.boxes = append(j.boxes, hop.Mailbox)
+	}
+	if len(immediate) > 0 {
+		q.record(m, immediate)
+	}
+	for _, k := range keys {
+		j := jobs[k]
+		l := q.lane(j.hop)
+		q.mu.Lock()
+		for _, n := range j.rcpts {
+			q.inflight[rcptRef{id, n}] = struct{}{}
+		}
+		q.mu.Unlock()
+		if !l.push(ctx, j) {
+			q.release(j)
+		}
+	}
+}
+
+func (q *Queue) release(j *job) {
+	q.mu.Lock()
+	for _, n := range j.rcpts {
+		delete(q.inflight, rcptRef{j.msg.ID, n})
+	}
+	q.mu.Unlock()
+}
+
+// expired fails a recipient that outlived the queue lifetime, keeping the
+// last reply it got.
+func (q *Queue) expired(m *spool.Message, n int) spool.Result {
+	reply := "554 5.4.7 Delivery time expired"
+	if last := m.Recipients[n].LastReply; last != "" {
+		reply += "; last reply: " + last
+	}
+	return spool.Result{Rcpt: n, Status: spool.StatusFailed, Reply: reply}
+}
+
+// errorResult turns an error standing for a reply into a result.
+func (q *Queue) errorResult(m *spool.Message, n int, err error, now time.Time) spool.Result {
+	text := errorText(err)
+	if IsPermanent(err) {
+		return spool.Result{Rcpt: n, Status: spool.StatusFailed, Reply: text}
+	}
+	return q.deferResult(m, n, text, now)
+}
+
+// deferResult schedules the next attempt of a recipient, or fails it when
+// that attempt would come after its lifetime.
+func (q *Queue) deferResult(m *spool.Message, n int, reply string, now time.Time) spool.Result {
+	attempts := m.Recipients[n].Attempts + 1
+	q.randMu.Lock()
+	r := q.o.Rand()
+	q.randMu.Unlock()
+	next := now.Add(jitter(q.o.Retry.Delay(attempts), r))
+	if q.o.Retry.Lifetime > 0 {
+		expiry := m.Received.Add(q.o.Retry.Lifetime)
+		if !now.Before(expiry) {
+			res := q.expired(m, n)
+			res.Reply = "554 5.4.7 Delivery time expired; last reply: " + reply
+			return res
+		}
+		if next.After(expiry) {
+			next = expiry // one last attempt at the end of the lifetime
+		}
+	}
+	return spool.Result{Rcpt: n, Status: spool.StatusDeferred, Reply: reply, NextAttempt: next}
+}
+
+// record stores results, then reports them.
+func (q *Queue) record(m *spool.Message, results []spool.Result) {
+	for attempt := 0; ; attempt++ {
+		err := q.o.Spool.Record(context.Background(), m.ID, results)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, spool.ErrNotFound) || errors.Is(err, spool.ErrClosed) || attempt == 5 {
+			q.log.Error("queue: record results", "id", m.ID, "err", err)
+			return
+		}
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+	}
+	for _, r := range results {
+		args := []any{"id", m.ID, "to", m.Recipients[r.Rcpt].To, "status", string(r.Status), "reply", r.Reply}
+		if r.Remote != "" {
+			args = append(args, "relay", r.Remote)
+		}
+		if r.Status == spool.StatusDeferred {
+			args = append(args, "next_attempt", r.NextAttempt.Format(time.RFC3339))
+		}
+		args = append(args, "delay", q.o.Now().Sub(m.Received).Round(time.Millisecond).String())
+		q.log.Info("delivery", args...)
+		if q.o.OnResult != nil {
+			q.o.OnResult(m.ID, r.Rcpt, r.Status, r.Reply)
+		}
+	}
+}
