@@ -1,0 +1,116 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// relayBinary builds ./cmd/relay once per test run.
+func relayBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "relay-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "relay")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/relay").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// freeAddr finds a free TCP port on the loopback address ip.
+func freeAddr(t *testing.T, ip string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is a relay daemon running as a subprocess.
+type proc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string
+	log  *os.File
+	done chan struct{}
+}
+
+// startProc runs `relay serve --config cfgPath` and waits until addr
+// accepts connections.
+func startProc(t *testing.T, cfgPath, addr string) *proc {
+	t.Helper()
+	logf, err := os.OpenFile(cfgPath+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(relayBinary(t), "serve", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, cmd: cmd, addr: addr, log: logf, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.kill(); logf.Close() })
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return p
+		}
+		select {
+		case <-p.done:
+			out, _ := os.ReadFile(cfgPath + ".log")
+			t.Fatalf("relay exited at start:\n%s", out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay did not listen on %s", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop() error {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(40 * time.Second):
+		p.kill()
+		return fmt.Errorf("relay did not stop within 40s of SIGTERM")
+	}
+	if !p.cmd.ProcessState.Success() {
+		return fmt.Errorf("relay exited with %v", p.cmd.ProcessState)
+	}
+	return nil
+}

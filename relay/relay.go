@@ -1,0 +1,163 @@
+// Package relay is the mail relay daemon: it loads nothing itself but
+// wires a loaded configuration to the SMTP server (smtpd), the spool and,
+// as they land, the queue, POP3 and admin servers; and it holds the
+// relay's policy: who may relay, which recipients exist, the Received
+// header and the hop limit.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/smtpd"
+	"github.com/relay-mta/relay/relay/users"
+	"github.com/relay-mta/relay/spool"
+)
+
+// ShutdownGrace bounds how long a stopping relay waits for sessions that
+// are in the middle of a DATA transfer.
+const ShutdownGrace = 30 * time.Second
+
+// Options are the parts of a Relay that tests replace.
+type Options struct {
+	Logger *slog.Logger     // nil: slog.Default()
+	Now    func() time.Time // nil: time.Now
+}
+
+// Relay is one running relay daemon.
+type Relay struct {
+	cfg   *config.Config
+	log   *slog.Logger
+	now   func() time.Time
+	spool *spool.Spool
+	users *users.DB
+	smtp  *smtpd.Server
+
+	mu        sync.Mutex
+	listeners []net.Listener
+}
+
+// New opens the spool and the users file and prepares the servers; Run
+// starts them.
+func New(cfg *config.Config, opts Options) (*Relay, error) {
+	r := &Relay{cfg: cfg, log: opts.Logger, now: opts.Now}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	var err error
+	if cfg.UsersFile != "" {
+		if r.users, err = users.Open(cfg.UsersFile, r.log); err != nil {
+			return nil, fmt.Errorf("relay: %w", err)
+		}
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLS.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("relay: load TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	r.spool, err = spool.Open(spool.Options{Dir: cfg.DataDir + "/spool", Logger: r.log, Now: r.now})
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	r.smtp = &smtpd.Server{
+		Hostname:          cfg.Hostname,
+		Backend:           backend{r: r},
+		Logger:            r.log,
+		TLSConfig:         tlsConfig,
+		EnableAuth:        r.users != nil,
+		AllowInsecureAuth: cfg.AllowInsecureAuth,
+		MaxLineLength:     cfg.SMTP.MaxLineLength,
+		MaxRecipients:     cfg.SMTP.MaxRecipients,
+		MaxMessageSize:    cfg.SMTP.MaxMessageSize,
+		MaxErrors:         cfg.SMTP.MaxErrors,
+		MaxConnections:    cfg.SMTP.MaxConnections,
+		CommandTimeout:    cfg.SMTP.CommandTimeout,
+		DataTimeout:       cfg.SMTP.DataTimeout,
+	}
+	return r, nil
+}
+
+// Listen opens every configured listener. It is separate from Run so that
+// a caller (and a test) knows the addresses, including ports chosen by the
+// system for ":0", before serving starts.
+func (r *Relay) Listen() error {
+	for _, addr := range r.cfg.SMTP.Listen {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			r.closeListeners()
+			return fmt.Errorf("relay: smtp listen: %w", err)
+		}
+		r.listeners = append(r.listeners, l)
+	}
+	for _, addr := range r.cfg.SMTP.ListenTLS {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			r.closeListeners()
+			return fmt.Errorf("relay: smtps listen: %w", err)
+		}
+		r.listeners = append(r.listeners, tls.NewListener(l, r.smtp.TLSConfig))
+	}
+	return nil
+}
+
+func (r *Relay) closeListeners() {
+	for _, l := range r.listeners {
+		l.Close()
+	}
+	r.listeners = nil
+}
+
+// SMTPAddrs returns the addresses the SMTP listeners are bound to.
+func (r *Relay) SMTPAddrs() []string {
+	var out []string
+	for _, l := range r.listeners {
+		out = append(out, l.Addr().String())
+	}
+	return out
+}
+
+// Run serves until ctx is cancelled, then shuts down gracefully: no new
+// connections, sessions in DATA may finish within ShutdownGrace, and the
+// spool is closed cleanly. Listen is called first if it has not been.
+func (r *Relay) Run(ctx context.Context) error {
+	if r.listeners == nil {
+		if err := r.Listen(); err != nil {
+			return err
+		}
+	}
+	errc := make(chan error, len(r.listeners))
+	for _, l := range r.listeners {
+		go func() { errc <- r.smtp.Serve(l) }()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, smtpd.ErrServerClosed) {
+			runErr = fmt.Errorf("relay: smtp: %w", err)
+		}
+	}
+	r.log.Info("relay: shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+	defer cancel()
+	if err := r.smtp.Shutdown(sctx); err != nil {
+		r.log.Warn("relay: sessions cut off at shutdown", "err", err)
+	}
+	if err := r.spool.Close(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("relay: close spool: %w", err)
+	}
+	return runErr
+}

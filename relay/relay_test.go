@@ -1,0 +1,273 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/users"
+	"github.com/relay-mta/relay/spool"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// testConfig is a relay "b.test" on a free loopback port with the users
+// alice and bob; relay_networks is empty unless the test sets it, so the
+// test client is an outsider.
+func testConfig(t *testing.T) *config.Config {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Hostname = "b.test"
+	cfg.DataDir = t.TempDir()
+	cfg.LocalDomains = []string{"b.test"}
+	cfg.RelayDomains = []string{"partner.test"}
+	cfg.RelayNetworks = nil
+	cfg.SMTP.Listen = []string{"127.0.0.1:0"}
+	cfg.POP3.Listen = nil
+	cfg.Admin.Socket = ""
+	cfg.UsersFile = filepath.Join(cfg.DataDir, "users")
+	for _, u := range []string{"alice", "bob"} {
+		if err := users.Add(cfg.UsersFile, u, "pw-"+u, bcrypt.MinCost); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cfg
+}
+
+// runRelay starts a relay and returns its SMTP address and a stop function
+// that shuts it down cleanly and waits.
+func runRelay(t *testing.T, cfg *config.Config) (string, func()) {
+	t.Helper()
+	r, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return r.SMTPAddrs()[0], stop
+}
+
+type tclient struct {
+	t  *testing.T
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *tclient {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(20 * time.Second))
+	c := &tclient{t: t, nc: nc, r: bufio.NewReader(nc)}
+	c.expect("220 ")
+	return c
+}
+
+func (c *tclient) expect(prefix string) string {
+	c.t.Helper()
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			c.t.Fatalf("read: %v", err)
+		}
+		if len(line) >= 4 && line[3] == '-' {
+			continue
+		}
+		if !strings.HasPrefix(line, prefix) {
+			c.t.Fatalf("want %q..., got %q", prefix, line)
+		}
+		return strings.TrimSpace(line)
+	}
+}
+
+func (c *tclient) cmd(line, want string) string {
+	c.t.Helper()
+	if _, err := io.WriteString(c.nc, line+"\r\n"); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.expect(want)
+}
+
+// send submits one message and returns the queue ID from the 250 reply.
+func (c *tclient) send(from string, to []string, body string) string {
+	c.t.Helper()
+	c.cmd("MAIL FROM:"+from, "250 ")
+	for _, r := range to {
+		c.cmd("RCPT TO:"+r, "250 ")
+	}
+	c.cmd("DATA", "354 ")
+	got := c.cmd(body+".", "250 2.0.0 OK: queued as ")
+	return got[strings.LastIndex(got, " ")+1:]
+}
+
+func TestOpenRelayRefused(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Aliases = []string{"[127.0.0.1]"}
+	addr, _ := runRelay(t, cfg)
+	session := func() *tclient {
+		c := dial(t, addr)
+		c.cmd("EHLO outside.test", "250 ")
+		c.cmd("MAIL FROM:<x@outside.test>", "250 ")
+		return c
+	}
+	for _, rcpt := range []string{
+		"<u@elsewhere.test>",
+		"<U@ELSEWHERE.TEST>",
+		"<@b.test:u@elsewhere.test>",      // our name, then the real target
+		"<@elsewhere.test:alice@b.test>",  // route through a third party
+		"<@b.test,@elsewhere.test:u@c.test>",
+		"<\"u@elsewhere.test\"@b.test>", // quoted '@'
+		"<\"u%elsewhere.test\"@b.test>", // quoted '%'
+		"<u%elsewhere.test@b.test>",     // percent hack (off by default)
+		"<elsewhere.test!u@b.test>",     // bang path
+		"<u@[192.0.2.1]>",               // address literal
+		"<u@[IPv6:2001:db8::1]>",
+		"<@[192.0.2.1]:u@b.test>",
+		"<u@b.test.elsewhere.test>",
+		"<u@partner.test.evil.test>",
+	} {
+		// A session per refusal: refusals count towards max_errors.
+		session().cmd("RCPT TO:"+rcpt, "554 5.7.1")
+	}
+	// What an outsider may do.
+	c := session()
+	c.cmd("RCPT TO:<alice@b.test>", "250 ")
+	c.cmd("RCPT TO:<ALICE@B.Test>", "250 ")
+	c.cmd("RCPT TO:<postmaster>", "250 ")
+	c.cmd("RCPT TO:<postmaster@b.test>", "250 ")
+	c.cmd("RCPT TO:<u@partner.test>", "250 ")
+	c.cmd("RCPT TO:<@b.test:bob@b.test>", "250 ") // a route through us alone
+	c.cmd("RCPT TO:<carol@b.test>", "550 5.1.1")
+}
+
+func TestRelayClientsMayRelay(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RelayNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	addr, _ := runRelay(t, cfg)
+	c := dial(t, addr)
+	c.cmd("EHLO inside.test", "250 ")
+	c.cmd("MAIL FROM:<x@inside.test>", "250 ")
+	c.cmd("RCPT TO:<u@elsewhere.test>", "250 ")
+	c.cmd("RCPT TO:<@c.test,@d.test:u@e.test>", "250 ")
+	c.cmd("RCPT TO:<carol@b.test>", "550 5.1.1") // still no such local user
+}
+
+func TestAuthenticatedClientsMayRelay(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.AllowInsecureAuth = true
+	addr, _ := runRelay(t, cfg)
+	c := dial(t, addr)
+	c.cmd("EHLO outside.test", "250 ")
+	c.cmd("AUTH PLAIN AGFsaWNlAHdyb25n", "535 5.7.8") // alice / wrong
+	c.cmd("MAIL FROM:<alice@b.test>", "250 ")
+	c.cmd("RCPT TO:<u@elsewhere.test>", "554 5.7.1")
+	c.cmd("RSET", "250 ")
+	c.cmd("AUTH PLAIN AGFsaWNlAHB3LWFsaWNl", "235 2.7.0") // alice / pw-alice
+	c.cmd("MAIL FROM:<alice@b.test>", "250 ")
+	c.cmd("RCPT TO:<u@elsewhere.test>", "250 ")
+}
+
+func TestHopLimit(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxHops = 5
+	addr, _ := runRelay(t, cfg)
+	c := dial(t, addr)
+	c.cmd("EHLO a.test", "250 ")
+	hdrs := strings.Repeat("Received: from x by y; Sat, 21 Nov 2026 09:00:00 +0000\r\n", 4)
+	c.send("<a@a.test>", []string{"<alice@b.test>"}, hdrs+"Subject: four hops\r\n\r\nok\r\n")
+	c.cmd("MAIL FROM:<a@a.test>", "250 ")
+	c.cmd("RCPT TO:<alice@b.test>", "250 ")
+	c.cmd("DATA", "354 ")
+	c.cmd(hdrs+"Received: from z by y; Sat, 21 Nov 2026 09:00:00 +0000\r\nSubject: five\r\n\r\nloop\r\n.", "554 5.4.6")
+}
+
+// TestAcceptedSurviveRestart sends messages, stops the relay cleanly, and
+// finds every accepted message in the spool byte-exact with a Received
+// header in front.
+func TestAcceptedSurviveRestart(t *testing.T) {
+	cfg := testConfig(t)
+	addr, stop := runRelay(t, cfg)
+	c := dial(t, addr)
+	c.cmd("EHLO client.test", "250 ")
+	bodies := map[string]string{}
+	for i := 0; i < 20; i++ {
+		body := "Subject: restart " + strings.Repeat("x", i) + "\r\n\r\nbody\r\n"
+		bodies[c.send("<a@client.test>", []string{"<alice@b.test>"}, body)] = body
+	}
+	stop()
+
+	sp, err := spool.Open(spool.Options{Dir: filepath.Join(cfg.DataDir, "spool")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	for id, want := range bodies {
+		got, err := sp.Body(id)
+		if err != nil {
+			t.Fatalf("message %s lost: %v", id, err)
+		}
+		if !strings.HasSuffix(string(got), want) {
+			t.Errorf("message %s changed: %q", id, got)
+		}
+		hdr := string(got[:len(got)-len(want)])
+		if !strings.HasPrefix(hdr, "Received: from client.test ([127.0.0.1])\r\n\tby b.test (relay) with ESMTP id "+id+"\r\n\tfor <alice@b.test>;") {
+			t.Errorf("Received header = %q", hdr)
+		}
+		m, err := sp.Get(id)
+		if err != nil || m.From != "<a@client.test>" || len(m.Recipients) != 1 || m.Recipients[0].To != "<alice@b.test>" || m.Helo != "client.test" {
+			t.Errorf("envelope of %s = %+v, %v", id, m, err)
+		}
+	}
+}
+
+func TestDefaultsAcceptPostmaster(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.SMTP.Listen = []string{"127.0.0.1:0"}
+	cfg.Admin.Socket = ""
+	cfg.UsersFile = filepath.Join(cfg.DataDir, "users")
+	if _, err := os.Stat(cfg.UsersFile); err == nil {
+		t.Fatal("fresh data dir has a users file")
+	}
+	addr, _ := runRelay(t, cfg)
+	c := dial(t, addr)
+	c.cmd("EHLO client.test", "250 ")
+	c.send("<a@client.test>", []string{"<postmaster@localhost>"}, "Subject: hi\r\n\r\nhello\r\n")
+}
+
+func TestHeaderSafe(t *testing.T) {
+	h := string(receivedHeader("evil\x01(x);\x7fname", "127.0.0.1", "b.test", "ESMTP", "ID1", "", time.Unix(0, 0).UTC()))
+	if strings.ContainsAny(strings.ReplaceAll(strings.ReplaceAll(h, "\r\n\t", ""), "\r\n", ""), "\x01\x7f\r\n") {
+		t.Errorf("control characters in %q", h)
+	}
+	if !strings.Contains(h, "from evil??x???name ([127.0.0.1])") {
+		t.Errorf("header = %q", h)
+	}
+}

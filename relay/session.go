@@ -1,0 +1,185 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/relay-mta/relay/envelope"
+	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/smtpd"
+	"github.com/relay-mta/relay/spool"
+)
+
+// smtpError builds the SMTP reply a policy decision sends.
+func smtpError(code int, class, subject, detail int, msg string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{class, subject, detail}, Message: msg}
+}
+
+var (
+	errRelayDenied = smtpError(554, 5, 7, 1, "Relay access denied")
+	errNoSuchUser  = smtpError(550, 5, 1, 1, "No such user here")
+	errTooManyHops = smtpError(554, 5, 4, 6, "Too many hops (mail loop?)")
+	errAuthFailed  = smtpError(535, 5, 7, 8, "Authentication credentials invalid")
+)
+
+// backend is the relay's policy, plugged into smtpd.
+type backend struct {
+	r *Relay
+}
+
+func (b backend) NewSession(c smtpd.ConnInfo) (smtpd.Session, error) {
+	ip := netip.Addr{}
+	if ta, ok := c.RemoteAddr.(*net.TCPAddr); ok {
+		ip, _ = netip.AddrFromSlice(ta.IP)
+		ip = ip.Unmap()
+	}
+	return &session{r: b.r, ip: ip, log: b.r.log.With("client", ip.String())}, nil
+}
+
+// session applies the relay's policy to one SMTP connection.
+type session struct {
+	r    *Relay
+	ip   netip.Addr
+	log  *slog.Logger
+	helo smtpd.HelloInfo
+	user string // authenticated user, "" when not
+
+	from   envelope.Path
+	params envelope.MailParams
+	rcpts  []spool.Recipient
+}
+
+func (s *session) Hello(h smtpd.HelloInfo) error {
+	s.helo = h
+	return nil
+}
+
+func (s *session) Auth(_, username, password string) error {
+	if s.r.users == nil || !s.r.users.Authenticate(username, password) {
+		s.log.Info("smtp: authentication failed", "user", username)
+		return errAuthFailed
+	}
+	s.user = strings.ToLower(username)
+	return nil
+}
+
+func (s *session) Mail(from envelope.Path, p envelope.MailParams) error {
+	s.from, s.params, s.rcpts = from, p, nil
+	return nil
+}
+
+// mayRelay reports whether the client may send mail anywhere.
+func (s *session) mayRelay() bool {
+	return s.user != "" || s.r.cfg.InRelayNetworks(s.ip)
+}
+
+func (s *session) Rcpt(to envelope.Path, p envelope.RcptParams) error {
+	if err := s.checkRcpt(to); err != nil {
+		s.log.Info("smtp: recipient refused", "from", s.from.String(), "to", to.String(), "reason", err.Error())
+		return err
+	}
+	s.rcpts = append(s.rcpts, spool.Recipient{To: to.String(), Params: p.String()})
+	return nil
+}
+
+// checkRcpt is the relay decision of RFC 5321 §3.6 and DESIGN.md §6: mail
+// for our local users, mail for relay_domains, and anything from a client
+// that may relay; every other form of address, however it is dressed up
+// (source route, quoted '@' or '%', address literal), is relaying and
+// refused for outsiders.
+func (s *session) checkRcpt(to envelope.Path) error {
+	cfg := s.r.cfg
+	if to.IsPostmaster() {
+		return nil // RFC 5321 §4.5.1: always accepted
+	}
+	// Our own names at the head of a route are no hop at all.
+	for len(to.Route) > 0 && cfg.IsOurName(to.Route[0]) {
+		to = to.StripFirstHop()
+	}
+	if len(to.Route) > 0 {
+		switch {
+		case cfg.SourceRoutes == config.SourceRoutesReject:
+			return smtpError(550, 5, 7, 1, "Source routes are not accepted here")
+		case s.mayRelay() || cfg.IsRelayDomain(to.Route[0]):
+			return nil
+		}
+		return errRelayDenied
+	}
+	domain := strings.ToLower(strings.TrimSuffix(to.Domain, "."))
+	if !s.mayRelay() && strings.ContainsAny(to.Local, "@%!") {
+		// Sender-specified routing hidden in the local part ("u%x@us",
+		// "\"u@x\"@us", "x!u@us"): relaying for outsiders, as in Postfix's
+		// allow_untrusted_routing = no.
+		return errRelayDenied
+	}
+	if cfg.IsLocalDomain(domain) {
+		user := strings.ToLower(to.Local)
+		if user == "postmaster" || (s.r.users != nil && s.r.users.Exists(user)) {
+			return nil
+		}
+		return errNoSuchUser
+	}
+	if s.mayRelay() || cfg.IsRelayDomain(domain) {
+		return nil
+	}
+	return errRelayDenied
+}
+
+func (s *session) Data(msg []byte) (string, error) {
+	if n := countReceived(msg); n >= s.r.cfg.MaxHops {
+		s.log.Info("smtp: message refused", "from", s.from.String(), "reason", "hop limit", "received_headers", n)
+		return "", errTooManyHops
+	}
+	now := s.r.now()
+	id, err := s.r.spool.NewMessageID()
+	if err != nil {
+		s.log.Error("smtp: cannot store message", "err", err)
+		return "", fmt.Errorf("relay: new message ID: %w", err)
+	}
+	forRcpt := ""
+	if len(s.rcpts) == 1 {
+		forRcpt = s.rcpts[0].To
+	}
+	hdr := receivedHeader(s.helo.Name, s.ip.String(), s.r.cfg.Hostname,
+		withProtocol(s.helo.ESMTP, s.helo.TLS != nil, s.user != "", s.params.SMTPUTF8), id, forRcpt, now)
+	body := make([]byte, 0, len(hdr)+len(msg))
+	body = append(append(body, hdr...), msg...)
+	env := spool.Envelope{
+		From:       s.from.String(),
+		MailParams: s.params.String(),
+		Received:   now,
+		Client:     s.ip.String(),
+		Helo:       s.helo.Name,
+		AuthUser:   s.user,
+		Hops:       countReceived(body),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.r.spool.EnqueueID(ctx, id, env, s.rcpts, body); err != nil {
+		s.log.Error("smtp: cannot store message", "id", id, "err", err)
+		if errors.Is(err, syscall.ENOSPC) {
+			return "", smtpError(452, 4, 3, 1, "Insufficient system storage, try again later")
+		}
+		return "", fmt.Errorf("relay: store message: %w", err)
+	}
+	tos := make([]string, len(s.rcpts))
+	for i, r := range s.rcpts {
+		tos[i] = r.To
+	}
+	s.log.Info("accepted", "id", id, "from", env.From, "to", strings.Join(tos, ","), "size", len(body), "helo", s.helo.Name)
+	return id, nil
+}
+
+func (s *session) Reset() {
+	s.from, s.params, s.rcpts = envelope.Path{}, envelope.MailParams{}, nil
+}
+
+func (s *session) Close() {}
