@@ -494,6 +494,9 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 	if s.broken || s.closed {
 		return nil, fmt.Errorf("deliver: %s: session is no longer usable", s.remote)
 	}
+	// The hand-off field makes a re-send after a lost 250 harmless at a
+	// next hop that is one of ours (see handoff.go).
+	body = append(handoffHeader(s.hostname, msg.ID), body...)
 	// Everything that could be refused locally is checked before the first
 	// byte is sent, so a local problem never leaves a half transaction.
 	from, mailOpts, err := mailArgs(msg, len(body))

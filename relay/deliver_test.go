@@ -431,8 +431,10 @@ func TestDeliverRecipients(t *testing.T) {
 	if m.from.String() != "<s@a.test>" {
 		t.Errorf("from = %s", m.from)
 	}
-	// SIZE is the real size, AUTH= is not passed on, DSN parameters are.
-	wantParams := envelope.MailParams{Size: int64(len(testBody)), Body: envelope.Body8BitMIME, Ret: envelope.RetHdrs, EnvID: "abc+def"}
+	// The hand-off field goes first (see handoff.go); SIZE is the real
+	// size, AUTH= is not passed on, DSN parameters are.
+	wantBody := "X-Relay-Handoff: relay.test M1\r\n" + testBody
+	wantParams := envelope.MailParams{Size: int64(len(wantBody)), Body: envelope.Body8BitMIME, Ret: envelope.RetHdrs, EnvID: "abc+def"}
 	if m.params != wantParams {
 		t.Errorf("MAIL params = %+v, want %+v", m.params, wantParams)
 	}
@@ -454,8 +456,8 @@ func TestDeliverRecipients(t *testing.T) {
 	if p := m.rparams[0]; p != (envelope.RcptParams{}) {
 		t.Errorf("RCPT params of u1 = %+v, want none", p)
 	}
-	if string(m.body) != testBody {
-		t.Errorf("body = %q, want %q", m.body, testBody)
+	if string(m.body) != wantBody {
+		t.Errorf("body = %q, want %q", m.body, wantBody)
 	}
 }
 

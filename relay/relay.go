@@ -1,13 +1,14 @@
-// Package relay is the mail relay daemon: it loads nothing itself but
-// wires a loaded configuration to the SMTP server (smtpd), the spool and,
-// as they land, the queue, POP3 and admin servers; and it holds the
-// relay's policy: who may relay, which recipients exist, the Received
-// header and the hop limit.
+// Package relay is the mail relay daemon: it wires a loaded configuration
+// to the SMTP server (smtpd), the spool and the queue, and it holds the
+// relay's policy: who may relay, which recipients exist, where each
+// recipient goes next (Router), how a next hop is reached (Deliverer), the
+// Received header and the hop limit.
 package relay
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relay-mta/relay/queue"
 	"github.com/relay-mta/relay/relay/config"
 	"github.com/relay-mta/relay/relay/smtpd"
 	"github.com/relay-mta/relay/relay/users"
@@ -29,6 +31,12 @@ const ShutdownGrace = 30 * time.Second
 type Options struct {
 	Logger *slog.Logger     // nil: slog.Default()
 	Now    func() time.Time // nil: time.Now
+	// Resolver answers the MX and address lookups of deliveries; nil:
+	// the system resolver.
+	Resolver Resolver
+	// RootCAs verifies next hops whose route says tls = "require"; nil:
+	// the system roots.
+	RootCAs *x509.CertPool
 }
 
 // Relay is one running relay daemon.
@@ -39,6 +47,7 @@ type Relay struct {
 	spool *spool.Spool
 	users *users.DB
 	smtp  *smtpd.Server
+	queue *queue.Queue
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -72,6 +81,24 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
+	r.queue = queue.New(queue.Options{
+		Spool:  r.spool,
+		Router: NewRouter(cfg),
+		Deliverer: &Deliverer{
+			Hostname: cfg.Hostname,
+			Resolver: opts.Resolver,
+			RootCAs:  opts.RootCAs,
+			Logger:   r.log,
+		},
+		Retry: queue.RetryPolicy{
+			Min:      cfg.Queue.RetryMin,
+			Max:      cfg.Queue.RetryMax,
+			Lifetime: cfg.Queue.Lifetime,
+		},
+		PerHopConcurrency: cfg.Queue.PerHopConcurrency,
+		Logger:            r.log,
+		Now:               r.now,
+	})
 	r.smtp = &smtpd.Server{
 		Hostname:          cfg.Hostname,
 		Backend:           backend{r: r},
@@ -120,6 +147,12 @@ func (r *Relay) closeListeners() {
 	r.listeners = nil
 }
 
+// Spool is the relay's message store, for the admin API and for tests.
+func (r *Relay) Spool() *spool.Spool { return r.spool }
+
+// Notify wakes the delivery scheduler (after an operator change).
+func (r *Relay) Notify() { r.queue.Notify() }
+
 // SMTPAddrs returns the addresses the SMTP listeners are bound to.
 func (r *Relay) SMTPAddrs() []string {
 	var out []string
@@ -138,6 +171,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	qctx, stopQueue := context.WithCancel(context.Background())
+	queueDone := make(chan struct{})
+	go func() { r.queue.Run(qctx); close(queueDone) }()
 	errc := make(chan error, len(r.listeners))
 	for _, l := range r.listeners {
 		go func() { errc <- r.smtp.Serve(l) }()
@@ -156,6 +192,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.smtp.Shutdown(sctx); err != nil {
 		r.log.Warn("relay: sessions cut off at shutdown", "err", err)
 	}
+	stopQueue() // deliveries in progress finish on their own timeouts
+	<-queueDone
 	if err := r.spool.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("relay: close spool: %w", err)
 	}

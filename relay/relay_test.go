@@ -140,8 +140,8 @@ func TestOpenRelayRefused(t *testing.T) {
 	for _, rcpt := range []string{
 		"<u@elsewhere.test>",
 		"<U@ELSEWHERE.TEST>",
-		"<@b.test:u@elsewhere.test>",      // our name, then the real target
-		"<@elsewhere.test:alice@b.test>",  // route through a third party
+		"<@b.test:u@elsewhere.test>",     // our name, then the real target
+		"<@elsewhere.test:alice@b.test>", // route through a third party
 		"<@b.test,@elsewhere.test:u@c.test>",
 		"<\"u@elsewhere.test\"@b.test>", // quoted '@'
 		"<\"u%elsewhere.test\"@b.test>", // quoted '%'
@@ -213,13 +213,15 @@ func TestHopLimit(t *testing.T) {
 // header in front.
 func TestAcceptedSurviveRestart(t *testing.T) {
 	cfg := testConfig(t)
+	// Mail for partner.test goes to a closed port: it stays queued.
+	cfg.Routes = []config.Route{{Domain: "*", To: "127.0.0.1:1", Host: "127.0.0.1", Port: 1, TLS: config.TLSNone}}
 	addr, stop := runRelay(t, cfg)
 	c := dial(t, addr)
 	c.cmd("EHLO client.test", "250 ")
 	bodies := map[string]string{}
 	for i := 0; i < 20; i++ {
 		body := "Subject: restart " + strings.Repeat("x", i) + "\r\n\r\nbody\r\n"
-		bodies[c.send("<a@client.test>", []string{"<alice@b.test>"}, body)] = body
+		bodies[c.send("<a@client.test>", []string{"<u@partner.test>"}, body)] = body
 	}
 	stop()
 
@@ -237,11 +239,11 @@ func TestAcceptedSurviveRestart(t *testing.T) {
 			t.Errorf("message %s changed: %q", id, got)
 		}
 		hdr := string(got[:len(got)-len(want)])
-		if !strings.HasPrefix(hdr, "Received: from client.test ([127.0.0.1])\r\n\tby b.test (relay) with ESMTP id "+id+"\r\n\tfor <alice@b.test>;") {
+		if !strings.HasPrefix(hdr, "Received: from client.test ([127.0.0.1])\r\n\tby b.test (relay) with ESMTP id "+id+"\r\n\tfor <u@partner.test>;") {
 			t.Errorf("Received header = %q", hdr)
 		}
 		m, err := sp.Get(id)
-		if err != nil || m.From != "<a@client.test>" || len(m.Recipients) != 1 || m.Recipients[0].To != "<alice@b.test>" || m.Helo != "client.test" {
+		if err != nil || m.From != "<a@client.test>" || len(m.Recipients) != 1 || m.Recipients[0].To != "<u@partner.test>" || m.Helo != "client.test" {
 			t.Errorf("envelope of %s = %+v, %v", id, m, err)
 		}
 	}
@@ -269,5 +271,45 @@ func TestHeaderSafe(t *testing.T) {
 	}
 	if !strings.Contains(h, "from evil??x???name ([127.0.0.1])") {
 		t.Errorf("header = %q", h)
+	}
+}
+
+// TestHandoffTokenTrustedOnlyFromRelays: a re-send with the same hand-off
+// token from a relay client is not stored twice; from an outsider the
+// token is ignored (and never stored with the message).
+func TestHandoffTokenTrustedOnlyFromRelays(t *testing.T) {
+	for _, trusted := range []bool{true, false} {
+		cfg := testConfig(t)
+		if trusted {
+			cfg.RelayNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		}
+		cfg.Routes = []config.Route{{Domain: "*", To: "127.0.0.1:1", Host: "127.0.0.1", Port: 1, TLS: config.TLSNone}}
+		addr, stop := runRelay(t, cfg)
+		c := dial(t, addr)
+		c.cmd("EHLO a.test", "250 ")
+		msg := "X-Relay-Handoff: a.test 001ABCDEFGHJK\r\nSubject: once\r\n\r\nx\r\n"
+		id1 := c.send("<s@a.test>", []string{"<u@partner.test>"}, msg)
+		id2 := c.send("<s@a.test>", []string{"<u@partner.test>"}, msg)
+		stop()
+		sp, err := spool.Open(spool.Options{Dir: filepath.Join(cfg.DataDir, "spool"), GCInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		sp.List(func(m *spool.Message) error {
+			n++
+			b, _ := sp.Body(m.ID)
+			if strings.Contains(string(b), "X-Relay-Handoff") {
+				t.Errorf("hand-off field stored with the message: %q", b)
+			}
+			return nil
+		})
+		sp.Close()
+		switch {
+		case trusted && (id1 != id2 || n != 1):
+			t.Errorf("relay client re-send: ids %s %s, %d stored; want one copy under one ID", id1, id2, n)
+		case !trusted && (id1 == id2 || n != 2):
+			t.Errorf("outsider: ids %s %s, %d stored; want two copies", id1, id2, n)
+		}
 	}
 }

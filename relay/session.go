@@ -134,6 +134,10 @@ func (s *session) checkRcpt(to envelope.Path) error {
 }
 
 func (s *session) Data(msg []byte) (string, error) {
+	token, msg := splitHandoff(msg)
+	if !s.mayRelay() {
+		token = "" // only relays we trust may suppress a copy
+	}
 	if n := countReceived(msg); n >= s.r.cfg.MaxHops {
 		s.log.Info("smtp: message refused", "from", s.from.String(), "reason", "hop limit", "received_headers", n)
 		return "", errTooManyHops
@@ -163,13 +167,20 @@ func (s *session) Data(msg []byte) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := s.r.spool.EnqueueID(ctx, id, env, s.rcpts, body); err != nil {
+	// The token is remembered a little longer than the sender can retry.
+	stored, err := s.r.spool.EnqueueOnce(ctx, id, token, s.r.cfg.Queue.Lifetime+time.Hour, env, s.rcpts, body)
+	if err != nil {
 		s.log.Error("smtp: cannot store message", "id", id, "err", err)
 		if errors.Is(err, syscall.ENOSPC) {
 			return "", smtpError(452, 4, 3, 1, "Insufficient system storage, try again later")
 		}
 		return "", fmt.Errorf("relay: store message: %w", err)
 	}
+	if stored != id {
+		s.log.Info("accepted again, not stored twice", "id", stored, "handoff", token, "from", env.From)
+		return stored, nil
+	}
+	s.r.queue.Notify()
 	tos := make([]string, len(s.rcpts))
 	for i, r := range s.rcpts {
 		tos[i] = r.To

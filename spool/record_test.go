@@ -187,3 +187,39 @@ func TestRecordRejectsNonOutcome(t *testing.T) {
 		t.Fatal("recipient out of range accepted")
 	}
 }
+
+func TestEnqueueOnceStoresEachRecipientOnce(t *testing.T) {
+	s := openTest(t, nil)
+	ctx := context.Background()
+	env := Envelope{From: "<a@b.test>"}
+	body := []byte("Subject: x\r\n\r\nhi\r\n")
+	id1, _ := s.NewMessageID()
+	got, err := s.EnqueueOnce(ctx, id1, "a.test Q1", time.Hour, env, []Recipient{{To: "<u@c.test>"}, {To: "<v@c.test>"}}, body)
+	if err != nil || got != id1 {
+		t.Fatalf("first: %q, %v", got, err)
+	}
+	// The sender's retry after a lost 250: nothing new is stored, and the
+	// reply names the first copy.
+	id2, _ := s.NewMessageID()
+	got, err = s.EnqueueOnce(ctx, id2, "a.test Q1", time.Hour, env, []Recipient{{To: "<u@c.test>"}, {To: "<v@c.test>"}}, body)
+	if err != nil || got != id1 {
+		t.Fatalf("repeat: %q, %v; want %q", got, err, id1)
+	}
+	if _, err := s.Get(id2); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("repeat was stored: %v", err)
+	}
+	// A new recipient under the same token is stored, alone.
+	id3, _ := s.NewMessageID()
+	got, err = s.EnqueueOnce(ctx, id3, "a.test Q1", time.Hour, env, []Recipient{{To: "<u@c.test>"}, {To: "<w@c.test>"}}, body)
+	if err != nil || got != id3 {
+		t.Fatalf("partly new: %q, %v", got, err)
+	}
+	if m, err := s.Get(id3); err != nil || len(m.Recipients) != 1 || m.Recipients[0].To != "<w@c.test>" {
+		t.Fatalf("partly new stored %+v, %v", m, err)
+	}
+	// Another token is another message.
+	id4, _ := s.NewMessageID()
+	if got, err := s.EnqueueOnce(ctx, id4, "a.test Q2", time.Hour, env, []Recipient{{To: "<u@c.test>"}}, body); err != nil || got != id4 {
+		t.Fatalf("other token: %q, %v", got, err)
+	}
+}

@@ -1,0 +1,201 @@
+package integration
+
+import (
+	"bytes"
+	"net"
+	"sync"
+	"time"
+)
+
+// Link is a TCP proxy placed on a route between two relays, so a test can
+// break the path the way networks break: cut it (new connections are
+// refused and open ones severed), heal it, slow it down, or drop a
+// connection in the middle of DATA.
+type Link struct {
+	ln     net.Listener
+	target string
+
+	mu        sync.Mutex
+	cut       bool
+	delay     time.Duration
+	dropData  int // connections still to be dropped mid-DATA
+	conns     map[net.Conn]struct{}
+	accepted  int
+	dropped   int
+	closed    bool
+	closeOnce sync.Once
+}
+
+// NewLink listens on listen (a 127.0.0.x address) and forwards to target.
+func NewLink(listen, target string) (*Link, error) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, err
+	}
+	l := &Link{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	go l.serve()
+	return l, nil
+}
+
+// Addr is where the link listens.
+func (l *Link) Addr() string { return l.ln.Addr().String() }
+
+// Cut severs every open connection and refuses new ones until Heal.
+func (l *Link) Cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cut = true
+	for c := range l.conns {
+		c.Close()
+	}
+}
+
+// Heal lets connections through again.
+func (l *Link) Heal() {
+	l.mu.Lock()
+	l.cut = false
+	l.mu.Unlock()
+}
+
+// SetDelay delays every chunk forwarded in either direction by d.
+func (l *Link) SetDelay(d time.Duration) {
+	l.mu.Lock()
+	l.delay = d
+	l.mu.Unlock()
+}
+
+// DropMidData makes the next n connections die after the client has sent
+// DATA and part of the message, before the end-of-data dot.
+func (l *Link) DropMidData(n int) {
+	l.mu.Lock()
+	l.dropData = n
+	l.mu.Unlock()
+}
+
+// Stats returns how many connections the link accepted and how many it
+// dropped mid-DATA.
+func (l *Link) Stats() (accepted, droppedMidData int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.accepted, l.dropped
+}
+
+// Close stops the link and severs its connections.
+func (l *Link) Close() {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		l.mu.Unlock()
+		l.ln.Close()
+		l.Cut()
+	})
+}
+
+func (l *Link) serve() {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		if l.cut || l.closed {
+			l.mu.Unlock()
+			c.Close() // like a firewall that resets: the client defers
+			continue
+		}
+		l.accepted++
+		drop := l.dropData > 0
+		if drop {
+			l.dropData--
+		}
+		l.mu.Unlock()
+		go l.pipe(c, drop)
+	}
+}
+
+func (l *Link) track(c net.Conn, add bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if add {
+		if l.cut || l.closed {
+			return false
+		}
+		l.conns[c] = struct{}{}
+	} else {
+		delete(l.conns, c)
+	}
+	return true
+}
+
+func (l *Link) pipe(client net.Conn, dropMidData bool) {
+	server, err := net.Dial("tcp", l.target)
+	if err != nil {
+		client.Close()
+		return
+	}
+	if !l.track(client, true) || !l.track(server, true) {
+		client.Close()
+		server.Close()
+		return
+	}
+	defer func() {
+		l.track(client, false)
+		l.track(server, false)
+	}()
+	done := make(chan struct{}, 2)
+	go func() { l.copy(server, client, dropMidData); done <- struct{}{} }()
+	go func() { l.copy(client, server, false); done <- struct{}{} }()
+	<-done
+	client.Close()
+	server.Close()
+	<-done
+}
+
+// copy forwards src to dst. With dropMidData it watches the client's
+// stream for "DATA\r\n", forwards half of the message data that follows
+// (never its end) and then closes both ends.
+func (l *Link) copy(dst, src net.Conn, dropMidData bool) {
+	buf := make([]byte, 32<<10)
+	var tail []byte // the last bytes seen, to find "DATA\r\n" across reads
+	inData := false
+	for {
+		n, err := src.Read(buf)
+		chunk := buf[:n]
+		if dropMidData && n > 0 {
+			if !inData {
+				look := append(tail, chunk...)
+				if i := bytes.Index(look, []byte("DATA\r\n")); i >= 0 {
+					inData = true
+					upTo := n - (len(look) - (i + 6)) // through the DATA line
+					if _, werr := dst.Write(chunk[:upTo]); werr != nil {
+						return
+					}
+					chunk = chunk[upTo:]
+				} else {
+					tail = append([]byte(nil), look[max(0, len(look)-5):]...)
+				}
+			}
+			if inData && len(chunk) > 0 {
+				dst.Write(chunk[:len(chunk)/2])
+				l.mu.Lock()
+				l.dropped++
+				l.mu.Unlock()
+				return
+			}
+		}
+		if len(chunk) > 0 {
+			l.mu.Lock()
+			d := l.delay
+			l.mu.Unlock()
+			if d > 0 {
+				time.Sleep(d)
+			}
+			if _, werr := dst.Write(chunk); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// prefixHandoff keys remember recipients handed over by a previous relay:
+// d/<token>/<forward path> -> message ID, with a Badger TTL.
+const prefixHandoff = "d/"
+
+func handoffKey(token, rcpt string) []byte {
+	k := make([]byte, 0, len(prefixHandoff)+len(token)+1+len(rcpt))
+	k = append(k, prefixHandoff...)
+	k = append(k, token...)
+	k = append(k, '/')
+	return append(k, rcpt...)
+}
+
+// EnqueueOnce is EnqueueID for a message handed over by a relay that names
+// it with token: recipients already stored under the same token within ttl
+// are left out, and the rest are stored together with their token keys in
+// one transaction. When every recipient was stored before, nothing is
+// written and the earlier message's ID is returned, so the sender's retry
+// after a lost 250 gets its 250 without a second copy.
+func (s *Spool) EnqueueOnce(ctx context.Context, id, token string, ttl time.Duration, env Envelope, rcpts []Recipient, body []byte) (string, error) {
+	if token == "" {
+		return id, s.EnqueueID(ctx, id, env, rcpts, body)
+	}
+	if err := s.begin(); err != nil {
+		return "", fmt.Errorf("spool: enqueue: %w", err)
+	}
+	defer s.end()
+	if err := s.brokenErr(); err != nil {
+		return "", fmt.Errorf("spool: enqueue: %w", err)
+	}
+	v, err := parseID(id)
+	if err != nil {
+		return "", fmt.Errorf("spool: enqueue %q: %w", id, err)
+	}
+	now := s.now()
+	if env.Received.IsZero() {
+		env.Received = now
+	}
+	if s.group != nil {
+		s.group.enter()
+	}
+	prev, err := s.commitOnce(id, v, token, ttl, now, &env, rcpts, body)
+	if err != nil {
+		if s.group != nil {
+			s.group.leave()
+		}
+		return "", fmt.Errorf("spool: enqueue %s: %w", id, err)
+	}
+	// Also when nothing was written: the earlier copy may still be waiting
+	// for its sync, and the 250 must not overtake it.
+	if err := s.waitCommitted(ctx); err != nil {
+		return "", fmt.Errorf("spool: enqueue %s: %w", id, err)
+	}
+	if prev != "" {
+		return prev, nil
+	}
+	return id, nil
+}
+
+// commitOnce returns the earlier message ID when every recipient is a
+// repeat, "" when it stored a message.
+func (s *Spool) commitOnce(id string, v uint64, token string, ttl time.Duration, now time.Time, env *Envelope, rcpts []Recipient, body []byte) (string, error) {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	var fresh []Recipient
+	prev := ""
+	for _, r := range rcpts {
+		item, err := txn.Get(handoffKey(token, r.To))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			fresh = append(fresh, r)
+		case err != nil:
+			return "", err
+		default:
+			if prev == "" {
+				b, err := item.ValueCopy(nil)
+				if err != nil {
+					return "", err
+				}
+				prev = string(b)
+			}
+		}
+	}
+	if len(fresh) == 0 {
+		return prev, nil
+	}
+	if err := putMessage(txn, id, v, now, env, fresh, body); err != nil {
+		return "", err
+	}
+	for _, r := range fresh {
+		if err := txn.SetEntry(badger.NewEntry(handoffKey(token, r.To), []byte(id)).WithTTL(ttl)); err != nil {
+			return "", err
+		}
+	}
+	return "", txn.Commit()
+}
