@@ -50,6 +50,15 @@ type Queue struct {
 	randMu   sync.Mutex
 	workers  sync.WaitGroup
 	start    time.Time
+
+	// floor is the due time of the earliest schedule entry not yet handed
+	// to a lane (zero: unknown). Passes seek from it instead of from the
+	// start of the index, because the start of the index is where retired
+	// deliveries leave their deleted keys, which an iterator must step
+	// over until compaction removes them. Spool.RaiseFloor guarantees
+	// that no entry appears below it later.
+	floor    time.Time
+	lastFull time.Time // when a pass last scanned from the very start
 }
 
 type rcptRef struct {
@@ -69,9 +78,17 @@ type job struct {
 // scanBatch is how many schedule entries one read of the index returns;
 // passLimit bounds the entries one scheduling pass looks at, so a huge
 // backlog for full lanes cannot turn a pass into a scan of the queue.
+// fullScanEvery is a safety net: a pass from the very start now and then,
+// whatever the floor says.
 const (
-	scanBatch = 256
-	passLimit = 8192
+	scanBatch     = 256
+	passLimit     = 8192
+	fullScanEvery = 30 * time.Second
+	// minPassGap coalesces wake-ups: under load every enqueue and every
+	// finished delivery asks for a pass, and a pass costs a seek that
+	// steps over recently deleted keys. A few milliseconds of latency buy
+	// far fewer passes.
+	minPassGap = 5 * time.Millisecond
 )
 
 // New returns a Queue; nothing runs until Run.
@@ -118,7 +135,12 @@ func (q *Queue) Run(ctx context.Context) error {
 	q.start = q.o.Now()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var lastPass time.Time
 	for {
+		if gap := time.Since(lastPass); gap < minPassGap {
+			time.Sleep(minPassGap - gap)
+		}
+		lastPass = time.Now()
 		next := q.pass(ctx)
 		wait := time.Minute // a safety net; Notify and due times normally wake us
 		if !next.IsZero() {
@@ -139,18 +161,36 @@ func (q *Queue) Run(ctx context.Context) error {
 // (zero when nothing is scheduled).
 func (q *Queue) pass(ctx context.Context) time.Time {
 	now := q.o.Now()
+	// From here on no entry due before now can appear: what this pass
+	// does not see below now, it leaves held, and the floor stays there.
+	q.o.Spool.RaiseFloor(now)
 	var next time.Time
 	note := func(t time.Time) {
 		if next.IsZero() || t.Before(next) {
 			next = t
 		}
 	}
-	var after *spool.Due
-	seen := 0
+	var after *spool.Due // where the next read of the index starts
+	q.mu.Lock()
+	if wall := time.Now(); !q.floor.IsZero() && wall.Sub(q.lastFull) < fullScanEvery {
+		after = &spool.Due{At: q.floor}
+	} else {
+		q.lastFull = wall
+	}
+	q.mu.Unlock()
+	seek := after
+	var held time.Time // the first entry this pass leaves due
+	hold := func(t time.Time) {
+		if held.IsZero() || t.Before(held) {
+			held = t
+		}
+	}
+	seen, last := 0, time.Time{}
 	for seen < passLimit {
 		dues, err := q.o.Spool.DueAfter(after, now, scanBatch)
 		if err != nil {
 			q.log.Error("queue: read schedule", "err", err)
+			q.floor = time.Time{}
 			note(now.Add(time.Second))
 			return next
 		}
@@ -159,12 +199,14 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 		}
 		seen += len(dues)
 		after = &dues[len(dues)-1]
+		last = after.At
 		// Group by message, keeping index order.
 		byMsg := map[string][]int{}
 		var order []string
 		for _, d := range dues {
 			if eff := q.effectiveDue(d); eff.After(now) {
 				note(eff)
+				hold(d.At)
 				continue
 			}
 			if q.isInflight(d.ID, d.Rcpt) {
@@ -179,21 +221,33 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 			if ctx.Err() != nil {
 				return next
 			}
-			q.dispatch(ctx, id, byMsg[id], now)
+			if !q.dispatch(ctx, id, byMsg[id], now) {
+				hold(dues[0].At) // conservative: anything in this batch may be left
+			}
 		}
 		if len(dues) < scanBatch {
 			break
 		}
 	}
-	if seen >= passLimit {
+	switch {
+	case !held.IsZero():
+		q.floor = held
+	case seen >= passLimit:
+		q.floor = last
 		note(now) // more may be due: come back at once
+	default:
+		q.floor = now
+	}
+	// The earliest entry from the floor on, due or not, says when to wake.
+	if first, err := q.o.Spool.DueAfter(seek, farFuture, 1); err == nil && len(first) > 0 && first[0].At.After(now) {
+		note(first[0].At)
 	}
 	q.pruneLanes()
-	if t, ok, err := q.o.Spool.NextDue(); err == nil && ok && t.After(now) {
-		note(t)
-	}
 	return next
 }
+
+// farFuture bounds "the earliest entry, due or not" lookups.
+var farFuture = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC) // UnixNano ends in 2262
 
 // effectiveDue is the due time, except that work already overdue when the
 // queue started is spread over RestartJitter by a hash of its identity.
@@ -216,14 +270,15 @@ func (q *Queue) isInflight(id string, n int) bool {
 
 // dispatch routes the due recipients of one message and hands them to
 // their lanes; recipients whose lane is full stay due for a later pass.
-func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.Time) {
+// It reports false when it left any of them due.
+func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.Time) bool {
 	m, err := q.o.Spool.Get(id)
 	if errors.Is(err, spool.ErrNotFound) {
-		return // retired meanwhile
+		return true // retired meanwhile
 	}
 	if err != nil {
 		q.log.Error("queue: read message", "id", id, "err", err)
-		return
+		return false
 	}
 	var immediate []spool.Result
 	jobs := map[string]*job{}
@@ -258,6 +313,7 @@ func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.T
 	if len(immediate) > 0 {
 		q.record(m, immediate)
 	}
+	all := true
 	for _, k := range keys {
 		j := jobs[k]
 		l := q.lane(j.hop)
@@ -268,8 +324,17 @@ func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.T
 		q.mu.Unlock()
 		if !l.push(ctx, j) {
 			q.release(j)
+			all = false
 		}
 	}
+	return all
+}
+
+// resetFloor makes the next pass scan the index from its start.
+func (q *Queue) resetFloor() {
+	q.mu.Lock()
+	q.lastFull = time.Time{}
+	q.mu.Unlock()
 }
 
 func (q *Queue) release(j *job) {
@@ -330,6 +395,7 @@ func (q *Queue) record(m *spool.Message, results []spool.Result) {
 		}
 		if errors.Is(err, spool.ErrNotFound) || errors.Is(err, spool.ErrClosed) || attempt == 5 {
 			q.log.Error("queue: record results", "id", m.ID, "err", err)
+			q.resetFloor() // the recipients' old entries are still due
 			return
 		}
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)

@@ -473,8 +473,8 @@ type clientSession struct {
 	tls         *tls.ConnectionState // nil in plaintext
 	dataTimeout time.Duration
 
-	// dirty: a MAIL was sent since the last RSET, so the next message
-	// starts with RSET.
+	// dirty: a transaction was started and not ended by the reply to the
+	// end of DATA, so the next message starts with RSET.
 	dirty  bool
 	broken bool // a Send failed mid-way: the protocol state is unknown
 	closed bool
@@ -618,8 +618,12 @@ func (s *clientSession) send(from string, mailOpts *smtp.MailOptions, tos []stri
 		if !ok {
 			return nil, s.fail("end of DATA", err)
 		}
+		s.dirty = false // any reply to the end of DATA ends the transaction
 		return accept(r), nil
 	}
+	// RFC 5321 §4.1.1.4: the transaction is over; the next MAIL needs no
+	// RSET (and so no second EHLO, which go-smtp would want after RSET).
+	s.dirty = false
 	return accept(queue.Reply{Code: 250, Text: "250 " + oneLine(resp.StatusText)}), nil
 }
 

@@ -495,6 +495,8 @@ func TestDeliverSessionReuse(t *testing.T) {
 	s := mustDial(t, testDeliverer(nil, nil), plainHop(srv.addr))
 	checkReplies(t, mustSend(t, s, testMessage("M1", "<s@a.test>", ""), "<u1@d.test>"), "250 2.0.0 OK: queued as Q1")
 	checkReplies(t, mustSend(t, s, testMessage("M2", "<s@a.test>", ""), "<u2@d.test>"), "250 2.0.0 OK: queued as Q2")
+	// A transaction with every recipient refused is aborted: RSET.
+	checkReplies(t, mustSend(t, s, testMessage("M3", "<s@a.test>", ""), "<nobody@d.test>"), "550 5.1.1 No such user")
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
@@ -503,12 +505,19 @@ func TestDeliverSessionReuse(t *testing.T) {
 		t.Errorf("conns = %d, messages = %d; want 2 messages on 1 connection", conns, len(msgs))
 	}
 	cmds := srv.tap.commands()
-	first, second := strings.Index(cmds, "MAIL FROM:"), strings.LastIndex(cmds, "MAIL FROM:")
-	if first < 0 || first == second {
-		t.Fatalf("want two MAIL commands, got:\n%s", cmds)
+	first, third := strings.Index(cmds, "MAIL FROM:"), strings.LastIndex(cmds, "MAIL FROM:")
+	second := first + 1 + strings.Index(cmds[first+1:], "MAIL FROM:")
+	if first < 0 || second <= first || third <= second {
+		t.Fatalf("want three MAIL commands, got:\n%s", cmds)
 	}
-	if c := strings.Count(cmds, "RSET\r\n"); c != 1 || !strings.Contains(cmds[first:second], "RSET\r\n") {
-		t.Errorf("want one RSET between the two messages, got:\n%s", cmds)
+	// RFC 5321 §4.1.1.4: the reply to the end of DATA ends a transaction,
+	// so no RSET is needed after a delivered message; one is after the
+	// aborted third.
+	if strings.Contains(cmds[:third], "RSET\r\n") {
+		t.Errorf("RSET after a completed transaction:\n%s", cmds)
+	}
+	if c := strings.Count(cmds, "RSET\r\n"); c != 1 || !strings.Contains(cmds[third:], "RSET\r\n") {
+		t.Errorf("want one RSET, after the aborted transaction, got:\n%s", cmds)
 	}
 	if strings.Contains(cmds[:first], "RSET") {
 		t.Errorf("RSET before the first message:\n%s", cmds)

@@ -109,20 +109,22 @@ func (s *Spool) enqueue(ctx context.Context, id string, env Envelope, rcpts []Re
 }
 
 func (s *Spool) commitMessage(id string, idv uint64, now time.Time, env *Envelope, rcpts []Recipient, body []byte) error {
+	s.floorMu.RLock()
+	defer s.floorMu.RUnlock()
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	if err := putMessage(txn, id, idv, now, env, rcpts, body); err != nil {
+	if err := putMessage(txn, id, idv, now, s.dueAtLeastFloor(now), env, rcpts, body); err != nil {
 		return err
 	}
 	return txn.Commit()
 }
 
-// putMessage adds every key of a new message to txn. It is separate from
+// putMessage adds every key of a new message to txn, its recipients due
+// at due (unix nanoseconds). It is separate from
 // the commit so that a later transaction (retiring the last recipient and
 // queueing the DSN it owes) can create a message atomically with other
 // changes.
-func putMessage(txn *badger.Txn, id string, idv uint64, now time.Time, env *Envelope, rcpts []Recipient, body []byte) error {
-	due := dueNanos(now)
+func putMessage(txn *badger.Txn, id string, idv uint64, now time.Time, due uint64, env *Envelope, rcpts []Recipient, body []byte) error {
 	dueAt := time.Unix(0, int64(due))
 
 	rec := msgRecord{Envelope: *env, Size: int64(len(body)), NRcpt: len(rcpts), ChunkSize: ChunkSize}

@@ -25,15 +25,48 @@ func (s *Spool) Get(id string) (*Message, error) {
 		if err != nil {
 			return err
 		}
-		it := txn.NewIterator(rcptIterOptions(rcptPrefix(cid), rec.NRcpt))
-		defer it.Close()
-		m, err = readMessage(it, cid, rec)
-		return err
+		if rec.NRcpt > getByKeyLimit {
+			it := txn.NewIterator(rcptIterOptions(rcptPrefix(cid), rec.NRcpt))
+			defer it.Close()
+			m, err = readMessage(it, cid, rec)
+			return err
+		}
+		m = &Message{ID: cid, Envelope: rec.Envelope, Size: rec.Size, Recipients: make([]Recipient, rec.NRcpt)}
+		for n := range m.Recipients {
+			if m.Recipients[n], err = getRcpt(txn, cid, uint32(n)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("spool: get %s: %w", cid, err)
 	}
 	return m, nil
+}
+
+// getByKeyLimit: up to this many recipients are read with one Get each; a
+// Badger iterator costs more to set up than a handful of Gets.
+const getByKeyLimit = 32
+
+// getRcpt reads recipient n of message id.
+func getRcpt(txn *badger.Txn, id string, n uint32) (Recipient, error) {
+	item, err := txn.Get(rcptKey(id, n))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Recipient{}, fmt.Errorf("%w: recipient %d missing", errCorrupt, n)
+	}
+	if err != nil {
+		return Recipient{}, err
+	}
+	var r Recipient
+	err = item.Value(func(v []byte) error {
+		r, err = decodeRcpt(v)
+		return err
+	})
+	if err != nil {
+		return Recipient{}, fmt.Errorf("recipient %d: %w", n, err)
+	}
+	return r, nil
 }
 
 // Body returns the body of message id, exactly as given to Enqueue.
@@ -52,33 +85,43 @@ func (s *Spool) Body(id string) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		body = make([]byte, 0, rec.Size)
-		chunks := 0
-		if rec.Size > 0 {
-			chunks = int((rec.Size + int64(rec.ChunkSize) - 1) / int64(rec.ChunkSize))
-		}
-		for n := 0; n < chunks; n++ {
-			item, err := txn.Get(chunkKey(cid, uint32(n)))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return fmt.Errorf("%w: body chunk %d missing", errCorrupt, n)
-			}
-			if err != nil {
-				return err
-			}
-			if err := item.Value(func(v []byte) error {
-				body = append(body, v...)
-				return nil
-			}); err != nil {
-				return err
-			}
-		}
-		if int64(len(body)) != rec.Size {
-			return fmt.Errorf("%w: body is %d bytes, envelope says %d", errCorrupt, len(body), rec.Size)
-		}
-		return nil
+		body, err = readBody(txn, cid, rec)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("spool: body %s: %w", cid, err)
+	}
+	return body, nil
+}
+
+// chunkCount is the number of b/ keys of a message.
+func chunkCount(rec *msgRecord) int {
+	if rec.Size == 0 {
+		return 0
+	}
+	return int((rec.Size + int64(rec.ChunkSize) - 1) / int64(rec.ChunkSize))
+}
+
+// readBody concatenates the body chunks of a message inside txn.
+func readBody(txn *badger.Txn, id string, rec *msgRecord) ([]byte, error) {
+	body := make([]byte, 0, rec.Size)
+	for n := 0; n < chunkCount(rec); n++ {
+		item, err := txn.Get(chunkKey(id, uint32(n)))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, fmt.Errorf("%w: body chunk %d missing", errCorrupt, n)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := item.Value(func(v []byte) error {
+			body = append(body, v...)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if int64(len(body)) != rec.Size {
+		return nil, fmt.Errorf("%w: body is %d bytes, envelope says %d", errCorrupt, len(body), rec.Size)
 	}
 	return body, nil
 }

@@ -74,13 +74,19 @@ func (s *Spool) Record(ctx context.Context, id string, results []Result) error {
 		}
 		break
 	}
-	if err := s.waitCommitted(ctx); err != nil {
-		return fmt.Errorf("spool: record %s: %w", id, err)
-	}
+	s.inflight.Add(1) // Close waits for this sync like for any operation
+	go func() {
+		defer s.inflight.Done()
+		if err := s.waitCommitted(context.WithoutCancel(ctx)); err != nil {
+			s.log.Error("spool: sync after record", "id", id, "err", err)
+		}
+	}()
 	return nil
 }
 
 func (s *Spool) recordTxn(id string, results []Result) error {
+	s.floorMu.RLock()
+	defer s.floorMu.RUnlock()
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	rec, err := getMsgRecord(txn, id)
@@ -89,24 +95,23 @@ func (s *Spool) recordTxn(id string, results []Result) error {
 	}
 	now := s.now()
 	var body []byte // read once, only when a mailbox needs it
+	final := make([]bool, rec.NRcpt)
+	reported := make([]bool, rec.NRcpt)
+	hadEvents := false // any attempt recorded before: events beyond "received"
+	var events []Event // written only if the message stays queued
 	for _, res := range results {
 		if res.Rcpt < 0 || res.Rcpt >= rec.NRcpt {
 			return fmt.Errorf("recipient %d of %d", res.Rcpt, rec.NRcpt)
 		}
 		n := uint32(res.Rcpt)
-		item, err := txn.Get(rcptKey(id, n))
-		if err != nil {
-			return fmt.Errorf("recipient %d: %w", n, err)
-		}
-		val, err := item.ValueCopy(nil)
+		r, err := getRcpt(txn, id, n)
 		if err != nil {
 			return err
 		}
-		r, err := decodeRcpt(val)
-		if err != nil {
-			return fmt.Errorf("recipient %d: %w", n, err)
-		}
+		reported[n] = true
+		hadEvents = hadEvents || r.Attempts > 0
 		if r.Status == StatusDelivered || r.Status == StatusFailed {
+			final[n] = true
 			continue // already final: a duplicate report changes nothing
 		}
 		if err := txn.Delete(schedKey(dueNanos(r.NextAttempt), id, n)); err != nil {
@@ -114,8 +119,9 @@ func (s *Spool) recordTxn(id string, results []Result) error {
 		}
 		r.Status, r.LastReply = res.Status, res.Reply
 		r.Attempts++
+		final[n] = res.Status != StatusDeferred
 		if res.Status == StatusDeferred {
-			due := dueNanos(res.NextAttempt)
+			due := s.dueAtLeastFloor(res.NextAttempt)
 			r.NextAttempt = time.Unix(0, int64(due))
 			if !rec.Held {
 				if err := txn.Set(schedKey(due, id, n), []byte{}); err != nil {
@@ -140,10 +146,6 @@ func (s *Spool) recordTxn(id string, results []Result) error {
 				return err
 			}
 		}
-		seq, err := s.ids.next()
-		if err != nil {
-			return err
-		}
 		text := res.Reply
 		if res.Remote != "" {
 			text = "relay=" + res.Remote + " " + text
@@ -151,87 +153,67 @@ func (s *Spool) recordTxn(id string, results []Result) error {
 		if res.Status == StatusDeferred {
 			text += " (next attempt " + r.NextAttempt.UTC().Format(time.RFC3339) + ")"
 		}
-		ev := Event{At: now, Kind: string(res.Status), Rcpt: int(n), Text: text}
-		if err := txn.Set(eventKey(id, seq), encodeEvent(&ev)); err != nil {
+		events = append(events, Event{At: now, Kind: string(res.Status), Rcpt: int(n), Text: text})
+	}
+	// The recipients not reported here decide whether the message retires.
+	for n := range final {
+		if reported[n] {
+			continue
+		}
+		r, err := getRcpt(txn, id, uint32(n))
+		if err != nil {
 			return err
 		}
+		hadEvents = hadEvents || r.Attempts > 0
+		final[n] = r.Status == StatusDelivered || r.Status == StatusFailed
 	}
-	done, err := allFinal(txn, id)
-	if err != nil {
-		return err
-	}
-	if done {
-		if err := deletePrefix(txn, msgKey(id)); err != nil {
-			return err
-		}
-		for _, p := range [][]byte{chunkPrefix(id), rcptPrefix(id), eventPrefix(id)} {
-			if err := deletePrefix(txn, p); err != nil {
-				return err
+	for _, f := range final {
+		if !f {
+			for i := range events {
+				seq, err := s.ids.next()
+				if err != nil {
+					return err
+				}
+				if err := txn.Set(eventKey(id, seq), encodeEvent(&events[i])); err != nil {
+					return err
+				}
 			}
+			return txn.Commit()
 		}
+	}
+	if err := s.retire(txn, id, rec, hadEvents); err != nil {
+		return err
 	}
 	return txn.Commit()
 }
 
-// allFinal reports whether every recipient of id is delivered or failed.
-func allFinal(txn *badger.Txn, id string) (bool, error) {
-	p := rcptPrefix(id)
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 16})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		val, err := it.Item().ValueCopy(nil)
-		if err != nil {
-			return false, err
-		}
-		r, err := decodeRcpt(val)
-		if err != nil {
-			return false, err
-		}
-		if r.Status == StatusPending || r.Status == StatusDeferred {
-			return false, nil
-		}
+// retire deletes every key of a message whose recipients are all final:
+// keys computed from the message record, so no iterator is needed, except
+// for events when earlier attempts wrote some.
+func (s *Spool) retire(txn *badger.Txn, id string, rec *msgRecord, hadEvents bool) error {
+	keys := [][]byte{msgKey(id)}
+	for n := 0; n < chunkCount(rec); n++ {
+		keys = append(keys, chunkKey(id, uint32(n)))
 	}
-	return true, nil
-}
-
-// deletePrefix deletes every key that starts with p (a single key when p
-// is a whole key).
-func deletePrefix(txn *badger.Txn, p []byte) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
-	var keys [][]byte
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
+	for n := 0; n < rec.NRcpt; n++ {
+		keys = append(keys, rcptKey(id, uint32(n)))
 	}
-	it.Close()
+	if idv, err := parseID(id); err == nil {
+		keys = append(keys, eventKey(id, idv)) // the "received" event
+	}
+	if hadEvents {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: eventPrefix(id)})
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		it.Close()
+	}
 	for _, k := range keys {
 		if err := txn.Delete(k); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// chunkPrefix is the common prefix of the body chunks of id.
-func chunkPrefix(id string) []byte {
-	return append(append([]byte(prefixBody), id...), '/')
-}
-
-// readBody concatenates the body chunks of a message inside txn.
-func readBody(txn *badger.Txn, id string, rec *msgRecord) ([]byte, error) {
-	body := make([]byte, 0, rec.Size)
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: chunkPrefix(id), PrefetchValues: true, PrefetchSize: 4})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		v, err := it.Item().ValueCopy(nil)
-		if err != nil {
-			return nil, err
-		}
-		body = append(body, v...)
-	}
-	if int64(len(body)) != rec.Size {
-		return nil, fmt.Errorf("%w: body of %s has %d bytes, want %d", errCorrupt, id, len(body), rec.Size)
-	}
-	return body, nil
 }
 
 // DueAfter is Due continuing after the entry after (from the start when
@@ -347,4 +329,26 @@ func (s *Spool) MailboxMessage(user string, seq uint64) ([]byte, error) {
 		return nil, fmt.Errorf("spool: mailbox %s message %d: %w", user, seq, err)
 	}
 	return v, nil
+}
+
+// RaiseFloor promises the scheduler that no schedule key due before t
+// will be written from now on: later writers clamp their due times to at
+// least t. It returns once every writer that chose a due time before the
+// call has committed, so a read started after RaiseFloor sees every key
+// below t that will ever exist, and the scheduler may seek the index from
+// its own floor instead of stepping over the deleted keys that retired
+// deliveries leave at its start.
+func (s *Spool) RaiseFloor(t time.Time) {
+	n := dueNanos(t)
+	s.floorMu.Lock()
+	if n > s.floor {
+		s.floor = n
+	}
+	s.floorMu.Unlock()
+}
+
+// dueAtLeastFloor is t as a schedule time, not below the floor. The
+// caller holds floorMu for reading.
+func (s *Spool) dueAtLeastFloor(t time.Time) uint64 {
+	return max(dueNanos(t), s.floor)
 }

@@ -142,6 +142,12 @@ type Spool struct {
 	closed   bool
 	inflight sync.WaitGroup
 
+	// floorMu and floor make the schedule index seekable from a point
+	// rather than from its start (see RaiseFloor). Writers of schedule
+	// keys hold floorMu.RLock from choosing a due time until their commit.
+	floorMu sync.RWMutex
+	floor   uint64
+
 	gcStop chan struct{}
 	gcDone chan struct{}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/relay-mta/relay/relay"
@@ -29,6 +30,7 @@ func serveCommand() *cli.Command {
 		Flags: []cli.Flag{
 			configFlag,
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to `FILE` until the relay stops"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			cfg, err := loadConfig(cmd)
@@ -38,6 +40,17 @@ func serveCommand() *cli.Command {
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(cmd.String("log-level"))); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
+			}
+			if path := cmd.String("cpuprofile"); path != "" {
+				f, err := os.Create(path)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			r, err := relay.New(cfg, relay.Options{Logger: log})

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# relay_vs_direct.sh -- end-to-end throughput of relay in one run, as a ratio:
+#
+#   direct: smtp-source --SMTP--> smtp-sink
+#   relay:  smtp-source --SMTP--> relay serve (250 after fsync) --SMTP--> smtp-sink
+#
+# Reports the rate at which smtp-sink counted all N messages in each case
+# and relay/direct. Everything listens on 127.0.0.0/8. Needs smtp-source and
+# smtp-sink (Debian package postfix). Usage (from the repository root):
+#   N=20000 SESSIONS=20 SIZE=1024 tools/relay_vs_direct.sh
+set -euo pipefail
+N=${N:-20000} SESSIONS=${SESSIONS:-20} SIZE=${SIZE:-1024} RCPTS=${RCPTS:-1}
+RELAY=127.0.0.2:2525 SINK=127.0.0.9:2626
+BASE=$(mktemp -d /tmp/relaybench.XXXXXX)
+SRC=/usr/sbin/smtp-source SINKBIN=/usr/sbin/smtp-sink
+[ -x $SRC ] && [ -x $SINKBIN ] || { echo "smtp-source/smtp-sink missing: apt-get install postfix" >&2; exit 2; }
+go build -o "$BASE/relay" ./cmd/relay
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+sink_count() { local s; s=$(tail -c 200 "$1" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -1); echo "${s#mesg=}"; }
+now() { date +%s.%N; }
+start_sink() { : > "$1"; $SINKBIN -c -u nobody $SINK 1000 > "$1" 2>/dev/null & pids+=($!); sleep 0.5; }
+stop_sink() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+wait_sink() { # file count timeout -> prints seconds since $T0
+	local deadline=$(( $(date +%s) + $3 ))
+	while [ "$(sink_count "$1")" != "$2" ]; do
+		[ "$(date +%s)" -lt $deadline ] || { echo "timeout: sink has $(sink_count "$1") of $2" >&2; return 1; }
+		sleep 0.02
+	done
+}
+
+# direct
+start_sink "$BASE/direct.out"
+T0=$(now); $SRC -s "$SESSIONS" -l "$SIZE" -r "$RCPTS" -m "$N" -f a@src.test -t u@sink.test $SINK; wait_sink "$BASE/direct.out" $((N)) 300
+direct=$(echo "$(now) - $T0" | bc); stop_sink
+
+# relay
+cat > "$BASE/relay.toml" <<TOML
+hostname = "relay.test"
+data_dir = "$BASE/data"
+local_domains = ["relay.test"]
+[smtp]
+listen = ["$RELAY"]
+[pop3]
+listen = []
+[admin]
+socket = ""
+[queue]
+per_hop_concurrency = ${CONC:-20}
+[[route]]
+domain = "sink.test"
+to = "$SINK"
+tls = "none"
+TOML
+start_sink "$BASE/relay.out"
+"$BASE/relay" serve --config "$BASE/relay.toml" --log-level warn ${PROFILE:+--cpuprofile $PROFILE} 2> "$BASE/relay.log" & rpid=$!; pids+=($rpid)
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.2/2525) 2>/dev/null && break; sleep 0.05; done
+T0=$(now); $SRC -s "$SESSIONS" -l "$SIZE" -r "$RCPTS" -m "$N" -f a@src.test -t u@sink.test $RELAY; accept=$(echo "$(now) - $T0" | bc)
+wait_sink "$BASE/relay.out" $((N)) 600
+e2e=$(echo "$(now) - $T0" | bc)
+rss=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$rpid/status)
+printf 'N=%d size=%d sessions=%d rcpts=%d\n' "$N" "$SIZE" "$SESSIONS" "$RCPTS"
+printf 'direct  source->sink        %7.2fs  %7.0f msg/s\n' "$direct" "$(echo "$N / $direct" | bc -l)"
+printf 'relay   accepted (250 each) %7.2fs  %7.0f msg/s\n' "$accept" "$(echo "$N / $accept" | bc -l)"
+printf 'relay   end to end          %7.2fs  %7.0f msg/s   peak RSS %s\n' "$e2e" "$(echo "$N / $e2e" | bc -l)" "$rss"
+printf 'ratio   relay e2e / direct   %.2f\n' "$(echo "$direct / $e2e" | bc -l)"
