@@ -24,8 +24,12 @@
 //	                                          last reply, next attempt
 //	t/<due uint64 BE>/<id>/<n uint32 BE>      empty; the schedule index, due = Unix nanoseconds
 //	e/<id>/<seq uint64 BE>                    event record: time, kind, recipient (-1: message), text
-//	x/<user>/<seq uint64 BE>                  reserved for local mailbox entries (later task;
-//	                                          user names must not contain '/')
+//	x/<user>/<seq uint64 BE>                  local mailbox entry: Return-Path and Delivered-To
+//	                                          header lines, then the body (user names must
+//	                                          not contain '/')
+//	d/<token>/<forward path>                  message ID; Badger TTL of the queue lifetime. A
+//	                                          recipient handed over by another relay under
+//	                                          hand-off token <token> (EnqueueOnce)
 //
 // A message is m/<id> with all its b/ and r/ keys; Enqueue writes them, one
 // t/ key per recipient and the first e/ key in one transaction, so a
@@ -41,10 +45,10 @@
 // handing out an ID at or above s/idhigh, the generator durably raises
 // s/idhigh by ten seconds of ID space, and Open resumes above it (and
 // above the highest m/ key). The same generator supplies event sequence
-// numbers (the first event's seq is the message ID's own value) and will
-// supply mailbox sequence numbers (Spool.NewID).
+// numbers (the first event's seq is the message ID's own value) and
+// mailbox sequence numbers, which serve as stable POP3 UIDs.
 //
-// # Invariants for the operations still to come
+// # Invariants
 //
 //   - Every pending recipient of a message that is not held has exactly one
 //     t/ key, and its r/ NextAttempt equals that key's due time to the
@@ -55,22 +59,32 @@
 //     a message accepted as held, hold deletes them, release writes
 //     t/<now> keys again. The scheduler never sees held work.
 //   - Retiring a recipient (delivered or failed) updates its r/ record and
-//     deletes its t/ key. Retiring the last pending one deletes m/, b/ and
-//     r/ of the message and, in the same transaction, creates any DSN it
-//     owes (putMessage writes a complete message into a caller's
-//     transaction for exactly this). e/ keys are kept for the admin
-//     history (they can be given a Badger TTL of admin.history then).
+//     deletes its t/ key (Record). Retiring the last pending one deletes
+//     m/, b/, r/ and e/ of the message, every key computed from the
+//     message record (an iterator only for the e/ keys of a message that
+//     was deferred before). A DSN it owes is to be created in the same
+//     transaction (putMessage writes a complete message into a caller's
+//     transaction for exactly this). The retired-history window of
+//     `relay queue show` is still to come; it will keep a summary under a
+//     Badger TTL of admin.history.
+//   - Record returns at commit and syncs in the background: the
+//     transaction is atomic, so a crash before the sync only repeats an
+//     attempt. Enqueue and EnqueueOnce return only after the sync, because
+//     their caller answers 250.
 //   - Local delivery writes x/<user>/<seq> and retires the recipient in one
 //     transaction.
 //   - Badger's conflict detection is on: a transaction that reads the r/
 //     record it rewrites fails with badger.ErrConflict if another
 //     transaction changed it meanwhile, and is retried.
 //
-// The scheduler finds due work with Spool.Due: one seek to the start of t/
-// and a read of at most limit+1 keys, no scans, no per-message memory.
-// (Badger iterators step over deleted keys not yet compacted away, so right
-// after a large burst has been retired a Due call can pass over many
-// tombstones; compaction removes them.)
+// The scheduler finds due work with Spool.Due and DueAfter: one seek and a
+// read of at most limit+1 keys, no scans, no per-message memory. Badger
+// iterators step over deleted keys not yet compacted away, and retired
+// deliveries leave them at the start of t/, so the scheduler seeks from a
+// floor instead of the start: RaiseFloor(t) makes every later writer of a
+// t/ key clamp its due time to at least t (writers hold floorMu for
+// reading from choosing the time until their commit), so once it returns
+// no key below t can appear any more.
 //
 // # Value encoding
 //
