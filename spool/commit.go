@@ -109,11 +109,10 @@ func (s *Spool) enqueue(ctx context.Context, id string, env Envelope, rcpts []Re
 }
 
 func (s *Spool) commitMessage(id string, idv uint64, now time.Time, env *Envelope, rcpts []Recipient, body []byte) error {
-	s.floorMu.RLock()
-	defer s.floorMu.RUnlock()
+	defer s.floor.leave(s.floor.enter())
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	if err := putMessage(txn, id, idv, now, s.dueAtLeastFloor(now), env, rcpts, body); err != nil {
+	if err := putMessage(txn, id, idv, now, s.floor.at(now), env, rcpts, body); err != nil {
 		return err
 	}
 	return txn.Commit()

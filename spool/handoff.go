@@ -70,8 +70,7 @@ func (s *Spool) EnqueueOnce(ctx context.Context, id, token string, ttl time.Dura
 // commitOnce returns the earlier message ID when every recipient is a
 // repeat, "" when it stored a message.
 func (s *Spool) commitOnce(id string, v uint64, token string, ttl time.Duration, now time.Time, env *Envelope, rcpts []Recipient, body []byte) (string, error) {
-	s.floorMu.RLock()
-	defer s.floorMu.RUnlock()
+	defer s.floor.leave(s.floor.enter())
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	var fresh []Recipient
@@ -96,7 +95,7 @@ func (s *Spool) commitOnce(id string, v uint64, token string, ttl time.Duration,
 	if len(fresh) == 0 {
 		return prev, nil
 	}
-	if err := putMessage(txn, id, v, now, s.dueAtLeastFloor(now), env, fresh, body); err != nil {
+	if err := putMessage(txn, id, v, now, s.floor.at(now), env, fresh, body); err != nil {
 		return "", err
 	}
 	for _, r := range fresh {

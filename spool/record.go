@@ -58,26 +58,23 @@ func (s *Spool) Record(ctx context.Context, id string, results []Result) error {
 			return fmt.Errorf("spool: record %s: recipient %d: status %q is no outcome", id, r.Rcpt, r.Status)
 		}
 	}
+	// Record does not join the group commit's "commits in flight" count:
+	// nothing waits for its sync, and a sync round must not be held back
+	// for it while enqueues wait to answer 250.
 	for try := 0; ; try++ {
-		if s.group != nil {
-			s.group.enter()
-		}
 		err := s.recordTxn(id, results)
-		if err != nil {
-			if s.group != nil {
-				s.group.leave()
-			}
-			if errors.Is(err, badger.ErrConflict) && try < maxConflictRetries {
-				continue
-			}
-			return fmt.Errorf("spool: record %s: %w", id, err)
+		if err == nil {
+			break
 		}
-		break
+		if errors.Is(err, badger.ErrConflict) && try < maxConflictRetries {
+			continue
+		}
+		return fmt.Errorf("spool: record %s: %w", id, err)
 	}
 	s.inflight.Add(1) // Close waits for this sync like for any operation
 	go func() {
 		defer s.inflight.Done()
-		if err := s.waitCommitted(context.WithoutCancel(ctx)); err != nil {
+		if err := s.waitDurable(context.WithoutCancel(ctx)); err != nil {
 			s.log.Error("spool: sync after record", "id", id, "err", err)
 		}
 	}()
@@ -85,8 +82,7 @@ func (s *Spool) Record(ctx context.Context, id string, results []Result) error {
 }
 
 func (s *Spool) recordTxn(id string, results []Result) error {
-	s.floorMu.RLock()
-	defer s.floorMu.RUnlock()
+	defer s.floor.leave(s.floor.enter())
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	rec, err := getMsgRecord(txn, id)
@@ -121,7 +117,7 @@ func (s *Spool) recordTxn(id string, results []Result) error {
 		r.Attempts++
 		final[n] = res.Status != StatusDeferred
 		if res.Status == StatusDeferred {
-			due := s.dueAtLeastFloor(res.NextAttempt)
+			due := s.floor.at(res.NextAttempt)
 			r.NextAttempt = time.Unix(0, int64(due))
 			if !rec.Held {
 				if err := txn.Set(schedKey(due, id, n), []byte{}); err != nil {
@@ -338,17 +334,4 @@ func (s *Spool) MailboxMessage(user string, seq uint64) ([]byte, error) {
 // below t that will ever exist, and the scheduler may seek the index from
 // its own floor instead of stepping over the deleted keys that retired
 // deliveries leave at its start.
-func (s *Spool) RaiseFloor(t time.Time) {
-	n := dueNanos(t)
-	s.floorMu.Lock()
-	if n > s.floor {
-		s.floor = n
-	}
-	s.floorMu.Unlock()
-}
-
-// dueAtLeastFloor is t as a schedule time, not below the floor. The
-// caller holds floorMu for reading.
-func (s *Spool) dueAtLeastFloor(t time.Time) uint64 {
-	return max(dueNanos(t), s.floor)
-}
+func (s *Spool) RaiseFloor(t time.Time) { s.floor.raise(t) }

@@ -142,11 +142,10 @@ type Spool struct {
 	closed   bool
 	inflight sync.WaitGroup
 
-	// floorMu and floor make the schedule index seekable from a point
-	// rather than from its start (see RaiseFloor). Writers of schedule
-	// keys hold floorMu.RLock from choosing a due time until their commit.
-	floorMu sync.RWMutex
-	floor   uint64
+	// floor makes the schedule index seekable from a point rather than
+	// from its start (see RaiseFloor). Writers of schedule keys enter it
+	// before choosing a due time and leave after their commit.
+	floor floorGate
 
 	gcStop chan struct{}
 	gcDone chan struct{}
