@@ -83,8 +83,8 @@ func fillDeferred(t *testing.T, dir string, n int) {
 				id, err := sp.Enqueue(context.Background(), spool.Envelope{From: "<a@src.test>"},
 					[]spool.Recipient{{To: fmt.Sprintf("<u%d@dead.test>", i)}}, body)
 				if err == nil {
-					err = sp.Record(context.Background(), id, []spool.Result{{Rcpt: 0, Status: spool.StatusDeferred,
-						Reply: "451 4.4.1 connection refused", NextAttempt: next}})
+					_, err = sp.Record(context.Background(), id, []spool.Result{{Rcpt: 0, Status: spool.StatusDeferred,
+						Reply: "451 4.4.1 connection refused", NextAttempt: next}}, nil)
 				}
 				if err != nil {
 					errs <- err

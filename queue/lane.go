@@ -126,12 +126,12 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 	}()
 	dctx := context.WithoutCancel(ctx)
 	if l.hop.Local {
-		q.record(j.msg, l.localResults(j))
+		q.record(j.msg, l.localResults(j), nil)
 		return nil
 	}
 	now := q.o.Now()
 	if reply, dead := l.dead(now); dead {
-		q.record(j.msg, l.deferAll(j, reply, now))
+		q.record(j.msg, l.deferAll(j, reply, now), nil)
 		return sess
 	}
 	if sess == nil {
@@ -146,7 +146,7 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 			if !IsPermanent(err) {
 				l.markDead(now, errorText(err))
 			}
-			q.record(j.msg, results)
+			q.record(j.msg, results, nil)
 			return nil
 		}
 	}
@@ -155,7 +155,12 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 		q.log.Error("queue: read body", "id", j.msg.ID, "err", err)
 		return sess
 	}
-	replies, err := sess.Send(dctx, j.msg, j.outs, body)
+	// The DSN parameters travel with each recipient (RFC 3461 §4).
+	rcpts := make([]string, len(j.outs))
+	for i := range j.outs {
+		rcpts[i] = j.outs[i] + j.parms[i]
+	}
+	replies, err := sess.Send(dctx, j.msg, rcpts, body)
 	now = q.o.Now()
 	if err != nil || len(replies) != len(j.rcpts) {
 		if err == nil {
@@ -164,11 +169,18 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 		remote := sess.Remote()
 		sess.Close()
 		results := l.deferAll(j, errorText(fmt.Errorf("%s: %w", remote, err)), now)
-		q.record(j.msg, results)
+		q.record(j.msg, results, nil)
 		return nil
 	}
 	results := make([]spool.Result, len(j.rcpts))
+	var relayed map[int]bool
 	for i, n := range j.rcpts {
+		if replies[i].Relayed {
+			if relayed == nil {
+				relayed = map[int]bool{}
+			}
+			relayed[n] = true
+		}
 		text := replyText(replies[i])
 		switch classify(replies[i].Code) {
 		case delivered:
@@ -180,7 +192,7 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 		}
 		results[i].Remote = sess.Remote()
 	}
-	q.record(j.msg, results)
+	q.record(j.msg, results, relayed)
 	return sess
 }
 

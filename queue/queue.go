@@ -73,6 +73,10 @@ type Session interface {
 type Reply struct {
 	Code int
 	Text string // whole reply text, enhanced code included, e.g. "250 2.0.0 OK: queued as X"
+	// Relayed is set on a 2xx from a next hop that does not advertise
+	// DSN: this relay is then the last that can honour NOTIFY=SUCCESS
+	// and sends a "relayed" notice (RFC 3461 §6.2.1).
+	Relayed bool
 }
 
 // PermanentError marks an error that fails recipients instead of deferring

@@ -98,7 +98,7 @@ func (s *fakeSession) Send(_ context.Context, m *spool.Message, rcpts []string, 
 	}
 	return out, nil
 }
-func (s *fakeSession) Remote() string { return s.hop.Key }
+func (s *fakeSession) Remote() string { return s.hop.Addrs[0] }
 func (s *fakeSession) Close() error   { return nil }
 
 type result struct {
@@ -134,15 +134,22 @@ func newHarness(t *testing.T, reply func(string, int) Reply, policy RetryPolicy)
 	return h
 }
 
-func (h *harness) start(policy RetryPolicy) {
-	h.q = New(Options{
+func (h *harness) start(policy RetryPolicy) { h.startWith(policy, nil) }
+
+// startWith starts the queue, letting the test adjust its Options.
+func (h *harness) startWith(policy RetryPolicy, adjust func(*Options)) {
+	o := Options{
 		Spool: h.sp, Router: hopRouter{}, Deliverer: h.del, Retry: policy,
 		PerHopConcurrency: h.conc, Now: h.clock.Now, Rand: func() float64 { return 0.5 },
 		RestartJitter: -1,
 		OnResult: func(id string, n int, st spool.Status, reply string) {
 			h.results <- result{id, n, st, reply}
 		},
-	})
+	}
+	if adjust != nil {
+		adjust(&o)
+	}
+	h.q = New(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { h.q.Run(ctx); close(done) }()
@@ -262,7 +269,7 @@ func TestPermanentFailureKeepsReply(t *testing.T) {
 	h := newHarness(t, func(string, int) Reply {
 		return Reply{Code: 550, Text: "550 5.1.1 <u@c.test>: no such user"}
 	}, policy)
-	id := h.enqueue("<a@x.test>", "<u@c.test>")
+	id := h.enqueue("<>", "<u@c.test>") // from <>: no DSN to account for
 	r := h.next()
 	if r.status != spool.StatusFailed || r.reply != "550 5.1.1 <u@c.test>: no such user" {
 		t.Fatalf("outcome %+v", r)
@@ -274,7 +281,7 @@ func TestPermanentFailureKeepsReply(t *testing.T) {
 		t.Fatalf("%d attempts for a permanent failure", n)
 	}
 	// A route that cannot exist fails without any attempt.
-	h.enqueue("<a@x.test>", "<u@nxdomain.test>")
+	h.enqueue("<>", "<u@nxdomain.test>")
 	if r := h.next(); r.status != spool.StatusFailed || !strings.HasPrefix(r.reply, "550 5.1.2") {
 		t.Fatalf("nxdomain outcome %+v", r)
 	}

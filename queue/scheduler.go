@@ -35,6 +35,19 @@ type Options struct {
 	// OnResult, if set, is called after each recipient's outcome is
 	// recorded (for metrics and tests).
 	OnResult func(id string, rcpt int, status spool.Status, reply string)
+
+	// Hostname names this relay in DSNs (Reporting-MTA, From).
+	Hostname string
+	// DelayWarning is when the one delay DSN per recipient goes out; 0
+	// means never.
+	DelayWarning time.Duration
+	// DSNMaxFull bounds the original returned whole with RET=FULL; 0:
+	// DefaultDSNMaxFull.
+	DSNMaxFull int
+	// SignDSN, if set, signs each DSN before it is queued (DKIM).
+	SignDSN func(msg []byte) ([]byte, error)
+	// OnDSN, if set, is called for each DSN queued (for metrics).
+	OnDSN func(id, dsnID string)
 }
 
 // Queue schedules and performs deliveries. Create it with New and start it
@@ -71,6 +84,7 @@ type job struct {
 	msg   *spool.Message
 	rcpts []int    // recipient indexes
 	outs  []string // forward paths to send, parallel to rcpts
+	parms []string // their stored RCPT parameters (NOTIFY, ORCPT), wire form
 	boxes []string // local mailboxes, parallel to rcpts (local hops only)
 	hop   Hop
 }
@@ -110,6 +124,12 @@ func New(o Options) *Queue {
 	}
 	if o.SessionIdle == 0 {
 		o.SessionIdle = 5 * time.Second
+	}
+	if o.DSNMaxFull == 0 {
+		o.DSNMaxFull = DefaultDSNMaxFull
+	}
+	if o.Hostname == "" {
+		o.Hostname = "localhost"
 	}
 	return &Queue{
 		o:        o,
@@ -308,10 +328,11 @@ func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.T
 		}
 		j.rcpts = append(j.rcpts, n)
 		j.outs = append(j.outs, out)
+		j.parms = append(j.parms, r.Params)
 		j.boxes = append(j.boxes, hop.Mailbox)
 	}
 	if len(immediate) > 0 {
-		q.record(m, immediate)
+		q.record(m, immediate, nil)
 	}
 	all := true
 	for _, k := range keys {
@@ -386,10 +407,15 @@ func (q *Queue) deferResult(m *spool.Message, n int, reply string, now time.Time
 	return spool.Result{Rcpt: n, Status: spool.StatusDeferred, Reply: reply, NextAttempt: next}
 }
 
-// record stores results, then reports them.
-func (q *Queue) record(m *spool.Message, results []spool.Result) {
+// record stores results, together with the DSN they owe (in the same
+// spool transaction), then reports them. relayed marks recipients taken by
+// a next hop that does not speak DSN.
+func (q *Queue) record(m *spool.Message, results []spool.Result, relayed map[int]bool) {
+	dsn := q.dsnFor(m, results, relayed, q.o.Now())
+	var dsnID string
 	for attempt := 0; ; attempt++ {
-		err := q.o.Spool.Record(context.Background(), m.ID, results)
+		var err error
+		dsnID, err = q.o.Spool.Record(context.Background(), m.ID, results, dsn)
 		if err == nil {
 			break
 		}
@@ -413,5 +439,12 @@ func (q *Queue) record(m *spool.Message, results []spool.Result) {
 		if q.o.OnResult != nil {
 			q.o.OnResult(m.ID, r.Rcpt, r.Status, r.Reply)
 		}
+	}
+	if dsnID != "" {
+		q.log.Info("dsn queued", "id", m.ID, "dsn_id", dsnID, "to", m.From)
+		if q.o.OnDSN != nil {
+			q.o.OnDSN(m.ID, dsnID)
+		}
+		q.Notify()
 	}
 }

@@ -624,7 +624,10 @@ func (s *clientSession) send(from string, mailOpts *smtp.MailOptions, tos []stri
 	// RFC 5321 §4.1.1.4: the transaction is over; the next MAIL needs no
 	// RSET (and so no second EHLO, which go-smtp would want after RSET).
 	s.dirty = false
-	return accept(queue.Reply{Code: 250, Text: "250 " + oneLine(resp.StatusText)}), nil
+	// go-smtp drops DSN parameters silently when the peer lacks DSN:
+	// say so, so the queue can send the "relayed" notice itself.
+	hasDSN, _ := s.c.Extension("DSN")
+	return accept(queue.Reply{Code: 250, Text: "250 " + oneLine(resp.StatusText), Relayed: !hasDSN}), nil
 }
 
 // reset sends RSET, then EHLO again: go-smtp forgets the EHLO at RSET and

@@ -81,9 +81,13 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
+	router := NewRouter(cfg)
+	if r.users != nil {
+		router.UserExists = r.users.Exists
+	}
 	r.queue = queue.New(queue.Options{
 		Spool:  r.spool,
-		Router: NewRouter(cfg),
+		Router: router,
 		Deliverer: &Deliverer{
 			Hostname: cfg.Hostname,
 			Resolver: opts.Resolver,
@@ -98,6 +102,8 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		PerHopConcurrency: cfg.Queue.PerHopConcurrency,
 		Logger:            r.log,
 		Now:               r.now,
+		Hostname:          cfg.Hostname,
+		DelayWarning:      cfg.Queue.DelayWarning,
 	})
 	r.smtp = &smtpd.Server{
 		Hostname:          cfg.Hostname,

@@ -33,6 +33,11 @@ type Router struct {
 	wild map[string]config.Route
 	// star is the route of "*", if any.
 	star *config.Route
+	// UserExists, when set, says whether a local mailbox exists; mail for
+	// a local user that does not (a DSN to a mistyped sender, say) fails
+	// with 550 5.1.1 instead of filling a mailbox nobody can read.
+	// "postmaster" always exists.
+	UserExists func(name string) bool
 }
 
 var _ queue.Router = (*Router)(nil)
@@ -111,10 +116,14 @@ func (r *Router) Route(to string) (hop queue.Hop, rcptOut string, err error) {
 	}
 
 	if r.isLocal(p.Domain) {
+		user := strings.ToLower(p.Local)
+		if user != "postmaster" && r.UserExists != nil && !r.UserExists(user) {
+			return queue.Hop{}, "", &queue.PermanentError{Code: 550, Err: fmt.Errorf("5.1.1 <%s>: no such user here", p.Mailbox())}
+		}
 		return queue.Hop{
 			Key:     "local",
 			Local:   true,
-			Mailbox: strings.ToLower(p.Local),
+			Mailbox: user,
 			Source:  "local domain " + normRouteDomain(p.Domain),
 		}, p.String(), nil
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
@@ -327,4 +328,25 @@ func TestRouteConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestRouteUnknownLocalUser: mail made inside the relay (a DSN, say) for
+// a local user who does not exist fails instead of filling a mailbox
+// nobody can read; postmaster always exists.
+func TestRouteUnknownLocalUser(t *testing.T) {
+	cfg := config.Default()
+	cfg.LocalDomains = []string{"b.test"}
+	r := NewRouter(cfg)
+	r.UserExists = func(name string) bool { return name == "alice" }
+	if hop, _, err := r.Route("<Alice@b.test>"); err != nil || !hop.Local || hop.Mailbox != "alice" {
+		t.Errorf("alice: %+v, %v", hop, err)
+	}
+	if hop, _, err := r.Route("<postmaster@b.test>"); err != nil || hop.Mailbox != "postmaster" {
+		t.Errorf("postmaster: %+v, %v", hop, err)
+	}
+	_, _, err := r.Route("<carol@b.test>")
+	var pe *queue.PermanentError
+	if !errors.As(err, &pe) || pe.Code != 550 || !strings.Contains(err.Error(), "5.1.1") {
+		t.Errorf("carol: %v, want a permanent 550 5.1.1", err)
+	}
 }

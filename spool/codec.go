@@ -141,6 +141,10 @@ type msgRecord struct {
 	Size      int64
 	NRcpt     int
 	ChunkSize int // body chunk size used for this message's b/ keys
+	// ExtraEvents: an operator action wrote events besides "received"
+	// (appended field), so retiring must look for e/ keys even when no
+	// recipient was ever attempted.
+	ExtraEvents bool
 }
 
 func encodeMessage(m *msgRecord) []byte {
@@ -156,6 +160,7 @@ func encodeMessage(m *msgRecord) []byte {
 	e.uvarint(uint64(m.Size))
 	e.uvarint(uint64(m.NRcpt))
 	e.uvarint(uint64(m.ChunkSize))
+	e.bool(m.ExtraEvents) // appended field: absent in older records
 	return e.b
 }
 
@@ -173,6 +178,9 @@ func decodeMessage(b []byte) (*msgRecord, error) {
 	size := d.uvarint("size")
 	nrcpt := d.uvarint("recipient count")
 	chunk := d.uvarint("chunk size")
+	if d.err == nil && len(d.b) > 0 {
+		m.ExtraEvents = d.bool("extra events")
+	}
 	if d.err != nil {
 		return nil, d.err
 	}
@@ -208,6 +216,7 @@ func encodeRcpt(r *Recipient) ([]byte, error) {
 	e.varint(int64(r.Attempts))
 	e.str(r.LastReply)
 	e.time(r.NextAttempt)
+	e.bool(r.DelayWarned) // appended field: absent in older records
 	return e.b, nil
 }
 
@@ -220,6 +229,9 @@ func decodeRcpt(b []byte) (Recipient, error) {
 	r.Attempts = int(d.varint("attempts"))
 	r.LastReply = d.str("last reply")
 	r.NextAttempt = d.time("next attempt")
+	if d.err == nil && len(d.b) > 0 {
+		r.DelayWarned = d.bool("delay warned")
+	}
 	if d.err != nil {
 		return Recipient{}, d.err
 	}

@@ -30,6 +30,22 @@ type Result struct {
 	// retires the recipient: exactly once.
 	Mailbox       string
 	MailboxHeader []byte
+	// DelayWarned marks that a delay DSN for this recipient goes out in
+	// this same transaction, so there is only ever one.
+	DelayWarned bool
+}
+
+// Outgoing is a new message created by a Record transaction: the DSN that
+// the recorded outcomes owe, stored in the same transaction so that after
+// a crash there is exactly one, never zero, never two.
+type Outgoing struct {
+	Envelope   Envelope
+	Recipients []Recipient
+	Body       []byte
+	// For lists the recipients (indexes in the recorded message) the DSN
+	// reports on. It is stored only if at least one of them changes state
+	// in this transaction: a repeated report queues no second DSN.
+	For []int
 }
 
 // maxConflictRetries bounds retries of a transaction that lost a conflict
@@ -43,33 +59,41 @@ const maxConflictRetries = 20
 // per result. When no recipient is left pending or deferred the message
 // retires: its envelope, body, recipients and events are deleted in the
 // same transaction. Record returns after the transaction is durable.
-func (s *Spool) Record(ctx context.Context, id string, results []Result) error {
+//
+// dsn, when not nil, is stored as a new message in the same transaction
+// (see Outgoing); its ID is returned ("" when none was stored).
+func (s *Spool) Record(ctx context.Context, id string, results []Result, dsn *Outgoing) (string, error) {
 	if err := s.begin(); err != nil {
-		return fmt.Errorf("spool: record %s: %w", id, err)
+		return "", fmt.Errorf("spool: record %s: %w", id, err)
 	}
 	defer s.end()
 	if err := s.brokenErr(); err != nil {
-		return fmt.Errorf("spool: record %s: %w", id, err)
+		return "", fmt.Errorf("spool: record %s: %w", id, err)
 	}
 	for _, r := range results {
 		switch r.Status {
 		case StatusDelivered, StatusFailed, StatusDeferred:
 		default:
-			return fmt.Errorf("spool: record %s: recipient %d: status %q is no outcome", id, r.Rcpt, r.Status)
+			return "", fmt.Errorf("spool: record %s: recipient %d: status %q is no outcome", id, r.Rcpt, r.Status)
 		}
+	}
+	if dsn != nil && (dsn.Envelope.From == "" || len(dsn.Recipients) == 0) {
+		return "", fmt.Errorf("spool: record %s: DSN without reverse path or recipients", id)
 	}
 	// Record does not join the group commit's "commits in flight" count:
 	// nothing waits for its sync, and a sync round must not be held back
 	// for it while enqueues wait to answer 250.
+	var dsnID string
 	for try := 0; ; try++ {
-		err := s.recordTxn(id, results)
+		var err error
+		dsnID, err = s.recordTxn(id, results, dsn)
 		if err == nil {
 			break
 		}
 		if errors.Is(err, badger.ErrConflict) && try < maxConflictRetries {
 			continue
 		}
-		return fmt.Errorf("spool: record %s: %w", id, err)
+		return "", fmt.Errorf("spool: record %s: %w", id, err)
 	}
 	s.inflight.Add(1) // Close waits for this sync like for any operation
 	go func() {
@@ -78,31 +102,32 @@ func (s *Spool) Record(ctx context.Context, id string, results []Result) error {
 			s.log.Error("spool: sync after record", "id", id, "err", err)
 		}
 	}()
-	return nil
+	return dsnID, nil
 }
 
-func (s *Spool) recordTxn(id string, results []Result) error {
+func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, error) {
 	defer s.floor.leave(s.floor.enter())
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	rec, err := getMsgRecord(txn, id)
 	if err != nil {
-		return err
+		return "", err
 	}
 	now := s.now()
 	var body []byte // read once, only when a mailbox needs it
 	final := make([]bool, rec.NRcpt)
+	changed := make([]bool, rec.NRcpt)
 	reported := make([]bool, rec.NRcpt)
 	hadEvents := false // any attempt recorded before: events beyond "received"
-	var events []Event // written only if the message stays queued
+	var events []Event // under e/ if the message stays queued, else in its summary
 	for _, res := range results {
 		if res.Rcpt < 0 || res.Rcpt >= rec.NRcpt {
-			return fmt.Errorf("recipient %d of %d", res.Rcpt, rec.NRcpt)
+			return "", fmt.Errorf("recipient %d of %d", res.Rcpt, rec.NRcpt)
 		}
 		n := uint32(res.Rcpt)
 		r, err := getRcpt(txn, id, n)
 		if err != nil {
-			return err
+			return "", err
 		}
 		reported[n] = true
 		hadEvents = hadEvents || r.Attempts > 0
@@ -111,35 +136,37 @@ func (s *Spool) recordTxn(id string, results []Result) error {
 			continue // already final: a duplicate report changes nothing
 		}
 		if err := txn.Delete(schedKey(dueNanos(r.NextAttempt), id, n)); err != nil {
-			return err
+			return "", err
 		}
 		r.Status, r.LastReply = res.Status, res.Reply
 		r.Attempts++
+		r.DelayWarned = r.DelayWarned || res.DelayWarned
+		changed[n] = true
 		final[n] = res.Status != StatusDeferred
 		if res.Status == StatusDeferred {
 			due := s.floor.at(res.NextAttempt)
 			r.NextAttempt = time.Unix(0, int64(due))
 			if !rec.Held {
 				if err := txn.Set(schedKey(due, id, n), []byte{}); err != nil {
-					return err
+					return "", err
 				}
 			}
 		}
 		enc, err := encodeRcpt(&r)
 		if err != nil {
-			return err
+			return "", err
 		}
 		if err := txn.Set(rcptKey(id, n), enc); err != nil {
-			return err
+			return "", err
 		}
 		if res.Mailbox != "" && res.Status == StatusDelivered {
 			if body == nil {
 				if body, err = readBody(txn, id, rec); err != nil {
-					return err
+					return "", err
 				}
 			}
 			if err := s.putMailbox(txn, res.Mailbox, res.MailboxHeader, body); err != nil {
-				return err
+				return "", err
 			}
 		}
 		text := res.Reply
@@ -158,35 +185,76 @@ func (s *Spool) recordTxn(id string, results []Result) error {
 		}
 		r, err := getRcpt(txn, id, uint32(n))
 		if err != nil {
-			return err
+			return "", err
 		}
 		hadEvents = hadEvents || r.Attempts > 0
 		final[n] = r.Status == StatusDelivered || r.Status == StatusFailed
+	}
+	dsnID, err := s.putOutgoing(txn, dsn, changed)
+	if err != nil {
+		return "", err
 	}
 	for _, f := range final {
 		if !f {
 			for i := range events {
 				seq, err := s.ids.next()
 				if err != nil {
-					return err
+					return "", err
 				}
 				if err := txn.Set(eventKey(id, seq), encodeEvent(&events[i])); err != nil {
-					return err
+					return "", err
 				}
 			}
-			return txn.Commit()
+			return dsnID, txn.Commit()
 		}
 	}
-	if err := s.retire(txn, id, rec, hadEvents); err != nil {
-		return err
+	if err := s.retire(txn, id, rec, hadEvents, events); err != nil {
+		return "", err
 	}
-	return txn.Commit()
+	return dsnID, txn.Commit()
+}
+
+// putOutgoing stores dsn as a new message when one of the recipients it
+// reports on changed state in this transaction.
+func (s *Spool) putOutgoing(txn *badger.Txn, dsn *Outgoing, changed []bool) (string, error) {
+	if dsn == nil {
+		return "", nil
+	}
+	fresh := len(dsn.For) == 0
+	for _, n := range dsn.For {
+		if n >= 0 && n < len(changed) && changed[n] {
+			fresh = true
+		}
+	}
+	if !fresh {
+		return "", nil // a repeated report: its DSN went out the first time
+	}
+	v, err := s.ids.next()
+	if err != nil {
+		return "", err
+	}
+	id := formatID(v)
+	now := s.now()
+	env := dsn.Envelope
+	if env.Received.IsZero() {
+		env.Received = now
+	}
+	if err := putMessage(txn, id, v, now, s.floor.at(now), &env, dsn.Recipients, dsn.Body); err != nil {
+		return "", err
+	}
+	return id, nil
 }
 
 // retire deletes every key of a message whose recipients are all final:
 // keys computed from the message record, so no iterator is needed, except
-// for events when earlier attempts wrote some.
-func (s *Spool) retire(txn *badger.Txn, id string, rec *msgRecord, hadEvents bool) error {
+// for events when earlier attempts (or operator actions) wrote some.
+// First it keeps the message's summary for the history window
+// (keepHistory), with final: this transaction's events, never stored.
+func (s *Spool) retire(txn *badger.Txn, id string, rec *msgRecord, hadEvents bool, final []Event) error {
+	hadEvents = hadEvents || rec.ExtraEvents
+	if err := s.keepHistory(txn, id, rec, hadEvents, final); err != nil {
+		return err
+	}
 	keys := [][]byte{msgKey(id)}
 	for n := 0; n < chunkCount(rec); n++ {
 		keys = append(keys, chunkKey(id, uint32(n)))

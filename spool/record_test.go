@@ -37,7 +37,7 @@ func TestRecordDeferMovesScheduleKey(t *testing.T) {
 	s := openTest(t, func() time.Time { return now })
 	id := enqueueN(t, s, 2)
 	next := now.Add(time.Hour)
-	if err := s.Record(context.Background(), id, []Result{{Rcpt: 0, Status: StatusDeferred, Reply: "451 4.3.0 later", NextAttempt: next}}); err != nil {
+	if _, err := s.Record(context.Background(), id, []Result{{Rcpt: 0, Status: StatusDeferred, Reply: "451 4.3.0 later", NextAttempt: next}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	due, err := s.Due(now, 10)
@@ -66,17 +66,17 @@ func TestRecordRetiresAndIgnoresDuplicates(t *testing.T) {
 	s := openTest(t, nil)
 	id := enqueueN(t, s, 2)
 	ctx := context.Background()
-	if err := s.Record(ctx, id, []Result{{Rcpt: 0, Status: StatusDelivered, Reply: "250 ok"}}); err != nil {
+	if _, err := s.Record(ctx, id, []Result{{Rcpt: 0, Status: StatusDelivered, Reply: "250 ok"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A second report for a final recipient changes nothing.
-	if err := s.Record(ctx, id, []Result{{Rcpt: 0, Status: StatusFailed, Reply: "550 no"}}); err != nil {
+	if _, err := s.Record(ctx, id, []Result{{Rcpt: 0, Status: StatusFailed, Reply: "550 no"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := s.Get(id); err != nil || m.Recipients[0].Status != StatusDelivered {
 		t.Fatalf("after duplicate: %+v %v", m, err)
 	}
-	if err := s.Record(ctx, id, []Result{{Rcpt: 1, Status: StatusFailed, Reply: "550 5.1.1 no"}}); err != nil {
+	if _, err := s.Record(ctx, id, []Result{{Rcpt: 1, Status: StatusFailed, Reply: "550 5.1.1 no"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
@@ -88,7 +88,7 @@ func TestRecordRetiresAndIgnoresDuplicates(t *testing.T) {
 	if due, _ := s.Due(time.Now().Add(time.Hour), 10); len(due) != 0 {
 		t.Fatalf("schedule keys left: %+v", due)
 	}
-	if err := s.Record(ctx, id, []Result{{Rcpt: 1, Status: StatusDelivered}}); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Record(ctx, id, []Result{{Rcpt: 1, Status: StatusDelivered}}, nil); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("record on a retired message: %v", err)
 	}
 }
@@ -105,7 +105,8 @@ func TestRecordConcurrentHops(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs <- s.Record(context.Background(), id, []Result{{Rcpt: n, Status: StatusDelivered, Reply: "250 ok"}})
+				_, err := s.Record(context.Background(), id, []Result{{Rcpt: n, Status: StatusDelivered, Reply: "250 ok"}}, nil)
+				errs <- err
 			}()
 		}
 		wg.Wait()
@@ -125,12 +126,12 @@ func TestRecordMailboxExactlyOnce(t *testing.T) {
 	s := openTest(t, nil)
 	id := enqueueN(t, s, 1)
 	res := []Result{{Rcpt: 0, Status: StatusDelivered, Reply: "250 local", Mailbox: "alice", MailboxHeader: []byte("Delivered-To: alice@b.test\r\n")}}
-	if err := s.Record(context.Background(), id, res); err != nil {
+	if _, err := s.Record(context.Background(), id, res, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A redelivery attempt after the fact finds the message gone and
 	// writes no second copy.
-	if err := s.Record(context.Background(), id, res); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Record(context.Background(), id, res, nil); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second record: %v", err)
 	}
 	box, err := s.Mailbox("alice")
@@ -180,10 +181,10 @@ func TestDueAfterPages(t *testing.T) {
 func TestRecordRejectsNonOutcome(t *testing.T) {
 	s := openTest(t, nil)
 	id := enqueueN(t, s, 1)
-	if err := s.Record(context.Background(), id, []Result{{Rcpt: 0, Status: StatusPending}}); err == nil {
+	if _, err := s.Record(context.Background(), id, []Result{{Rcpt: 0, Status: StatusPending}}, nil); err == nil {
 		t.Fatal("pending accepted as an outcome")
 	}
-	if err := s.Record(context.Background(), id, []Result{{Rcpt: 5, Status: StatusDelivered}}); err == nil {
+	if _, err := s.Record(context.Background(), id, []Result{{Rcpt: 5, Status: StatusDelivered}}, nil); err == nil {
 		t.Fatal("recipient out of range accepted")
 	}
 }

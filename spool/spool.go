@@ -52,6 +52,7 @@ type Recipient struct {
 	Attempts    int       // delivery attempts so far
 	LastReply   string    // last remote reply or local error text
 	NextAttempt time.Time // due time; equals the time in this recipient's t/ key
+	DelayWarned bool      // the one delay DSN for this recipient was queued
 }
 
 // Message is a queued message: its ID, envelope, size and recipients.
@@ -92,6 +93,9 @@ type Options struct {
 	// GCInterval is the value-log GC period: 0 means 5 minutes, negative
 	// disables GC.
 	GCInterval time.Duration
+	// History is how long the summary of a retired message is kept for
+	// `relay queue show` (h/<id>, see History); 0 keeps none.
+	History time.Duration
 
 	// Test and benchmark hooks (unexported, so only this package sets them).
 	badgerSyncWrites bool                                 // let Badger fsync every write batch itself
@@ -127,6 +131,8 @@ type Spool struct {
 	now  func() time.Time
 	mode int
 	ids  *idGen
+
+	history time.Duration // Options.History
 
 	group    *groupSync // modeGroup only
 	syncWrap func(func() error) error
@@ -179,6 +185,7 @@ func Open(opts Options) (*Spool, error) {
 		log:      log,
 		now:      now,
 		syncWrap: opts.syncWrap,
+		history:  opts.History,
 	}
 	switch {
 	case opts.badgerSyncWrites:
