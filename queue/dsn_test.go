@@ -295,3 +295,21 @@ func queued(t *testing.T, sp *spool.Spool) int {
 	}
 	return n
 }
+
+// TestUTF8DSNUsesGlobalForms: a UTF-8 recipient is reported in the
+// message/global-delivery-status form of RFC 6533, the original headers as
+// message/global-headers.
+func TestUTF8DSNUsesGlobalForms(t *testing.T) {
+	h := newHarness(t, func(string, int) Reply { return Reply{Code: 550, Text: "550 5.1.1 no"} }, policy)
+	h.enqueueWith("<sender@local.test>", " SMTPUTF8", spool.Recipient{To: "<jörg@c.test>"})
+	h.drain(2)
+	raw := h.dsns("sender")
+	if len(raw) != 1 {
+		t.Fatalf("%d DSNs", len(raw))
+	}
+	d := parseDSN(t, raw[0])
+	if d.statusType != "message/global-delivery-status" || d.returnType != "message/global-headers" ||
+		d.perRcpt[0].Get("Final-Recipient") != "utf-8; jörg@c.test" {
+		t.Errorf("status %s, returned %s, final %q", d.statusType, d.returnType, d.perRcpt[0].Get("Final-Recipient"))
+	}
+}
