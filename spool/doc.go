@@ -30,6 +30,9 @@
 //	d/<token>/<forward path>                  message ID; Badger TTL of the queue lifetime. A
 //	                                          recipient handed over by another relay under
 //	                                          hand-off token <token> (EnqueueOnce)
+//	h/<id>                                    summary of a retired message (history.go):
+//	                                          envelope, final recipient records, every event;
+//	                                          Badger TTL of Options.History ([admin] history)
 //
 // A message is m/<id> with all its b/ and r/ keys; Enqueue writes them, one
 // t/ key per recipient and the first e/ key in one transaction, so a
@@ -64,9 +67,16 @@
 //     message record (an iterator only for the e/ keys of a message that
 //     was deferred before). A DSN it owes is to be created in the same
 //     transaction (putMessage writes a complete message into a caller's
-//     transaction for exactly this). The retired-history window of
-//     `relay queue show` is still to come; it will keep a summary under a
-//     Badger TTL of admin.history.
+//     transaction for exactly this). In that same transaction retire
+//     writes h/<id>, the summary `relay queue show` reads after the
+//     message is gone, with the events of the retiring transaction
+//     itself (which never go under e/). An operator action that adds an
+//     event sets the message record's ExtraEvents, so that retiring a
+//     message never attempted still finds and deletes its e/ keys.
+//   - Operator actions (admin.go) are one transaction each, retried on
+//     conflict with Record: Hold deletes the t/ keys and sets Held,
+//     Release and Retry write t/ keys due now through the floor gate,
+//     Delete retires the message with a "deleted" event and no DSN.
 //   - Record returns at commit and syncs in the background: the
 //     transaction is atomic, so a crash before the sync only repeats an
 //     attempt. Enqueue and EnqueueOnce return only after the sync, because
