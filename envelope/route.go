@@ -95,3 +95,23 @@ func (p Path) wireLenExact() int {
 	}
 	return n
 }
+
+// CollapseRoute returns p with a host named twice in a row in its route
+// named once (compared case-insensitively): a route cannot make a relay
+// send to itself (RFC 5321 §3.6 leaves such loops to the relays).
+func (p Path) CollapseRoute() Path {
+	for i := 1; i < len(p.Route); i++ {
+		if strings.EqualFold(p.Route[i], p.Route[i-1]) {
+			route := make([]string, 0, len(p.Route)-1)
+			route = append(route, p.Route[:i]...)
+			for _, h := range p.Route[i:] {
+				if !strings.EqualFold(h, route[len(route)-1]) {
+					route = append(route, h)
+				}
+			}
+			p.Route = route
+			return p
+		}
+	}
+	return p
+}

@@ -150,3 +150,21 @@ func TestWithoutRoute(t *testing.T) {
 		}
 	}
 }
+
+func TestCollapseRoute(t *testing.T) {
+	for in, want := range map[string]string{
+		"<@a,@a:u@d>":                 "<@a:u@d>",
+		"<@a,@A,@b,@b,@a:u@d>":        "<@a,@b,@a:u@d>",
+		"<@a,@b:u@d>":                 "<@a,@b:u@d>",
+		"<u@d>":                       "<u@d>",
+		"<@[1.2.3.4],@[1.2.3.4]:u@d>": "<@[1.2.3.4]:u@d>",
+	} {
+		p, err := ParseForwardPath(in, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.CollapseRoute().String(); got != want {
+			t.Errorf("CollapseRoute(%s) = %s, want %s", in, got, want)
+		}
+	}
+}

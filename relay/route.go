@@ -93,11 +93,7 @@ func (r *Router) Route(to string) (hop queue.Hop, rcptOut string, err error) {
 		return queue.Hop{Key: "local", Local: true, Mailbox: "postmaster", Source: "postmaster"}, p.String(), nil
 	}
 
-	// Our own names at the head of the route are hops already made.
-	for len(p.Route) > 0 && r.cfg.IsOurName(p.Route[0]) {
-		p = p.StripFirstHop()
-	}
-	p = r.percentHack(p)
+	p = ownHopsDone(r.cfg, p)
 	if len(p.Route) > 0 {
 		switch r.cfg.SourceRoutes {
 		case config.SourceRoutesStrip:
@@ -155,15 +151,18 @@ func (r *Router) isLocal(d string) bool {
 	return r.cfg.IsLocalDomain(d)
 }
 
-// percentHack applies percent_hack (DESIGN.md §5): "user%D@B", with B one of
-// our names or local domains, is "<@B:user@D>", so it becomes "<user@D>"
-// once our own hop is removed. It repeats while the new domain is ours too
-// ("u%c%b@b" is "<u@c>"); each step removes a '%', so it ends.
-func (r *Router) percentHack(p envelope.Path) envelope.Path {
-	if !r.cfg.PercentHack {
-		return p
+// ownHopsDone removes from p what this relay has already done by
+// receiving it (DESIGN.md §5): a host named twice in a row counts once, our
+// own names at the head of the route are hops made, and with percent_hack
+// "user%D@us" becomes <@us:user@D>, also a hop made (one '%' per name of
+// ours; the next relay peels the next one). The SMTP policy and the Router
+// both decide on the result, so what is accepted is what is routed.
+func ownHopsDone(cfg *config.Config, p envelope.Path) envelope.Path {
+	p = p.CollapseRoute()
+	for len(p.Route) > 0 && cfg.IsOurName(p.Route[0]) {
+		p = p.StripFirstHop()
 	}
-	for len(p.Route) == 0 && (r.cfg.IsOurName(p.Domain) || r.cfg.IsLocalDomain(p.Domain)) {
+	for cfg.PercentHack && len(p.Route) == 0 && (cfg.IsOurName(p.Domain) || cfg.IsLocalDomain(p.Domain)) {
 		q, ok := p.PercentHack()
 		if !ok {
 			break

@@ -100,18 +100,22 @@ func (s *session) checkRcpt(to envelope.Path) error {
 	if to.IsPostmaster() {
 		return nil // RFC 5321 §4.5.1: always accepted
 	}
-	// Our own names at the head of a route are no hop at all.
-	for len(to.Route) > 0 && cfg.IsOurName(to.Route[0]) {
-		to = to.StripFirstHop()
-	}
+	// Decide on what the Router will route: our own hops done, a repeated
+	// host collapsed, the percent hack applied when it is on.
+	to = ownHopsDone(cfg, to)
 	if len(to.Route) > 0 {
 		switch {
 		case cfg.SourceRoutes == config.SourceRoutesReject:
 			return smtpError(550, 5, 7, 1, "Source routes are not accepted here")
-		case s.mayRelay() || cfg.IsRelayDomain(to.Route[0]):
+		case cfg.SourceRoutes == config.SourceRoutesStrip:
+			to = to.WithoutRoute() // delivered as the plain mailbox: judged as one
+		case !s.mayRelay() && !cfg.IsRelayDomain(to.Route[0]):
+			return errRelayDenied
+		case !cfg.RouteLiterals && strings.HasPrefix(to.Route[0], "["):
+			return smtpError(550, 5, 7, 1, "Address literals are not accepted in source routes")
+		default:
 			return nil
 		}
-		return errRelayDenied
 	}
 	domain := strings.ToLower(strings.TrimSuffix(to.Domain, "."))
 	if !s.mayRelay() && strings.ContainsAny(to.Local, "@%!") {
