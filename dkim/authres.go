@@ -1,0 +1,104 @@
+package dkim
+
+import (
+	"strings"
+)
+
+// maxReason caps the reason text of a result: it comes from error
+// messages, partly from the signature itself, and is for humans.
+const maxReason = 200
+
+// String renders r as an RFC 8601 resinfo, the text of one verdict in an
+// Authentication-Results field:
+//
+//	dkim=pass header.d=a.test header.s=s1 header.a=ed25519-sha256 header.b="Zm9vYmFy"
+//	dkim=fail reason="body hash did not verify" header.d=a.test header.s=s1 …
+//
+// Every value from the signature is quoted when it is not a plain domain
+// or address, so that no signature can write its own verdict into the
+// field.
+func (r Result) String() string {
+	if r.Status == None || r.Status == "" {
+		return "dkim=none"
+	}
+	var b strings.Builder
+	b.WriteString("dkim=" + string(r.Status))
+	if r.Reason != "" {
+		reason := r.Reason
+		if len(reason) > maxReason {
+			reason = reason[:maxReason]
+		}
+		b.WriteString(" reason=" + quoted(reason))
+	}
+	for _, p := range [...]struct{ name, value string }{
+		{"header.d", r.Domain},
+		{"header.i", r.Identifier},
+		{"header.s", r.Selector},
+		{"header.a", r.Algorithm},
+		{"header.b", r.SignaturePrefix},
+	} {
+		if p.value != "" {
+			b.WriteString(" " + p.name + "=" + pvalue(p.value))
+		}
+	}
+	return b.String()
+}
+
+// AuthenticationResults is the Authentication-Results header field (RFC
+// 8601) for the results, by the authentication service authservID (the
+// relay's hostname), CRLF included; one verdict per line, and dkim=none
+// when there are no results:
+//
+//	Authentication-Results: c.test;
+//		dkim=pass header.d=a.test header.s=s1 header.a=ed25519-sha256 header.b="Zm9vYmFy"
+func AuthenticationResults(authservID string, results []Result) string {
+	var b strings.Builder
+	b.WriteString("Authentication-Results: " + pvalue(authservID))
+	if len(results) == 0 {
+		b.WriteString("; dkim=none\r\n")
+		return b.String()
+	}
+	for _, r := range results {
+		b.WriteString(";\r\n\t" + r.String())
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// pvalue returns s as it may stand as a property value: bare when it is a
+// domain name or address (letters, digits, "-._@+"), otherwise a
+// quoted-string.
+func pvalue(s string) string {
+	if s == "" || strings.HasPrefix(s, ".") {
+		return quoted(s)
+	}
+	for _, c := range []byte(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-' || c == '.' || c == '_' || c == '@' || c == '+':
+		default:
+			return quoted(s)
+		}
+	}
+	return s
+}
+
+// quoted makes s a quoted-string on one line: quotes and backslashes are
+// escaped, and control characters (line breaks above all) and non-ASCII bytes become '?'.
+func quoted(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, c := range []byte(s) {
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c >= 0x7f:
+			b.WriteByte('?')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
