@@ -40,6 +40,7 @@ type conn struct {
 	authUser string
 	errors   int
 	quit     bool
+	verb     string // of the command being answered, for Metrics
 
 	// Transaction state.
 	mailFrom   *envelope.Path
@@ -241,12 +242,16 @@ func (c *conn) writeReply(r Reply) {
 	if r.Code >= 500 {
 		c.errors++
 	}
+	if r.Code >= 400 && c.srv.Metrics != nil {
+		c.srv.Metrics.Refused(commandName(c.verb), r)
+	}
 	c.bw.WriteString(r.format())
 }
 
 func (c *conn) dispatch(line string) {
 	verb, arg, _ := strings.Cut(line, " ")
 	verb = strings.ToUpper(verb)
+	c.verb = verb
 	if strings.ContainsAny(line, "\r\x00") {
 		c.writeReply(reply(501, "5.5.2", "Syntax error: control characters in command"))
 		return
@@ -529,10 +534,14 @@ func (c *conn) finishMessage(msg []byte, res dataResult) {
 		c.writeReply(reply(550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF"))
 		return
 	}
+	start := time.Now()
 	id, err := c.sess.Data(msg)
 	if err != nil {
 		c.writeReply(errorReply(err))
 		return
+	}
+	if c.srv.Metrics != nil {
+		c.srv.Metrics.Accepted(time.Since(start))
 	}
 	c.writeReply(reply(250, "2.0.0", "OK: queued as %s", id))
 }

@@ -52,6 +52,9 @@ type Server struct {
 	CommandTimeout time.Duration
 	DataTimeout    time.Duration
 
+	// Metrics, if set, is told about refusals and accepted messages.
+	Metrics Metrics
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
@@ -144,6 +147,9 @@ func (s *Server) ServeConn(nc net.Conn) {
 	defer s.active.Add(-1)
 	c.serve(n > int64(orDefault(s.MaxConnections, DefaultMaxConnections)))
 }
+
+// Connections returns the number of connections being served.
+func (s *Server) Connections() int { return int(s.active.Load()) }
 
 // Shutdown stops accepting connections, tells idle clients "421 4.3.2" and
 // lets sessions that are inside a command or a DATA transfer finish. When
