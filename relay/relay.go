@@ -31,8 +31,8 @@ const ShutdownGrace = 30 * time.Second
 type Options struct {
 	Logger *slog.Logger     // nil: slog.Default()
 	Now    func() time.Time // nil: time.Now
-	// Resolver answers the MX and address lookups of deliveries; nil:
-	// the system resolver.
+	// Resolver answers the MX and address lookups of deliveries, and DKIM
+	// key lookups when it also has LookupTXT; nil: the system resolver.
 	Resolver Resolver
 	// RootCAs verifies next hops whose route says tls = "require"; nil:
 	// the system roots.
@@ -48,6 +48,7 @@ type Relay struct {
 	users *users.DB
 	smtp  *smtpd.Server
 	queue *queue.Queue
+	dkim  *dkimPolicy // relay/dkim.go
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -68,6 +69,11 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		if r.users, err = users.Open(cfg.UsersFile, r.log); err != nil {
 			return nil, fmt.Errorf("relay: %w", err)
 		}
+	}
+	// Keys are loaded before the spool opens: a bad key file stops the
+	// start with an error naming it.
+	if r.dkim, err = newDKIMPolicy(cfg, opts.Resolver, r.log); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	var tlsConfig *tls.Config
 	if cfg.TLS.Cert != "" {

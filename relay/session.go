@@ -152,6 +152,11 @@ func (s *session) Data(msg []byte) (string, error) {
 		s.log.Error("smtp: cannot store message", "err", err)
 		return "", fmt.Errorf("relay: new message ID: %w", err)
 	}
+	// DKIM (relay/dkim.go): verify what arrives, sign what we originate;
+	// mail handed over by one of our relays (a token) was signed at entry.
+	if msg, err = s.r.dkim.check(id, msg, s.mayRelay() && token == "", s.log); err != nil {
+		return "", err
+	}
 	forRcpt := ""
 	if len(s.rcpts) == 1 {
 		forRcpt = s.rcpts[0].To
