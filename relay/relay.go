@@ -48,7 +48,10 @@ type Relay struct {
 	users *users.DB
 	smtp  *smtpd.Server
 	queue *queue.Queue
-	dkim  *dkimPolicy // relay/dkim.go
+	// logins throttles failed logins per client address, for SMTP AUTH
+	// and POP3 alike.
+	logins *loginLimiter
+	dkim   *dkimPolicy // relay/dkim.go
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -57,7 +60,7 @@ type Relay struct {
 // New opens the spool and the users file and prepares the servers; Run
 // starts them.
 func New(cfg *config.Config, opts Options) (*Relay, error) {
-	r := &Relay{cfg: cfg, log: opts.Logger, now: opts.Now}
+	r := &Relay{cfg: cfg, log: opts.Logger, now: opts.Now, logins: newLoginLimiter()}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -125,6 +128,12 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		MaxConnections:    cfg.SMTP.MaxConnections,
 		CommandTimeout:    cfg.SMTP.CommandTimeout,
 		DataTimeout:       cfg.SMTP.DataTimeout,
+		MaxConnsPerIP:     cfg.SMTP.MaxConnsPerIP,
+		MaxCommands:       cfg.SMTP.MaxCommands,
+		MaxSessionRcpts:   cfg.SMTP.MaxSessionRecipients,
+		SessionTimeout:    cfg.SMTP.SessionTimeout,
+		TarpitAfter:       tarpitAfter(cfg.SMTP.TarpitAfter),
+		TarpitDelay:       cfg.SMTP.TarpitDelay,
 	}
 	return r, nil
 }
@@ -210,4 +219,13 @@ func (r *Relay) Run(ctx context.Context) error {
 		runErr = fmt.Errorf("relay: close spool: %w", err)
 	}
 	return runErr
+}
+
+// tarpitAfter maps tarpit_after (0: off) onto smtpd's TarpitAfter
+// (negative: off; 0 would mean the default).
+func tarpitAfter(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -28,6 +28,7 @@ var (
 	errNoSuchUser  = smtpError(550, 5, 1, 1, "No such user here")
 	errTooManyHops = smtpError(554, 5, 4, 6, "Too many hops (mail loop?)")
 	errAuthFailed  = smtpError(535, 5, 7, 8, "Authentication credentials invalid")
+	errLoginBanned = smtpError(421, 4, 7, 0, "Too many failed logins from your address, try again later")
 )
 
 // backend is the relay's policy, plugged into smtpd.
@@ -63,17 +64,47 @@ func (s *session) Hello(h smtpd.HelloInfo) error {
 }
 
 func (s *session) Auth(_, username, password string) error {
+	if s.r.logins.banned(s.ip) {
+		s.log.Warn("smtp: login refused: address banned after failed logins", "user", username)
+		return errLoginBanned
+	}
 	if s.r.users == nil || !s.r.users.Authenticate(username, password) {
-		s.log.Info("smtp: authentication failed", "user", username)
+		delay := s.r.logins.failed(s.ip)
+		s.log.Info("smtp: authentication failed", "user", username, "delay", delay)
+		time.Sleep(delay)
 		return errAuthFailed
 	}
+	s.r.logins.succeeded(s.ip)
 	s.user = strings.ToLower(username)
 	return nil
 }
 
 func (s *session) Mail(from envelope.Path, p envelope.MailParams) error {
+	if s.user != "" && !s.mayUseSender(from) {
+		s.log.Info("smtp: sender refused", "user", s.user, "from", from.String())
+		return smtpError(553, 5, 7, 1, fmt.Sprintf("Sender address %s not owned by user %s", from.String(), s.user))
+	}
 	s.from, s.params, s.rcpts = from, p, nil
 	return nil
+}
+
+// mayUseSender reports whether the authenticated user may send as from:
+// the null path, their own name at any local domain, or a domain the
+// configuration grants them ([sender_domains]).
+func (s *session) mayUseSender(from envelope.Path) bool {
+	if from.IsNull() {
+		return true
+	}
+	domain := strings.ToLower(strings.TrimSuffix(from.Domain, "."))
+	if strings.EqualFold(from.Local, s.user) && len(from.Route) == 0 && s.r.cfg.IsLocalDomain(domain) {
+		return true
+	}
+	for _, d := range s.r.cfg.SenderDomains[s.user] {
+		if d == "*" || d == domain {
+			return true
+		}
+	}
+	return false
 }
 
 // mayRelay reports whether the client may send mail anywhere.

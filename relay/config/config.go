@@ -97,6 +97,10 @@ type Config struct {
 	// AllowInsecureAuth (allow_insecure_auth) allows AUTH without TLS; for
 	// tests on loopback only.
 	AllowInsecureAuth bool
+	// SenderDomains ([sender_domains]) grants authenticated users MAIL
+	// FROM addresses beyond their own (user@ any local domain): user name
+	// -> domains, "*" for any. Keys are lower-case user names.
+	SenderDomains map[string][]string
 
 	SMTP  SMTP  // [smtp]
 	POP3  POP3  // [pop3]
@@ -135,6 +139,21 @@ type SMTP struct {
 	// MaxConnections (max_connections) is the number of concurrent SMTP
 	// sessions over all listeners.
 	MaxConnections int
+	// MaxConnsPerIP (max_conns_per_ip) limits concurrent sessions from one
+	// client address.
+	MaxConnsPerIP int
+	// MaxCommands (max_commands) ends a session after that many commands.
+	MaxCommands int
+	// MaxSessionRecipients (max_session_recipients) limits accepted
+	// recipients over a whole session.
+	MaxSessionRecipients int
+	// SessionTimeout (session_timeout) bounds a whole session.
+	SessionTimeout time.Duration
+	// TarpitAfter (tarpit_after) refused recipients in a session, and each
+	// further refusal is answered TarpitDelay (tarpit_delay) later than the
+	// one before; 0 disables the tarpit.
+	TarpitAfter int
+	TarpitDelay time.Duration
 }
 
 // POP3 is the [pop3] table: the POP3 server's listeners.

@@ -51,6 +51,8 @@ func TestDefault(t *testing.T) {
 			CommandTimeout: 5 * time.Minute,
 			DataTimeout:    10 * time.Minute,
 			MaxConnections: 500,
+			MaxConnsPerIP:  20, MaxCommands: 10000, MaxSessionRecipients: 1000,
+			SessionTimeout: 30 * time.Minute, TarpitAfter: 3, TarpitDelay: time.Second,
 		},
 		POP3:  POP3{Listen: []string{"127.0.0.1:1100"}},
 		Admin: Admin{Socket: filepath.Join(dataDir, "admin.sock"), History: 72 * time.Hour},
@@ -152,6 +154,7 @@ func TestLoadFull(t *testing.T) {
 		RouteLiterals:     true,
 		MaxHops:           30,
 		AllowInsecureAuth: true,
+		SenderDomains:     map[string][]string{"alice": {"partner.test", "*"}},
 		SMTP: SMTP{
 			Listen:         []string{"127.0.0.2:2525", "[::1]:2525"},
 			ListenTLS:      []string{":4650"},
@@ -162,6 +165,8 @@ func TestLoadFull(t *testing.T) {
 			CommandTimeout: 2 * time.Minute,
 			DataTimeout:    24 * time.Hour,
 			MaxConnections: 64,
+			MaxConnsPerIP:  20, MaxCommands: 10000, MaxSessionRecipients: 1000,
+			SessionTimeout: 30 * time.Minute, TarpitAfter: 3, TarpitDelay: time.Second,
 		},
 		POP3: POP3{Listen: []string{"127.0.0.2:1100"}, ListenTLS: []string{"127.0.0.2:9950"}},
 		Admin: Admin{

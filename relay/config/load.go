@@ -100,25 +100,26 @@ func build(path string, data []byte) (*Config, error) {
 // number or a string) so that the validator can report them with their
 // position; decoding straight into time.Duration would lose that.
 type fileConfig struct {
-	Hostname          string      `toml:"hostname"`
-	Aliases           []string    `toml:"aliases"`
-	DataDir           string      `toml:"data_dir"`
-	LocalDomains      []string    `toml:"local_domains"`
-	RelayDomains      []string    `toml:"relay_domains"`
-	RelayNetworks     []string    `toml:"relay_networks"`
-	UsersFile         string      `toml:"users_file"`
-	SourceRoutes      string      `toml:"source_routes"`
-	PercentHack       bool        `toml:"percent_hack"`
-	RouteLiterals     bool        `toml:"route_literals"`
-	MaxHops           int64       `toml:"max_hops"`
-	AllowInsecureAuth bool        `toml:"allow_insecure_auth"`
-	SMTP              fileSMTP    `toml:"smtp"`
-	POP3              filePOP3    `toml:"pop3"`
-	Admin             fileAdmin   `toml:"admin"`
-	TLS               fileTLS     `toml:"tls"`
-	Queue             fileQueue   `toml:"queue"`
-	Route             []fileRoute `toml:"route"`
-	DKIM              fileDKIM    `toml:"dkim"`
+	Hostname          string              `toml:"hostname"`
+	Aliases           []string            `toml:"aliases"`
+	DataDir           string              `toml:"data_dir"`
+	LocalDomains      []string            `toml:"local_domains"`
+	RelayDomains      []string            `toml:"relay_domains"`
+	RelayNetworks     []string            `toml:"relay_networks"`
+	UsersFile         string              `toml:"users_file"`
+	SourceRoutes      string              `toml:"source_routes"`
+	PercentHack       bool                `toml:"percent_hack"`
+	RouteLiterals     bool                `toml:"route_literals"`
+	MaxHops           int64               `toml:"max_hops"`
+	AllowInsecureAuth bool                `toml:"allow_insecure_auth"`
+	SenderDomains     map[string][]string `toml:"sender_domains"`
+	SMTP              fileSMTP            `toml:"smtp"`
+	POP3              filePOP3            `toml:"pop3"`
+	Admin             fileAdmin           `toml:"admin"`
+	TLS               fileTLS             `toml:"tls"`
+	Queue             fileQueue           `toml:"queue"`
+	Route             []fileRoute         `toml:"route"`
+	DKIM              fileDKIM            `toml:"dkim"`
 }
 
 type fileSMTP struct {
@@ -131,6 +132,12 @@ type fileSMTP struct {
 	CommandTimeout string   `toml:"command_timeout"`
 	DataTimeout    string   `toml:"data_timeout"`
 	MaxConnections int64    `toml:"max_connections"`
+	MaxConnsPerIP  int64    `toml:"max_conns_per_ip"`
+	MaxCommands    int64    `toml:"max_commands"`
+	MaxSessionRcpt int64    `toml:"max_session_recipients"`
+	SessionTimeout string   `toml:"session_timeout"`
+	TarpitAfter    int64    `toml:"tarpit_after"`
+	TarpitDelay    string   `toml:"tarpit_delay"`
 }
 
 type filePOP3 struct {

@@ -57,6 +57,21 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	c.RouteLiterals = fc.RouteLiterals
 	c.MaxHops = v.count(p("max_hops"), fc.MaxHops, 1)
 	c.AllowInsecureAuth = fc.AllowInsecureAuth
+	for user, doms := range fc.SenderDomains {
+		path := p("sender_domains", user)
+		if c.SenderDomains == nil {
+			c.SenderDomains = map[string][]string{}
+		}
+		var out []string
+		for i, d := range doms {
+			if strings.TrimSpace(d) == "*" {
+				out = append(out, "*")
+				continue
+			}
+			out = append(out, v.domain(elem(path, i), d))
+		}
+		c.SenderDomains[strings.ToLower(user)] = out
+	}
 
 	v.smtp(c, fc)
 
@@ -133,6 +148,12 @@ func (v *validator) smtp(c *Config, fc *fileConfig) {
 	c.SMTP.CommandTimeout = v.duration(p("smtp", "command_timeout"), s.CommandTimeout, 1)
 	c.SMTP.DataTimeout = v.duration(p("smtp", "data_timeout"), s.DataTimeout, 1)
 	c.SMTP.MaxConnections = v.count(p("smtp", "max_connections"), s.MaxConnections, 1)
+	c.SMTP.MaxConnsPerIP = v.count(p("smtp", "max_conns_per_ip"), s.MaxConnsPerIP, 1)
+	c.SMTP.MaxCommands = v.count(p("smtp", "max_commands"), s.MaxCommands, 1)
+	c.SMTP.MaxSessionRecipients = v.count(p("smtp", "max_session_recipients"), s.MaxSessionRcpt, 1)
+	c.SMTP.SessionTimeout = v.duration(p("smtp", "session_timeout"), s.SessionTimeout, 1)
+	c.SMTP.TarpitAfter = v.count(p("smtp", "tarpit_after"), s.TarpitAfter, 0)
+	c.SMTP.TarpitDelay = v.duration(p("smtp", "tarpit_delay"), s.TarpitDelay, 0)
 }
 
 func (v *validator) queue(c *Config, fc *fileConfig) {

@@ -40,7 +40,12 @@ type conn struct {
 	authUser string
 	errors   int
 	quit     bool
-	verb     string // of the command being answered, for Metrics
+
+	sessionEnd   time.Time // SessionTimeout after the connection began
+	commands     int
+	sessionRcpts int
+	rcptMisses   int    // refused recipients, for the tarpit
+	verb         string // of the command being answered, for Metrics
 
 	// Transaction state.
 	mailFrom   *envelope.Path
@@ -59,7 +64,11 @@ type deadlineReader struct {
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
-	d.c.raw.SetReadDeadline(time.Now().Add(d.timeout))
+	dl := time.Now().Add(d.timeout)
+	if end := d.c.sessionEnd; !end.IsZero() && end.Before(dl) {
+		dl = end
+	}
+	d.c.raw.SetReadDeadline(dl)
 	// Checked after setting the deadline: Shutdown sets its flag before it
 	// moves the deadline of idle connections into the past, so one of the
 	// two always stops an idle read.
@@ -109,9 +118,13 @@ func (c *conn) wakeIfIdle() {
 	}
 }
 
-func (c *conn) serve(overLimit bool) {
+func (c *conn) serve(refuse *Reply) {
 	defer c.release()
 	defer c.nc.Close()
+	c.sessionEnd = time.Now().Add(orDefault(c.srv.SessionTimeout, DefaultSessionTimeout))
+	// A client that stops reading our replies cannot hold us past the
+	// session limit either.
+	c.raw.SetWriteDeadline(c.sessionEnd)
 	defer func() {
 		if v := recover(); v != nil {
 			c.log.Error("smtpd: panic serving connection", "panic", v, "stack", string(debug.Stack()))
@@ -122,8 +135,8 @@ func (c *conn) serve(overLimit bool) {
 			c.sess.Close()
 		}
 	}()
-	if overLimit {
-		c.writeReply(reply(421, "4.7.0", "%s Too many connections, try again later", c.srv.Hostname))
+	if refuse != nil {
+		c.writeReply(*refuse)
 		c.bw.Flush()
 		return
 	}
@@ -160,6 +173,10 @@ func (c *conn) serve(overLimit bool) {
 		if line == nil {
 			continue // overlong line, already answered
 		}
+		if c.commands++; c.commands > orDefault(c.srv.MaxCommands, DefaultMaxCommands) {
+			c.writeReply(reply(421, "4.7.0", "%s Too many commands, closing connection", c.srv.Hostname))
+			break
+		}
 		c.dispatch(string(line))
 		if c.errors >= orDefault(c.srv.MaxErrors, DefaultMaxErrors) {
 			c.writeReply(reply(421, "4.7.0", "%s Too many errors, closing connection", c.srv.Hostname))
@@ -171,10 +188,15 @@ func (c *conn) serve(overLimit bool) {
 
 // readFailed answers the end of a read that did not yield a command.
 func (c *conn) readFailed(err error) {
+	// The last words get a few seconds of their own: the session's write
+	// deadline may be what just passed.
+	c.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	var ne net.Error
 	switch {
 	case errors.Is(err, errShuttingDown) || (c.srv.shutdown.Load() && errors.Is(err, os.ErrDeadlineExceeded)):
 		c.writeReply(reply(421, "4.3.2", "%s Service shutting down, try again later", c.srv.Hostname))
+	case errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(c.sessionEnd):
+		c.writeReply(reply(421, "4.4.2", "%s Session time limit exceeded, closing connection", c.srv.Hostname))
 	case errors.As(err, &ne) && ne.Timeout():
 		c.writeReply(reply(421, "4.4.2", "%s Timeout exceeded, closing connection", c.srv.Hostname))
 	case errors.Is(err, io.EOF):
@@ -241,6 +263,9 @@ func (c *conn) readLine(limit int) (line []byte, tooLong bool, err error) {
 func (c *conn) writeReply(r Reply) {
 	if r.Code >= 500 {
 		c.errors++
+	}
+	if r.Code == 421 {
+		c.quit = true // RFC 5321 §3.8: 421 closes the transmission channel
 	}
 	if r.Code >= 400 && c.srv.Metrics != nil {
 		c.srv.Metrics.Refused(commandName(c.verb), r)
@@ -454,6 +479,10 @@ func (c *conn) rcpt(arg string) {
 		c.writeReply(reply(452, "4.5.3", "Too many recipients"))
 		return
 	}
+	if c.sessionRcpts >= orDefault(c.srv.MaxSessionRcpts, DefaultMaxSessionRcpt) {
+		c.writeReply(reply(452, "4.5.3", "Too many recipients in this session"))
+		return
+	}
 	pathText, paramText, err := envelope.SplitArg(rest)
 	if err != nil {
 		c.writeReply(pathReply(err, "5.1.3"))
@@ -474,11 +503,30 @@ func (c *conn) rcpt(arg string) {
 		return
 	}
 	if err := c.sess.Rcpt(to, params); err != nil {
-		c.writeReply(errorReply(err))
+		r := errorReply(err)
+		if r.Code >= 500 {
+			c.tarpit()
+		}
+		c.writeReply(r)
 		return
 	}
 	c.rcpts++
+	c.sessionRcpts++
 	c.writeReply(reply(250, "2.1.5", "Recipient OK"))
+}
+
+// tarpit slows the answers to a client that keeps naming recipients that
+// are refused: harvesting addresses (or probing for an open relay) gets
+// slower with every miss, honest clients that mistype once never notice.
+func (c *conn) tarpit() {
+	c.rcptMisses++
+	after := orDefault(c.srv.TarpitAfter, DefaultTarpitAfter)
+	if c.srv.TarpitAfter < 0 || c.rcptMisses <= after {
+		return
+	}
+	d := min(time.Duration(c.rcptMisses-after)*orDefault(c.srv.TarpitDelay, DefaultTarpitDelay), maxTarpit)
+	c.bw.Flush() // what was answered before is not held back
+	time.Sleep(d)
 }
 
 // checkReadyForData answers a DATA or first BDAT that cannot start a

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,13 @@ const (
 	DefaultMaxMessageSize = 25 << 20         // bytes after dot-unstuffing
 	DefaultMaxErrors      = 10               // 5xx replies before 421 and close
 	DefaultMaxConnections = 500              // concurrent connections per Server
+	DefaultMaxConnsPerIP  = 20               // concurrent connections from one client address
+	DefaultMaxCommands    = 10000            // commands in one session
+	DefaultMaxSessionRcpt = 1000             // accepted RCPTs in one session
+	DefaultSessionTimeout = 30 * time.Minute // whole session, however busy
+	DefaultTarpitAfter    = 3                // refused RCPTs before replies slow down
+	DefaultTarpitDelay    = time.Second      // added per further refusal, up to maxTarpit
+	maxTarpit             = 10 * time.Second
 	DefaultCommandTimeout = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
 	DefaultDataTimeout    = 10 * time.Minute // RFC 5321 §4.5.3.2.6, per read
 	maxAuthLineLength     = 12288            // RFC 4954 §4
@@ -51,6 +59,21 @@ type Server struct {
 	MaxConnections int
 	CommandTimeout time.Duration
 	DataTimeout    time.Duration
+	// MaxConnsPerIP limits concurrent connections from one client
+	// address, so one host cannot take every slot.
+	MaxConnsPerIP int
+	// MaxCommands ends a session after this many commands.
+	MaxCommands int
+	// MaxSessionRcpts limits accepted recipients over a whole session.
+	MaxSessionRcpts int
+	// SessionTimeout bounds a whole session: a client that trickles a
+	// byte at a time never trips the idle timeouts, but trips this.
+	SessionTimeout time.Duration
+	// After TarpitAfter refused recipients in a session, each further
+	// refusal is answered TarpitDelay later than the one before (up to
+	// 10s): address harvesting becomes slow. Negative disables.
+	TarpitAfter int
+	TarpitDelay time.Duration
 
 	// Metrics, if set, is told about refusals and accepted messages.
 	Metrics Metrics
@@ -59,6 +82,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	active    atomic.Int64
+	perIP     map[netip.Addr]int // under mu
 	shutdown  atomic.Bool
 	connsDone sync.WaitGroup
 }
@@ -145,10 +169,43 @@ func (s *Server) ServeConn(nc net.Conn) {
 	}()
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
-	c.serve(n > int64(orDefault(s.MaxConnections, DefaultMaxConnections)))
+	ip := addrIP(nc.RemoteAddr())
+	s.mu.Lock()
+	if s.perIP == nil {
+		s.perIP = make(map[netip.Addr]int)
+	}
+	s.perIP[ip]++
+	fromIP := s.perIP[ip]
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.perIP[ip]--; s.perIP[ip] <= 0 {
+			delete(s.perIP, ip)
+		}
+		s.mu.Unlock()
+	}()
+	var refuse *Reply
+	switch {
+	case n > int64(orDefault(s.MaxConnections, DefaultMaxConnections)):
+		r := reply(421, "4.7.0", "%s Too many connections, try again later", s.Hostname)
+		refuse = &r
+	case fromIP > orDefault(s.MaxConnsPerIP, DefaultMaxConnsPerIP):
+		r := reply(421, "4.7.0", "%s Too many connections from your address, try again later", s.Hostname)
+		refuse = &r
+	}
+	c.serve(refuse)
 }
 
-// Connections returns the number of connections being served.
+// addrIP is the IP of a connection's remote address (the zero Addr for
+// other kinds of address).
+func addrIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
 func (s *Server) Connections() int { return int(s.active.Load()) }
 
 // Shutdown stops accepting connections, tells idle clients "421 4.3.2" and
