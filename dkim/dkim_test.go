@@ -167,7 +167,7 @@ func TestChangesThatKeepOrBreakSignatures(t *testing.T) {
 				t.Fatal("the change changed nothing")
 			}
 			r := verifyOne(t, v, []byte(msg))
-			if r.Status != c.want || !strings.Contains(r.Reason, c.reason) {
+			if r.Status != c.want || !strings.Contains(r.Reason, c.reason) || strings.Contains(r.Reason, "dkim:") {
 				t.Errorf("status %s (%s), want %s (%s)", r.Status, r.Reason, c.want, c.reason)
 			}
 		})
@@ -390,6 +390,11 @@ func TestTXTRecord(t *testing.T) {
 			t.Errorf("%s: MatchesRecord true for another key", alg)
 		}
 	}
+	for _, bad := range [][2]string{{"s 1", "a.test"}, {"s1", "a.test\" IN TXT \"x"}, {"", "a.test"}, {"s1", "a..test"}, {"s1;", "a.test"}} {
+		if rec, err := TXTRecord(bad[0], bad[1], key(t, Ed25519).Public()); err == nil {
+			t.Errorf("TXTRecord(%q, %q) = %s, want an error", bad[0], bad[1], rec)
+		}
+	}
 }
 
 func TestKeyFiles(t *testing.T) {
@@ -448,5 +453,13 @@ func TestKeyFiles(t *testing.T) {
 	}
 	if _, err := GenerateKey("dsa"); err == nil {
 		t.Error("GenerateKey(dsa) succeeded")
+	}
+}
+
+func TestSignedBy(t *testing.T) {
+	s, _ := setup(t, Ed25519)
+	signed := sign(t, s, testMsg)
+	if !SignedBy(signed, "A.test.") || SignedBy(signed, "b.test") || SignedBy([]byte(testMsg), "a.test") {
+		t.Error("SignedBy does not tell a.test's signature")
 	}
 }

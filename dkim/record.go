@@ -50,6 +50,12 @@ func RecordName(selector, domain string) string {
 // A value longer than 255 bytes (any RSA key) is split into several
 // quoted strings of one record, which DNS joins without separators.
 func TXTRecord(selector, domain string, pub crypto.PublicKey) (string, error) {
+	if !validName(selector) {
+		return "", fmt.Errorf("dkim: invalid selector %q (want DNS labels: letters, digits, '-', '_')", selector)
+	}
+	if !validName(domain) {
+		return "", fmt.Errorf("dkim: invalid domain %q", domain)
+	}
 	v, err := TXTValue(pub)
 	if err != nil {
 		return "", err
@@ -84,4 +90,27 @@ func recordP(record string) string {
 		}
 	}
 	return ""
+}
+
+// validName reports whether s is a DNS name of ASCII labels (letters,
+// digits, '-', '_'; 1 to 63 bytes each), with or without the final dot:
+// what a selector or a signing domain can be, and nothing that could
+// break out of a zone-file line.
+func validName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, c := range []byte(label) {
+			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+			if !ok {
+				return false
+			}
+		}
+	}
+	return true
 }

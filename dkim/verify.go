@@ -129,7 +129,9 @@ func (v *Verifier) Verify(ctx context.Context, msg []byte) ([]Result, error) {
 			r.Status = Fail
 		}
 		if vr.Err != nil {
-			r.Reason = strings.TrimPrefix(vr.Err.Error(), "dkim: ")
+			// go-msgauth nests "dkim: " prefixes ("dkim: signature did not
+			// verify: dkim: invalid Ed25519 signature").
+			r.Reason = strings.ReplaceAll(vr.Err.Error(), "dkim: ", "")
 		}
 		results = append(results, r)
 	}

@@ -113,15 +113,15 @@ func (p *dkimPolicy) check(id string, msg []byte, originate bool, log *slog.Logg
 			for i, r := range results {
 				verdicts[i] = r.String()
 			}
-			log.Info("dkim", "id", id, "results", strings.Join(verdicts, "; "))
+			log.Info("dkim: verified", "id", id, "results", strings.Join(verdicts, "; "))
 			if d := p.refused(results); d != "" {
-				return nil, smtpError(550, 5, 7, 20, "No passing DKIM signature of "+d+" (reject_failures)")
+				return nil, smtpError(550, 5, 7, 20, "No passing DKIM signature found for "+d)
 			}
 			head = append(head, dkim.AuthenticationResults(p.hostname, results)...)
 		}
 	}
 	if originate {
-		sigs, err := p.sign(msg)
+		sigs, signer, err := p.sign(msg)
 		if err != nil {
 			// As Postfix does when its signing milter fails: the client
 			// tries again, and no mail the domain expects signed leaves
@@ -130,7 +130,11 @@ func (p *dkimPolicy) check(id string, msg []byte, originate bool, log *slog.Logg
 			return nil, smtpError(451, 4, 3, 0, "Cannot sign the message, try again later")
 		}
 		if sigs != nil {
-			log.Info("dkim: signed", "id", id)
+			selectors := make([]string, len(signer.Keys))
+			for i, k := range signer.Keys {
+				selectors[i] = k.Selector
+			}
+			log.Info("dkim: signed", "id", id, "domain", signer.Domain, "selectors", strings.Join(selectors, ","))
 			head = append(head, sigs...)
 		}
 	}
@@ -158,20 +162,22 @@ func (p *dkimPolicy) refused(results []dkim.Result) string {
 	return ""
 }
 
-// sign returns the DKIM-Signature fields for msg, or nil when its From
-// domain has no key or it already carries a signature of that domain
-// (signed once, even when it comes back to us through another MTA).
-func (p *dkimPolicy) sign(msg []byte) ([]byte, error) {
+// sign returns the DKIM-Signature fields for msg and the signer that made
+// them, or nil when its From domain has no key or it already carries a
+// signature of that domain (signed once, even when it comes back to us
+// through another MTA).
+func (p *dkimPolicy) sign(msg []byte) ([]byte, *dkim.Signer, error) {
 	if len(p.signers) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	domain, err := dkim.FromDomain(msg)
 	if err != nil {
-		return nil, nil // no single author domain: nothing we may sign for
+		return nil, nil, nil // no single author domain: nothing we may sign for
 	}
 	s := p.signers[domain]
 	if s == nil || dkim.SignedBy(msg, domain) {
-		return nil, nil
+		return nil, nil, nil
 	}
-	return s.Signatures(msg)
+	sigs, err := s.Signatures(msg)
+	return sigs, s, err
 }
