@@ -111,6 +111,7 @@ var paramSeeds = []string{
 	"RET=HDRS ENVID=QQ+20314", "NOTIFY=SUCCESS,FAILURE,DELAY", "NOTIFY=NEVER,SUCCESS",
 	"ORCPT=rfc822;a+2Bb@c", `ORCPT=utf-8;j\x{F6}ran@\x{4F8B}`, "ORCPT=utf-8;jöran@b",
 	"SIZE=99999999999999999999", "size=1 SIZE=2", "X-FOO=1", "ENVID=a+0D+0A",
+	"MT-PRIORITY=-9 BY=-5;NT REQUIRETLS", "BY=999999999;R", "MT-PRIORITY=+0",
 }
 
 func FuzzParams(f *testing.F) {

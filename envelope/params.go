@@ -47,7 +47,31 @@ type MailParams struct {
 	Auth     string // AUTH=<mailbox> (RFC 4954), xtext-decoded; "<>" kept as "<>"; "" when absent
 	Ret      Ret    // RET=FULL|HDRS (RFC 3461); "" when absent
 	EnvID    string // ENVID= (RFC 3461), xtext-decoded; "" when absent. Max 100 chars encoded.
+
+	// Priority is MT-PRIORITY= (RFC 6710), -9..9; 0 when absent, which is
+	// also the RFC's default, so "MT-PRIORITY=0" formats as nothing.
+	Priority int8
+	// ByMode is the by-mode of BY= (RFC 2852): ByReturn or ByNotify; ""
+	// when BY is absent. ByTime is the by-time in seconds (negative is
+	// valid for N only, as the RFC allows), ByTrace the "T" flag.
+	ByMode  ByMode
+	ByTime  int64
+	ByTrace bool
+	// RequireTLS is REQUIRETLS (RFC 8689), which takes no value.
+	RequireTLS bool
 }
+
+// ByMode is the by-mode of the BY= parameter of MAIL FROM (RFC 2852 §4).
+type ByMode string
+
+// BY modes; the parser stores them in these canonical (upper-case) forms.
+const (
+	ByReturn ByMode = "R" // not delivered by the deadline: fail and return the message
+	ByNotify ByMode = "N" // not delivered by the deadline: send a delay DSN, keep trying
+)
+
+// maxByDigits is the RFC 2852 §4 limit on by-time: ["-" / "+"] 1*9digit.
+const maxByDigits = 9
 
 // Bits recording which keywords a command has used, to refuse repeats.
 const (
@@ -59,6 +83,9 @@ const (
 	seenEnvID
 	seenNotify
 	seenORcpt
+	seenPriority
+	seenBy
+	seenRequireTLS
 )
 
 // ParseMailParams parses the parameter text of MAIL FROM ("" is valid: no
@@ -95,6 +122,12 @@ func ParseMailParams(s string) (MailParams, error) {
 			bit = seenRet
 		case equalFoldASCII(kw, "ENVID"):
 			bit = seenEnvID
+		case equalFoldASCII(kw, "MT-PRIORITY"):
+			bit = seenPriority
+		case equalFoldASCII(kw, "BY"):
+			bit = seenBy
+		case equalFoldASCII(kw, "REQUIRETLS"):
+			bit = seenRequireTLS
 		default:
 			return MailParams{}, errorf(ErrParamUnknown, "MAIL parameter %s is not supported", quote(kw))
 		}
@@ -102,11 +135,15 @@ func ParseMailParams(s string) (MailParams, error) {
 			return MailParams{}, errorf(ErrParamDup, "MAIL parameter %s given twice", quote(kw))
 		}
 		seen |= bit
-		if bit == seenSMTPUTF8 {
+		if bit == seenSMTPUTF8 || bit == seenRequireTLS {
 			if hasVal {
-				return MailParams{}, errorf(ErrParamSyntax, "SMTPUTF8 takes no value, got %s", quote(field))
+				return MailParams{}, errorf(ErrParamSyntax, "%s takes no value, got %s", quote(kw), quote(field))
 			}
-			p.SMTPUTF8 = true
+			if bit == seenSMTPUTF8 {
+				p.SMTPUTF8 = true
+			} else {
+				p.RequireTLS = true
+			}
 			continue
 		}
 		if val == "" {
@@ -148,6 +185,10 @@ func ParseMailParams(s string) (MailParams, error) {
 			if err == nil && !isPrintableASCII(p.EnvID) {
 				err = errorf(ErrParamSyntax, "ENVID=%s decodes to characters other than printable US-ASCII", quote(val))
 			}
+		case seenPriority:
+			p.Priority, err = parsePriority(val)
+		case seenBy:
+			p.ByTime, p.ByMode, p.ByTrace, err = parseBy(val)
 		}
 		if err != nil {
 			return MailParams{}, err
@@ -175,11 +216,85 @@ func parseSize(v string) (int64, error) {
 	return n, nil
 }
 
+// parsePriority parses an RFC 6710 priority-value: ["-" / "+"] DIGIT.
+func parsePriority(v string) (int8, error) {
+	digits, neg := v, false
+	if len(v) == 2 && (v[0] == '-' || v[0] == '+') {
+		digits, neg = v[1:], v[0] == '-'
+	}
+	if len(digits) != 1 || !isDigit(digits[0]) {
+		return 0, errorf(ErrParamSyntax, "MT-PRIORITY=%s is not a number from -9 to 9", quote(v))
+	}
+	n := int8(digits[0] - '0')
+	if neg {
+		n = -n
+	}
+	return n, nil
+}
+
+// parseBy parses an RFC 2852 by-value: by-time ";" by-mode [by-trace],
+// by-time = ["-" / "+"] 1*9digit, by-mode = "N" / "R", by-trace = "T".
+// Whether a by-time of zero or less is acceptable depends on the mode
+// and on the receiving server, so that check is the caller's.
+func parseBy(v string) (secs int64, mode ByMode, trace bool, err error) {
+	num, flags, ok := strings.Cut(v, ";")
+	if !ok {
+		return 0, "", false, errorf(ErrParamSyntax, "BY=%s has no ';' before the mode", quote(v))
+	}
+	digits, neg := num, false
+	if num != "" && (num[0] == '-' || num[0] == '+') {
+		digits, neg = num[1:], num[0] == '-'
+	}
+	if digits == "" || len(digits) > maxByDigits {
+		return 0, "", false, errorf(ErrParamSyntax, "BY=%s: the time must be 1 to %d digits", quote(v), maxByDigits)
+	}
+	for i := 0; i < len(digits); i++ {
+		if !isDigit(digits[i]) {
+			return 0, "", false, errorf(ErrParamSyntax, "BY=%s: the time is not a decimal number", quote(v))
+		}
+		secs = secs*10 + int64(digits[i]-'0')
+	}
+	if neg {
+		secs = -secs
+	}
+	switch {
+	case len(flags) == 0 || len(flags) > 2:
+		err = errorf(ErrParamSyntax, "BY=%s: the mode must be N or R, optionally followed by T", quote(v))
+	case flags[0] == 'N' || flags[0] == 'n':
+		mode = ByNotify
+	case flags[0] == 'R' || flags[0] == 'r':
+		mode = ByReturn
+	default:
+		err = errorf(ErrParamSyntax, "BY=%s: the mode must be N or R", quote(v))
+	}
+	if err == nil && len(flags) == 2 {
+		if flags[1] != 'T' && flags[1] != 't' {
+			err = errorf(ErrParamSyntax, "BY=%s: only T may follow the mode", quote(v))
+		}
+		trace = true
+	}
+	if err != nil {
+		return 0, "", false, err
+	}
+	return secs, mode, trace, nil
+}
+
+// WithBy returns p with the by-time replaced by secs, clamped to what
+// the wire form can carry (9 digits), for passing the remaining time of
+// a deadline on to the next hop.
+func (p MailParams) WithBy(secs int64) MailParams {
+	const limit = 999999999
+	p.ByTime = max(-limit, min(limit, secs))
+	return p
+}
+
 // String formats the parameters in wire form, each preceded by one space
 // (" SIZE=1024 BODY=8BITMIME"), "" when none; xtext-encodes ENVID and AUTH.
 // ParseMailParams(strings.TrimPrefix(p.String(), " ")) == p.
 //
-// The order is SIZE, BODY, SMTPUTF8, AUTH, RET, ENVID. A value set by hand
+// The order is SIZE, BODY, SMTPUTF8, AUTH, RET, ENVID, MT-PRIORITY, BY,
+// REQUIRETLS; a Priority outside -9..9 is clamped and a ByTime outside
+// the 9 digits is clamped. A value set by hand
 // outside its type's constants is written with any byte outside 33..126
 // replaced by '?', so the result is always one command line.
 func (p MailParams) String() string {
@@ -206,6 +321,22 @@ func (p MailParams) String() string {
 	if p.EnvID != "" {
 		b.WriteString(" ENVID=")
 		b.WriteString(EncodeXtext(p.EnvID))
+	}
+	if p.Priority != 0 {
+		b.WriteString(" MT-PRIORITY=")
+		b.WriteString(strconv.Itoa(int(max(-9, min(9, p.Priority)))))
+	}
+	if p.ByMode != "" {
+		b.WriteString(" BY=")
+		b.WriteString(strconv.FormatInt(p.WithBy(p.ByTime).ByTime, 10))
+		b.WriteByte(';')
+		writeToken(&b, string(p.ByMode))
+		if p.ByTrace {
+			b.WriteByte('T')
+		}
+	}
+	if p.RequireTLS {
+		b.WriteString(" REQUIRETLS")
 	}
 	return b.String()
 }
