@@ -21,6 +21,7 @@ func main() {
 		Commands: []*cli.Command{
 			serveCommand(),
 			userCommand(),
+			dkimCommand(),
 		},
 	}
 	if err := app.Run(ctx, os.Args); err != nil {
