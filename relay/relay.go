@@ -18,6 +18,7 @@ import (
 
 	"github.com/relay-mta/relay/queue"
 	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/pop3d"
 	"github.com/relay-mta/relay/relay/smtpd"
 	"github.com/relay-mta/relay/relay/users"
 	"github.com/relay-mta/relay/spool"
@@ -55,6 +56,9 @@ type Relay struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
+
+	pop3          *pop3d.Server  // relay/pop3.go
+	pop3Listeners []net.Listener // nil until listenPOP3
 }
 
 // New opens the spool and the users file and prepares the servers; Run
@@ -135,6 +139,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		TarpitAfter:       tarpitAfter(cfg.SMTP.TarpitAfter),
 		TarpitDelay:       cfg.SMTP.TarpitDelay,
 	}
+	r.pop3 = r.newPOP3Server(tlsConfig)
 	return r, nil
 }
 
@@ -157,6 +162,10 @@ func (r *Relay) Listen() error {
 			return fmt.Errorf("relay: smtps listen: %w", err)
 		}
 		r.listeners = append(r.listeners, tls.NewListener(l, r.smtp.TLSConfig))
+	}
+	if err := r.listenPOP3(); err != nil {
+		r.closeListeners()
+		return err
 	}
 	return nil
 }
@@ -199,6 +208,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	for _, l := range r.listeners {
 		go func() { errc <- r.smtp.Serve(l) }()
 	}
+	r.servePOP3()
+	go r.watchUsers(qctx) // relay/userswatch.go
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -213,6 +224,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.smtp.Shutdown(sctx); err != nil {
 		r.log.Warn("relay: sessions cut off at shutdown", "err", err)
 	}
+	r.shutdownPOP3(sctx)
 	stopQueue() // deliveries in progress finish on their own timeouts
 	<-queueDone
 	if err := r.spool.Close(); err != nil && runErr == nil {

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"syscall"
 
 	"github.com/relay-mta/relay/relay"
 	"github.com/relay-mta/relay/relay/config"
@@ -61,9 +63,35 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			// Said once, plainly, for the newcomer who just typed the command.
-			fmt.Fprintf(os.Stderr, "relay %s: SMTP on %s; mail stored in %s\n",
-				cfg.Hostname, strings.Join(r.SMTPAddrs(), ", "), cfg.DataDir)
+			pop3 := ""
+			if addrs := r.POP3Addrs(); len(addrs) > 0 {
+				pop3 = "; POP3 on " + strings.Join(addrs, ", ")
+			}
+			fmt.Fprintf(os.Stderr, "relay %s: SMTP on %s%s; mail stored in %s\n",
+				cfg.Hostname, strings.Join(r.SMTPAddrs(), ", "), pop3, cfg.DataDir)
+			go reloadOnHangup(ctx, r, log)
 			return r.Run(ctx)
 		},
+	}
+}
+
+// reloadOnHangup re-reads the users file at each SIGHUP until ctx ends, as
+// daemons conventionally do; the relay also notices changes by itself
+// within relay.UsersPollInterval.
+func reloadOnHangup(ctx context.Context, r *relay.Relay, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := r.ReloadUsers(); err != nil {
+				log.Error("SIGHUP: users file not reloaded; keeping the users in force", "err", err)
+			} else {
+				log.Info("SIGHUP: users file re-read")
+			}
+		}
 	}
 }
