@@ -364,9 +364,16 @@ func (c *conn) hello(esmtp bool, arg string) {
 		"ENHANCEDSTATUSCODES",
 		"DSN",
 		"CHUNKING",
+		"MT-PRIORITY", // RFC 6710; the Backend decides whom to believe
+		"DELIVERBY",   // RFC 2852, no minimum by-time
 	}
 	if c.srv.TLSConfig != nil && c.tls == nil {
 		ext = append(ext, "STARTTLS")
+	}
+	if c.tls != nil {
+		// RFC 8689 §4: offered only inside TLS, since the promise it
+		// asks for means nothing on a session that is itself in clear.
+		ext = append(ext, "REQUIRETLS")
 	}
 	if c.authAllowed() {
 		ext = append(ext, "AUTH PLAIN LOGIN")
@@ -441,6 +448,16 @@ func (c *conn) mail(arg string) {
 	}
 	if params.Body == envelope.BodyBinaryMIME {
 		c.writeReply(reply(555, "5.5.4", "BODY=BINARYMIME not supported"))
+		return
+	}
+	if params.RequireTLS && c.tls == nil {
+		c.writeReply(reply(530, "5.7.10", "REQUIRETLS needs a TLS session"))
+		return
+	}
+	if params.ByMode == envelope.ByReturn && params.ByTime <= 0 {
+		// RFC 2852 §4.1: with R the deadline must still be ahead; the
+		// message has no time left to be delivered in.
+		c.writeReply(reply(501, "5.5.4", "BY=%d;R: the delivery time has already expired", params.ByTime))
 		return
 	}
 	if max := orDefault(c.srv.MaxMessageSize, DefaultMaxMessageSize); params.Size > max {

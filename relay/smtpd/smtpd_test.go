@@ -215,6 +215,10 @@ func TestReplies(t *testing.T) {
 		{"dsn params", [][2]string{{"EHLO c.test", "250 "}, {"MAIL FROM:<a@b.test> RET=HDRS ENVID=abc+2Bd", "250 "}, {"RCPT TO:<u@c.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@c.test", "250 "}}},
 		{"line too long", [][2]string{{long, "500 5.5.2"}, {"NOOP", "250 2.0.0"}}},
 		{"rset noop vrfy help", [][2]string{{"RSET", "250 2.0.0"}, {"NOOP", "250 2.0.0"}, {"VRFY u", "252 2.5.0"}, {"VRFY", "501 5.5.4"}, {"EXPN list", "502 5.5.1"}, {"HELP", "214 2.0.0"}}},
+		{"requiretls in clear", [][2]string{{"EHLO c.test", "250 "}, {"MAIL FROM:<a@b.test> REQUIRETLS", "530 5.7.10"}}},
+		{"by expired return", [][2]string{{"EHLO c.test", "250 "}, {"MAIL FROM:<a@b.test> BY=0;R", "501 5.5.4"}, {"MAIL FROM:<a@b.test> BY=-5;RT", "501 5.5.4"}}},
+		{"by expired notify", [][2]string{{"EHLO c.test", "250 "}, {"MAIL FROM:<a@b.test> BY=-5;N", "250 2.1.0"}}},
+		{"by and priority", [][2]string{{"EHLO c.test", "250 "}, {"MAIL FROM:<a@b.test> BY=60;R MT-PRIORITY=9", "250 2.1.0"}}},
 		{"storage error becomes 451", [][2]string{{"EHLO c.test", "250 "}, {"MAIL FROM:<>", "250 "}, {"RCPT TO:<storage@c.test>", "451 4.3.0"}}},
 		{"starttls without cert", [][2]string{{"EHLO c.test", "250 "}, {"STARTTLS", "502 5.5.1"}}},
 		{"auth disabled", [][2]string{{"EHLO c.test", "250 "}, {"AUTH PLAIN", "502 5.5.1"}}},
@@ -479,6 +483,10 @@ func TestStartTLSAndAuth(t *testing.T) {
 	if !strings.Contains(joined, "STARTTLS") || strings.Contains(joined, "AUTH") {
 		t.Errorf("plaintext EHLO = %s", joined)
 	}
+	// RFC 6710, RFC 2852 in clear; RFC 8689 only inside TLS.
+	if !strings.Contains(joined, "|250-MT-PRIORITY|") || !strings.Contains(joined, "|250-DELIVERBY|") || strings.Contains(joined, "REQUIRETLS") {
+		t.Errorf("plaintext EHLO = %s", joined)
+	}
 	c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==", "538 5.7.11")
 
 	// With go-smtp's client: STARTTLS, then AUTH PLAIN, then a message.
@@ -493,6 +501,11 @@ func TestStartTLSAndAuth(t *testing.T) {
 	if ok, mechs := cl.Extension("AUTH"); !ok || mechs != "PLAIN LOGIN" {
 		t.Fatalf("AUTH after TLS = %v %q", ok, mechs)
 	}
+	for _, ext := range []string{"REQUIRETLS", "MT-PRIORITY", "DELIVERBY"} {
+		if ok, _ := cl.Extension(ext); !ok {
+			t.Errorf("EHLO after STARTTLS lacks %s", ext)
+		}
+	}
 	if err := cl.Auth(saslPlain("alice", "wrong")); err == nil || !strings.Contains(err.Error(), "535") {
 		t.Fatalf("wrong password: %v", err)
 	}
@@ -505,6 +518,9 @@ func TestStartTLSAndAuth(t *testing.T) {
 	m := b.messages()
 	if len(m) != 1 || !m[0].tls || m[0].authUser != "alice" {
 		t.Fatalf("messages = %+v", m)
+	}
+	if err := cl.Mail("a@b.test", &smtp.MailOptions{RequireTLS: true}); err != nil {
+		t.Fatalf("MAIL REQUIRETLS inside TLS: %v", err)
 	}
 }
 
