@@ -9,8 +9,8 @@ import (
 
 // Link is a TCP proxy placed on a route between two relays, so a test can
 // break the path the way networks break: cut it (new connections are
-// refused and open ones severed), heal it, slow it down, or drop a
-// connection in the middle of DATA.
+// refused and open ones severed), heal it, slow it down, drop a
+// connection in the middle of DATA, or change a message in transit.
 type Link struct {
 	ln     net.Listener
 	target string
@@ -18,7 +18,9 @@ type Link struct {
 	mu        sync.Mutex
 	cut       bool
 	delay     time.Duration
-	dropData  int // connections still to be dropped mid-DATA
+	dropData  int       // connections still to be dropped mid-DATA
+	rewrites  []rewrite // pending message changes, oldest first
+	rewritten int
 	conns     map[net.Conn]struct{}
 	accepted  int
 	dropped   int
@@ -108,8 +110,9 @@ func (l *Link) serve() {
 		if drop {
 			l.dropData--
 		}
+		rewriting := len(l.rewrites) > 0
 		l.mu.Unlock()
-		go l.pipe(c, drop)
+		go l.pipe(c, drop, rewriting)
 	}
 }
 
@@ -127,7 +130,7 @@ func (l *Link) track(c net.Conn, add bool) bool {
 	return true
 }
 
-func (l *Link) pipe(client net.Conn, dropMidData bool) {
+func (l *Link) pipe(client net.Conn, dropMidData, rewriting bool) {
 	server, err := net.Dial("tcp", l.target)
 	if err != nil {
 		client.Close()
@@ -143,7 +146,14 @@ func (l *Link) pipe(client net.Conn, dropMidData bool) {
 		l.track(server, false)
 	}()
 	done := make(chan struct{}, 2)
-	go func() { l.copy(server, client, dropMidData); done <- struct{}{} }()
+	go func() {
+		if rewriting && !dropMidData {
+			l.copyRewriting(server, client)
+		} else {
+			l.copy(server, client, dropMidData)
+		}
+		done <- struct{}{}
+	}()
 	go func() { l.copy(client, server, false); done <- struct{}{} }()
 	<-done
 	client.Close()
@@ -198,4 +208,111 @@ func (l *Link) copy(dst, src net.Conn, dropMidData bool) {
 			return
 		}
 	}
+}
+
+// rewrite is one change RewriteData asked for.
+type rewrite struct{ old, new []byte }
+
+// RewriteData makes the link change the next message that contains old,
+// as a broken or hostile hop would: in the message data the client sends
+// (after DATA, before the final dot, as on the wire: dot-stuffed, CRLF)
+// the first occurrence of old becomes new. Messages without old pass
+// unchanged. Each call changes one message; connections opened before
+// the first call are not watched.
+func (l *Link) RewriteData(old, new string) {
+	l.mu.Lock()
+	l.rewrites = append(l.rewrites, rewrite{old: []byte(old), new: []byte(new)})
+	l.mu.Unlock()
+}
+
+// Rewritten returns how many messages the link has changed.
+func (l *Link) Rewritten() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rewritten
+}
+
+// copyRewriting forwards the client's stream src to dst like copy, but
+// holds each message's data, from "DATA\r\n" to the end-of-data dot, until
+// it is complete, so that a pending rewrite sees the message whole
+// whatever the TCP segments. Commands pass at once.
+func (l *Link) copyRewriting(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	var tail []byte // the last bytes of commands, to find "DATA\r\n" across reads
+	var data []byte // the message being held
+	inData := false
+	for {
+		n, err := src.Read(buf)
+		chunk := buf[:n]
+		for len(chunk) > 0 {
+			if !inData {
+				look := append(tail, chunk...)
+				i := bytes.Index(look, []byte("DATA\r\n"))
+				if i < 0 {
+					if !l.forward(dst, chunk) {
+						return
+					}
+					tail = append([]byte(nil), look[max(0, len(look)-5):]...)
+					break
+				}
+				upTo := i + 6 - len(tail) // through the DATA line, within chunk
+				if !l.forward(dst, chunk[:upTo]) {
+					return
+				}
+				chunk, tail, inData, data = chunk[upTo:], nil, true, data[:0]
+				continue
+			}
+			data = append(data, chunk...)
+			end := dataEnd(data)
+			if end < 0 {
+				break // wait for the rest of the message
+			}
+			if !l.forward(dst, l.rewriteMessage(data[:end])) {
+				return
+			}
+			chunk, inData = append([]byte(nil), data[end:]...), false
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// dataEnd returns the offset just past the end-of-data line ".\r\n" in
+// message data, or -1 when it has not arrived yet.
+func dataEnd(data []byte) int {
+	if bytes.HasPrefix(data, []byte(".\r\n")) {
+		return 3
+	}
+	if i := bytes.Index(data, []byte("\r\n.\r\n")); i >= 0 {
+		return i + 5
+	}
+	return -1
+}
+
+// rewriteMessage applies the oldest pending rewrite whose text occurs in
+// msg, once, and returns msg as it is to be sent on.
+func (l *Link) rewriteMessage(msg []byte) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, r := range l.rewrites {
+		if bytes.Contains(msg, r.old) {
+			l.rewrites = append(l.rewrites[:i:i], l.rewrites[i+1:]...)
+			l.rewritten++
+			return bytes.Replace(msg, r.old, r.new, 1)
+		}
+	}
+	return msg
+}
+
+// forward writes p to dst after the link's delay; false when dst is gone.
+func (l *Link) forward(dst net.Conn, p []byte) bool {
+	l.mu.Lock()
+	d := l.delay
+	l.mu.Unlock()
+	if d > 0 {
+		time.Sleep(d)
+	}
+	_, err := dst.Write(p)
+	return err == nil
 }
