@@ -187,7 +187,7 @@ func (q *Queue) composeDSN(m *spool.Message, rcpts []dsnRcpt, original []byte, n
 	for _, d := range rcpts {
 		line := fmt.Sprintf("<%s>: %s", mailboxOf(d.final), d.action)
 		if d.reply != "" {
-			line += ": " + oneLine(d.reply)
+			line += ": " + fieldSafe(d.reply)
 		}
 		if d.remote != "" {
 			line += " (at " + d.remote + ")"
@@ -210,22 +210,22 @@ func (q *Queue) composeDSN(m *spool.Message, rcpts []dsnRcpt, original []byte, n
 	w("")
 	w("Reporting-MTA: dns; %s", host)
 	if mp.EnvID != "" {
-		w("Original-Envelope-Id: %s", mp.EnvID)
+		w("Original-Envelope-Id: %s", fieldSafe(mp.EnvID))
 	}
 	w("Arrival-Date: %s", m.Received.Format(time.RFC1123Z))
 	for _, d := range rcpts {
 		w("")
 		w("Final-Recipient: %s; %s", addrType(mailboxOf(d.final)), mailboxOf(d.final))
 		if d.origType != "" {
-			w("Original-Recipient: %s; %s", d.origType, d.orig)
+			w("Original-Recipient: %s; %s", fieldSafe(d.origType), fieldSafe(d.orig))
 		}
 		w("Action: %s", d.action)
 		w("Status: %s", d.status)
 		if d.remote != "" {
-			w("Remote-MTA: dns; %s", d.remote)
+			w("Remote-MTA: dns; %s", fieldSafe(d.remote))
 		}
-		if d.reply != "" && (d.remote != "" || d.action == "failed" || d.action == "delayed") {
-			w("Diagnostic-Code: smtp; %s", truncate(oneLine(d.reply), 900))
+		if diag := strings.TrimSpace(truncate(fieldSafe(d.reply), 900)); diag != "" && (d.remote != "" || d.action == "failed" || d.action == "delayed") {
+			w("Diagnostic-Code: smtp; %s", diag)
 		}
 		w("Last-Attempt-Date: %s", date)
 		if !d.retryTill.IsZero() {
@@ -308,7 +308,7 @@ func allDigits(s string) bool {
 func mailboxOf(path string) string {
 	p, err := envelope.ParseForwardPath(path, true)
 	if err != nil {
-		return strings.Trim(path, "<>")
+		return fieldSafe(strings.Trim(path, "<>"))
 	}
 	if p.IsPostmaster() {
 		return p.Local
@@ -359,6 +359,18 @@ func has8bit(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// fieldSafe makes a value fit one line of a DSN field: a remote server's
+// reply, or a stored value, may hold any byte, and a control character
+// would break the report (or forge a field of its own).
+func fieldSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, oneLine(s))
 }
 
 func truncate(s string, n int) string {

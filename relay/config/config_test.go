@@ -682,3 +682,16 @@ func splitDisplay(key string) []string {
 	}
 	return parts
 }
+
+// TestKeysAreCaseSensitive: a key that differs from a known one only in
+// case is unknown (found by FuzzLoad: go-toml matched it to the field).
+func TestKeysAreCaseSensitive(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relay.toml")
+	if err := os.WriteFile(path, []byte("hostname = \"b.test\"\nrelAY_networks = [\"10.0.0.0/8\"]\n[SMTP]\nlisten = []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if err == nil || !strings.Contains(err.Error(), `relay.toml:2: unknown key "relAY_networks"`) || !strings.Contains(err.Error(), `relay.toml:3: unknown key "SMTP"`) {
+		t.Fatalf("Load = %v", err)
+	}
+}

@@ -197,7 +197,56 @@ func decode(name string, data []byte, fc *fileConfig) (index, error) {
 		// go-toml accepted the document, so its own parser should too.
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	if err := checkKeyCase(name, idx); err != nil {
+		return nil, err
+	}
 	return idx, nil
+}
+
+// checkKeyCase reports keys that differ from a known key only in case.
+// TOML keys are case-sensitive, but go-toml matches struct fields without
+// regard to case, so "relAY_networks" would silently set relay_networks
+// (found by fuzzing).
+func checkKeyCase(name string, idx index) error {
+	var errs []error
+	for k, line := range idx {
+		path := strings.Split(k, "\x00")
+		if !knownKeyPath(reflect.TypeOf(fileConfig{}), path) {
+			key := displayKey(path)
+			errs = append(errs, &Error{File: name, Line: line, Key: key, Msg: fmt.Sprintf("unknown key %q", key)})
+		}
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].(*Error).Line < errs[j].(*Error).Line })
+	return joinErrors(errs)
+}
+
+// knownKeyPath walks t by the TOML tags of its fields, exactly.
+func knownKeyPath(t reflect.Type, path []string) bool {
+	for _, part := range path {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch {
+		case isIndexPart(part) && t.Kind() == reflect.Slice:
+			t = t.Elem()
+			continue
+		case t.Kind() == reflect.Map:
+			return true // free-form tables: [dkim.keys], [sender_domains]
+		case t.Kind() != reflect.Struct:
+			return false
+		}
+		found := false
+		for i := 0; i < t.NumField(); i++ {
+			if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ","); tag == part {
+				t, found = t.Field(i).Type, true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeError turns go-toml's errors into *Error values.
