@@ -21,10 +21,12 @@ func main() {
 		Commands: []*cli.Command{
 			serveCommand(),
 			userCommand(),
+			sendCommand(),
+			readCommand(),
 			dkimCommand(),
 		},
 	}
-	if err := app.Run(ctx, os.Args); err != nil {
+	if err := app.Run(ctx, expandReadArgs(os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "relay:", err)
 		os.Exit(1)
 	}
