@@ -409,6 +409,10 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 	}
 	raw.SetDeadline(time.Time{})
 	st := tc.ConnectionState()
+	// Under tls = "require" the handshake verified the certificate; an
+	// opportunistic session is checked here too, without failing it, so
+	// that REQUIRETLS mail (RFC 8689 §4.2.1) may use it when it verifies.
+	s.verified = mode == config.TLSRequire || d.verifyPeer(st, t.name) == nil
 
 	conn := &replayConn{Conn: tc, pending: []byte(greetingReplay)}
 	c = d.newClient(conn)
@@ -446,6 +450,20 @@ func (d *Deliverer) tlsConfig(mode config.TLSMode, name string) *tls.Config {
 	return cfg
 }
 
+// verifyPeer checks the certificate chain of an opportunistic TLS session
+// against RootCAs and the hop's name, as tls = "require" would have.
+func (d *Deliverer) verifyPeer(st tls.ConnectionState, name string) error {
+	if len(st.PeerCertificates) == 0 {
+		return errors.New("no peer certificate")
+	}
+	opts := x509.VerifyOptions{Roots: d.RootCAs, DNSName: name, Intermediates: x509.NewCertPool()}
+	for _, c := range st.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	_, err := st.PeerCertificates[0].Verify(opts)
+	return err
+}
+
 // replayConn is a net.Conn whose first reads return pending before reading
 // from the connection.
 type replayConn struct {
@@ -471,6 +489,7 @@ type clientSession struct {
 	remote      string
 	hostname    string
 	tls         *tls.ConnectionState // nil in plaintext
+	verified    bool                 // TLS with a certificate that verified for the hop's name
 	dataTimeout time.Duration
 
 	// dirty: a transaction was started and not ended by the reply to the
@@ -545,6 +564,25 @@ func (s *clientSession) send(from string, mailOpts *smtp.MailOptions, tos []stri
 		return replies
 	}
 
+	if mailOpts.RequireTLS {
+		// RFC 8689 §4.2.1: only over verified TLS to a hop that promises
+		// to keep the requirement; otherwise the message must not go on
+		// and is returned (§4.2.2, 5.7.30), never sent in the clear.
+		var why string
+		ok, _ := s.c.Extension("REQUIRETLS")
+		switch {
+		case s.tls == nil:
+			why = "no TLS session"
+		case !s.verified:
+			why = "its TLS certificate did not verify"
+		case !ok:
+			why = "it does not offer REQUIRETLS"
+		}
+		if why != "" {
+			text := fmt.Sprintf("550 5.7.30 REQUIRETLS support required: %s cannot carry the message (%s)", s.remote, why)
+			return all(queue.Reply{Code: 550, Text: text}), nil
+		}
+	}
 	if mailOpts.UTF8 {
 		if ok, _ := s.c.Extension("SMTPUTF8"); !ok {
 			// RFC 6531 §3.2: such a message cannot be relayed to this
@@ -724,6 +762,7 @@ func mailArgs(msg *spool.Message, size int) (string, *smtp.MailOptions, error) {
 		UTF8:       p.SMTPUTF8,
 		Return:     smtp.DSNReturn(p.Ret),
 		EnvelopeID: p.EnvID,
+		RequireTLS: p.RequireTLS,
 	}, nil
 }
 
