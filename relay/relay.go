@@ -52,6 +52,7 @@ type Relay struct {
 	// logins throttles failed logins per client address, for SMTP AUTH
 	// and POP3 alike.
 	logins *loginLimiter
+	certs  *certHolder // nil without [tls]
 	dkim   *dkimPolicy // relay/dkim.go
 
 	mu        sync.Mutex
@@ -83,12 +84,15 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	var tlsConfig *tls.Config
+	if cfg.TLS.Cert == "" && (len(cfg.SMTP.ListenTLS) > 0 || len(cfg.POP3.ListenTLS) > 0) {
+		return nil, errors.New("relay: listen_tls is set but [tls] names no cert and key (set them, or run relay serve --self-signed)")
+	}
 	if cfg.TLS.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
-		if err != nil {
-			return nil, fmt.Errorf("relay: load TLS certificate: %w", err)
+		// Through a holder, so that ReloadTLS (SIGHUP) can swap it.
+		if r.certs, err = newCertHolder(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
+			return nil, fmt.Errorf("relay: %w", err)
 		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		tlsConfig = r.certs.config()
 	}
 	r.spool, err = spool.Open(spool.Options{Dir: cfg.DataDir + "/spool", Logger: r.log, Now: r.now})
 	if err != nil {

@@ -33,6 +33,7 @@ func serveCommand() *cli.Command {
 			configFlag,
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to `FILE` until the relay stops"},
+			&cli.BoolFlag{Name: "self-signed", Usage: "when [tls] names no certificate, make a self-signed one under data_dir/tls (test setups only)"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			cfg, err := loadConfig(cmd)
@@ -55,6 +56,13 @@ func serveCommand() *cli.Command {
 				defer pprof.StopCPUProfile()
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if cmd.Bool("self-signed") && cfg.TLS.Cert == "" {
+				if cfg.TLS.Cert, cfg.TLS.Key, err = relay.WriteSelfSigned(cfg.DataDir, cfg.Hostname); err != nil {
+					return fmt.Errorf("--self-signed: %w", err)
+				}
+				// Said loudly: no peer that verifies certificates accepts it.
+				log.Warn("using a SELF-SIGNED certificate (--self-signed): for tests only", "cert", cfg.TLS.Cert)
+			}
 			r, err := relay.New(cfg, relay.Options{Logger: log})
 			if err != nil {
 				return err
@@ -75,9 +83,9 @@ func serveCommand() *cli.Command {
 	}
 }
 
-// reloadOnHangup re-reads the users file at each SIGHUP until ctx ends, as
-// daemons conventionally do; the relay also notices changes by itself
-// within relay.UsersPollInterval.
+// reloadOnHangup re-reads the users file and the TLS certificate at each
+// SIGHUP until ctx ends, as daemons conventionally do; the relay also
+// notices users-file changes by itself within relay.UsersPollInterval.
 func reloadOnHangup(ctx context.Context, r *relay.Relay, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -91,6 +99,9 @@ func reloadOnHangup(ctx context.Context, r *relay.Relay, log *slog.Logger) {
 				log.Error("SIGHUP: users file not reloaded; keeping the users in force", "err", err)
 			} else {
 				log.Info("SIGHUP: users file re-read")
+			}
+			if err := r.ReloadTLS(); err != nil {
+				log.Error("SIGHUP: TLS certificate not reloaded; keeping the one in use", "err", err)
 			}
 		}
 	}

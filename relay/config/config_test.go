@@ -400,11 +400,6 @@ func TestLoadErrors(t *testing.T) {
 			`:2: pop3.listen[0]: invalid address "127.0.0.1" (want host:port)`,
 		},
 		{
-			"implicit TLS without a certificate",
-			"[smtp]\nlisten_tls = [\"127.0.0.1:4650\"]\n",
-			`:2: smtp.listen_tls: implicit TLS listeners need tls.cert and tls.key`,
-		},
-		{
 			"cert without key",
 			"[tls]\ncert = \"c.pem\"\n",
 			`:2: tls.cert: is set but tls.key is not; both are needed`,

@@ -94,14 +94,8 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 			v.errorf(p("tls", "cert"), "is set but tls.key is not; both are needed")
 		}
 	}
-	if fc.TLS.Cert == "" || fc.TLS.Key == "" {
-		if len(c.SMTP.ListenTLS) > 0 {
-			v.errorf(p("smtp", "listen_tls"), "implicit TLS listeners need tls.cert and tls.key")
-		}
-		if len(c.POP3.ListenTLS) > 0 {
-			v.errorf(p("pop3", "listen_tls"), "implicit TLS listeners need tls.cert and tls.key")
-		}
-	}
+	// listen_tls without a certificate is refused when the relay starts
+	// (relay.New), not here: relay serve --self-signed may still supply one.
 
 	v.queue(c, fc)
 	v.routes(c, fc)

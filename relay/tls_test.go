@@ -1,0 +1,114 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/relay-mta/relay/relay/config"
+)
+
+// peerSerial connects with STARTTLS and returns the serial number of the
+// certificate the relay presented.
+func peerSerial(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := smtp.DialStartTLS(addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Noop(); err != nil { // the handshake happens at the first command
+		t.Fatal(err)
+	}
+	st, ok := c.TLSConnectionState()
+	if !ok || st.Version < tls.VersionTLS12 {
+		t.Fatalf("TLS state %v, %v", ok, st.Version)
+	}
+	return st.PeerCertificates[0].SerialNumber.String()
+}
+
+// TestTLSReload: ReloadTLS (what SIGHUP does) swaps the certificate for
+// new connections; a bad file keeps the old one.
+func TestTLSReload(t *testing.T) {
+	cfg := testConfig(t)
+	dir := t.TempDir()
+	certA, keyA, err := WriteSelfSigned(filepath.Join(dir, "a"), "b.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	copyFile(t, certA, cfg.TLS.Cert)
+	copyFile(t, keyA, cfg.TLS.Key)
+	cfg.SMTP.ListenTLS = []string{"127.0.0.1:0"}
+	r, addr := startRelay(t, cfg)
+	first := peerSerial(t, addr)
+
+	certB, keyB, err := WriteSelfSigned(filepath.Join(dir, "b"), "b.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, certB, cfg.TLS.Cert)
+	copyFile(t, keyB, cfg.TLS.Key)
+	if err := r.ReloadTLS(); err != nil {
+		t.Fatal(err)
+	}
+	second := peerSerial(t, addr)
+	if second == first {
+		t.Fatal("the certificate did not change after ReloadTLS")
+	}
+	os.WriteFile(cfg.TLS.Cert, []byte("garbage"), 0o600)
+	if err := r.ReloadTLS(); err == nil {
+		t.Fatal("a broken certificate file was accepted")
+	}
+	if peerSerial(t, addr) != second {
+		t.Fatal("a failed reload changed the certificate in use")
+	}
+
+	// The implicit-TLS listener (RFC 8314) speaks TLS from the first byte.
+	tlsAddr := r.SMTPAddrs()[1]
+	c, err := smtp.DialTLS(tlsAddr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatalf("implicit TLS: %v", err)
+	}
+	c.Close()
+	// TLS below 1.2 is refused.
+	if nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", tlsAddr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11}); err == nil {
+		nc.Close()
+		t.Fatal("TLS 1.1 accepted")
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startRelay runs a relay and returns it with its first SMTP address.
+func startRelay(t *testing.T, cfg *config.Config) (*Relay, string) {
+	t.Helper()
+	r, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r, r.SMTPAddrs()[0]
+}
