@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -102,12 +103,22 @@ type pop3Backend struct {
 }
 
 func (b *pop3Backend) Login(c pop3d.ConnInfo, username, password string) (pop3d.Maildrop, error) {
+	// Failed logins per address are shared with SMTP AUTH: guessing is
+	// slowed, then banned, whichever protocol it uses.
+	ip := addrOf(c.RemoteAddr)
+	if b.r.logins.banned(ip) {
+		b.r.log.Warn("pop3: login refused: address banned after failed logins", "user", username, "client", c.RemoteAddr.String())
+		return nil, pop3d.ErrAuthFailed
+	}
 	// Authenticate costs the same bcrypt work for unknown names, so the
 	// response time does not tell which names exist.
 	if b.r.users == nil || !b.r.users.Authenticate(username, password) {
-		b.r.log.Info("pop3: authentication failed", "user", username, "client", c.RemoteAddr.String())
+		delay := b.r.logins.failed(ip)
+		b.r.log.Info("pop3: authentication failed", "user", username, "client", c.RemoteAddr.String(), "delay", delay)
+		time.Sleep(delay)
 		return nil, pop3d.ErrAuthFailed
 	}
+	b.r.logins.succeeded(ip)
 	// The mailbox key is the user name in lower case, as the router names
 	// local mailboxes.
 	name, err := users.NormalizeName(username)
@@ -167,4 +178,13 @@ func (m *maildrop) Close() {
 	m.b.mu.Lock()
 	delete(m.b.inUse, m.user)
 	m.b.mu.Unlock()
+}
+
+// addrOf is the IP of a client address (the zero Addr for others).
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
 }

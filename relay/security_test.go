@@ -3,11 +3,16 @@ package relay
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relay-mta/relay/relay/pop3d"
 )
 
 // TestRelayAbuseBattery sends address forms that relays have been tricked
@@ -142,5 +147,21 @@ func TestReceivedHeaderSafety(t *testing.T) {
 	h := receivedHeader("x\r\nBcc: victim@example.test", "127.0.0.1", "b.test", "ESMTP", "ID", "<u@b.test>", time.Unix(0, 0))
 	if strings.Count(string(h), "\r\n") != 4 || strings.Contains(string(h), "\r\nBcc:") {
 		t.Fatalf("header injection: %q", h)
+	}
+}
+
+// TestLoginThrottlingSharedWithPOP3: failed SMTP logins count for POP3
+// too; a banned address cannot log in over either.
+func TestLoginThrottlingSharedWithPOP3(t *testing.T) {
+	l := newLoginLimiter()
+	l.base = time.Millisecond
+	ip := netip.MustParseAddr("127.0.0.9")
+	for i := 0; i < loginBanAfter; i++ {
+		l.failed(ip)
+	}
+	b := &pop3Backend{r: &Relay{logins: l, log: slog.New(slog.NewTextHandler(io.Discard, nil))}, inUse: map[string]bool{}}
+	_, err := b.Login(pop3d.ConnInfo{RemoteAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}, "alice", "pw-alice")
+	if !errors.Is(err, pop3d.ErrAuthFailed) {
+		t.Fatalf("banned address logged in over POP3: %v", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -37,11 +36,7 @@ type backend struct {
 }
 
 func (b backend) NewSession(c smtpd.ConnInfo) (smtpd.Session, error) {
-	ip := netip.Addr{}
-	if ta, ok := c.RemoteAddr.(*net.TCPAddr); ok {
-		ip, _ = netip.AddrFromSlice(ta.IP)
-		ip = ip.Unmap()
-	}
+	ip := addrOf(c.RemoteAddr)
 	return &session{r: b.r, ip: ip, log: b.r.log.With("client", ip.String())}, nil
 }
 
