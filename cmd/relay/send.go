@@ -185,7 +185,10 @@ func addrOnly(s string) string {
 // end it.
 func readBody() ([]byte, error) {
 	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-		fmt.Fprintln(os.Stderr, "relay send: reading the message body; end it with Ctrl-D")
+		// A character device is a terminal, unless it is /dev/null.
+		if null, err := os.Stat(os.DevNull); err != nil || !os.SameFile(fi, null) {
+			fmt.Fprintln(os.Stderr, "relay send: reading the message body; end it with Ctrl-D")
+		}
 	}
 	b, err := io.ReadAll(os.Stdin)
 	if err != nil {
