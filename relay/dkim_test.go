@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/relay-mta/relay/dkim"
 	"github.com/relay-mta/relay/relay/config"
@@ -340,5 +341,40 @@ func TestDKIMSignerForDSNs(t *testing.T) {
 	signed, err := s.Sign([]byte(dkimMsg("MAILER-DAEMON@b.test", "bounce")))
 	if err != nil || !strings.HasPrefix(string(signed), "DKIM-Signature: ") {
 		t.Errorf("Sign: %v\n%s", err, signed)
+	}
+}
+
+// TestDSNsAreSigned: a bounce from this relay carries a DKIM signature of
+// its hostname's domain.
+func TestDSNsAreSigned(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RelayNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	_, path := newKey(t, cfg.DataDir, dkim.Ed25519)
+	cfg.DKIM.Sign = []config.DKIMSign{{Domain: "b.test", Selector: "s1", Key: path}}
+	r, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Resolver: &fakeResolver{}}) // every name: NXDOMAIN
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	c := dial(t, r.SMTPAddrs()[0])
+	c.cmd("EHLO b.test", "250 ")
+	c.send("<alice@b.test>", []string{"<u@nowhere.test>"}, "Subject: will bounce\r\n\r\nx\r\n")
+	var dsn []byte
+	for deadline := time.Now().Add(10 * time.Second); dsn == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if box, _ := r.Spool().Mailbox("alice"); len(box) > 0 {
+			dsn, _ = r.Spool().MailboxMessage("alice", box[0].Seq)
+		}
+	}
+	if dsn == nil {
+		t.Fatal("no DSN for alice")
+	}
+	if !strings.Contains(string(dsn), "\r\nDKIM-Signature: ") || !strings.Contains(string(dsn), "d=b.test") {
+		t.Fatalf("DSN not signed by b.test:\n%s", dsn[:min(len(dsn), 600)])
 	}
 }

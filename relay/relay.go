@@ -6,6 +6,7 @@
 package relay
 
 import (
+	"strings"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -121,6 +122,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		Now:               r.now,
 		Hostname:          cfg.Hostname,
 		DelayWarning:      cfg.Queue.DelayWarning,
+		SignDSN:           r.dsnSigner(),
 	})
 	r.smtp = &smtpd.Server{
 		Hostname:          cfg.Hostname,
@@ -244,4 +246,15 @@ func tarpitAfter(n int) int {
 		return -1
 	}
 	return n
+}
+
+// dsnSigner signs the relay's DSNs with the DKIM key for its hostname's
+// domain, or its parent's (mx.b.test, then b.test), when there is one.
+func (r *Relay) dsnSigner() func([]byte) ([]byte, error) {
+	for d := strings.ToLower(r.cfg.Hostname); strings.Contains(d, "."); d = d[strings.IndexByte(d, '.')+1:] {
+		if s := r.DKIMSigner(d); s != nil {
+			return s.Sign
+		}
+	}
+	return nil
 }
