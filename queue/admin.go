@@ -45,7 +45,11 @@ func (q *Queue) Bounce(id string) (int, error) {
 	if len(results) == 0 {
 		return 0, nil
 	}
-	ev := spool.Event{Kind: spool.EventBounced, Rcpt: -1, Text: fmt.Sprintf("by the operator: %d recipients fail now", len(results))}
+	text := fmt.Sprintf("by the operator: %d recipients fail now", len(results))
+	if len(results) == 1 {
+		text = "by the operator: 1 recipient fails now"
+	}
+	ev := spool.Event{Kind: spool.EventBounced, Rcpt: -1, Text: text}
 	if err := q.o.Spool.AddEvent(m.ID, ev); err != nil {
 		return 0, fmt.Errorf("queue: bounce: %w", err)
 	}

@@ -6,7 +6,6 @@
 package relay
 
 import (
-	"strings"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +61,8 @@ type Relay struct {
 
 	pop3          *pop3d.Server  // relay/pop3.go
 	pop3Listeners []net.Listener // nil until listenPOP3
+
+	ops *operators // admin socket and metrics (relay/operators.go)
 }
 
 // New opens the spool and the users file and prepares the servers; Run
@@ -95,10 +97,11 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		}
 		tlsConfig = r.certs.config()
 	}
-	r.spool, err = spool.Open(spool.Options{Dir: cfg.DataDir + "/spool", Logger: r.log, Now: r.now})
+	r.spool, err = spool.Open(spool.Options{Dir: cfg.DataDir + "/spool", Logger: r.log, Now: r.now, History: cfg.Admin.History})
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
+	r.ops = r.newOperators() // relay/operators.go
 	router := NewRouter(cfg)
 	if r.users != nil {
 		router.UserExists = r.users.Exists
@@ -123,11 +126,14 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		Hostname:          cfg.Hostname,
 		DelayWarning:      cfg.Queue.DelayWarning,
 		SignDSN:           r.dsnSigner(),
+		OnOutcome:         r.onOutcome,
+		OnDSN:             r.onDSN,
 	})
 	r.smtp = &smtpd.Server{
 		Hostname:          cfg.Hostname,
 		Backend:           backend{r: r},
 		Logger:            r.log,
+		Metrics:           r.ops.metrics,
 		TLSConfig:         tlsConfig,
 		EnableAuth:        r.users != nil,
 		AllowInsecureAuth: cfg.AllowInsecureAuth,
@@ -173,6 +179,10 @@ func (r *Relay) Listen() error {
 		r.closeListeners()
 		return err
 	}
+	if err := r.listenOperators(); err != nil {
+		r.closeListeners()
+		return err
+	}
 	return nil
 }
 
@@ -215,6 +225,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		go func() { errc <- r.smtp.Serve(l) }()
 	}
 	r.servePOP3()
+	r.serveOperators()
 	go r.watchUsers(qctx) // relay/userswatch.go
 	var runErr error
 	select {
@@ -231,6 +242,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		r.log.Warn("relay: sessions cut off at shutdown", "err", err)
 	}
 	r.shutdownPOP3(sctx)
+	r.shutdownOperators(sctx)
 	stopQueue() // deliveries in progress finish on their own timeouts
 	<-queueDone
 	if err := r.spool.Close(); err != nil && runErr == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -103,7 +104,7 @@ func (s *Spool) Hold(id string) (int, error) {
 			return 0, nil, err
 		}
 		rec.Held = true
-		ev := Event{At: now, Kind: EventHeld, Rcpt: -1, Text: fmt.Sprintf("by the operator: %d recipients will not be attempted until released", n)}
+		ev := Event{At: now, Kind: EventHeld, Rcpt: -1, Text: "by the operator: " + rcpts(n) + " will not be attempted until released"}
 		return n, []Event{ev}, nil
 	})
 }
@@ -125,7 +126,7 @@ func (s *Spool) Release(id string) (int, error) {
 			return 0, nil, err
 		}
 		rec.Held = false
-		ev := Event{At: now, Kind: EventReleased, Rcpt: -1, Text: fmt.Sprintf("by the operator: %d recipients due now", n)}
+		ev := Event{At: now, Kind: EventReleased, Rcpt: -1, Text: "by the operator: " + rcpts(n) + " due now"}
 		return n, []Event{ev}, nil
 	})
 }
@@ -135,30 +136,80 @@ func (s *Spool) Release(id string) (int, error) {
 // those already due count as not moved. A held message is left alone with
 // an error wrapping ErrHeld.
 func (s *Spool) Retry(id string) (int, error) {
-	return s.operate("retry", id, true, func(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
-		if rec.Held {
-			return 0, nil, ErrHeld
+	return s.operate("retry", id, true, s.retryOp)
+}
+
+// Retried is one message RetryAll changed.
+type Retried struct {
+	ID         string
+	Recipients int // recipients made due now
+}
+
+// RetryAll is Retry for every queued message that is not held, with one
+// storage sync for all of them instead of one each. It returns the
+// messages that changed, in ID order.
+func (s *Spool) RetryAll() ([]Retried, error) {
+	var ids []string
+	err := s.List(func(m *Message) error {
+		if !m.Held {
+			ids = append(ids, m.ID)
 		}
-		due := s.floor.at(now)
-		n := 0
-		_, err := s.eachOpen(txn, id, rec, func(i uint32, r *Recipient) (bool, error) {
-			old := dueNanos(r.NextAttempt)
-			if old <= due {
-				return false, nil // already due
-			}
-			if err := txn.Delete(schedKey(old, id, i)); err != nil {
-				return false, err
-			}
-			n++
-			r.NextAttempt = time.Unix(0, int64(due))
-			return true, txn.Set(schedKey(due, id, i), []byte{})
-		})
-		if err != nil || n == 0 {
-			return 0, nil, err
-		}
-		ev := Event{At: now, Kind: EventRetried, Rcpt: -1, Text: fmt.Sprintf("by the operator: %d recipients due now", n)}
-		return n, []Event{ev}, nil
+		return nil
 	})
+	if err != nil {
+		return nil, fmt.Errorf("spool: retry all: %w", err)
+	}
+	if err := s.begin(); err != nil {
+		return nil, fmt.Errorf("spool: retry all: %w", err)
+	}
+	defer s.end()
+	var out []Retried
+	var firstErr error
+	for _, id := range ids {
+		n, err := s.apply("retry", id, true, s.retryOp)
+		switch {
+		case errors.Is(err, ErrNotFound), errors.Is(err, ErrHeld):
+			// retired or held since the listing
+		case err != nil:
+			firstErr = err
+		case n > 0:
+			out = append(out, Retried{ID: id, Recipients: n})
+		}
+		if firstErr != nil {
+			break
+		}
+	}
+	// What was changed is made durable even when a later message failed.
+	if err := s.waitDurable(context.Background()); err != nil && firstErr == nil {
+		firstErr = fmt.Errorf("spool: retry all: %w", err)
+	}
+	return out, firstErr
+}
+
+// retryOp is Retry's change to one message.
+func (s *Spool) retryOp(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
+	if rec.Held {
+		return 0, nil, ErrHeld
+	}
+	due := s.floor.at(now)
+	n := 0
+	_, err := s.eachOpen(txn, id, rec, func(i uint32, r *Recipient) (bool, error) {
+		old := dueNanos(r.NextAttempt)
+		if old <= due {
+			return false, nil // already due
+		}
+		if err := txn.Delete(schedKey(old, id, i)); err != nil {
+			return false, err
+		}
+		n++
+		r.NextAttempt = time.Unix(0, int64(due))
+		return true, txn.Set(schedKey(due, id, i), []byte{})
+	})
+	if err != nil || n == 0 {
+		return 0, nil, err
+	}
+	ev := Event{At: now, Kind: EventRetried, Rcpt: -1, Text: "by the operator: " + rcpts(n) + " due now"}
+	return n, []Event{ev}, nil
 }
 
 // Delete removes message id from the queue without a DSN, as if it had
@@ -176,7 +227,7 @@ func (s *Spool) Delete(id string) (int, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		ev := Event{At: now, Kind: EventDeleted, Rcpt: -1, Text: fmt.Sprintf("by the operator, without a DSN: %d recipients not delivered", n)}
+		ev := Event{At: now, Kind: EventDeleted, Rcpt: -1, Text: "by the operator, without a DSN: " + rcpts(n) + " not delivered"}
 		// Deleting is rare: look for every stored event rather than work
 		// out whether there are any beyond "received".
 		if err := s.retire(txn, id, rec, true, []Event{ev}); err != nil {
@@ -208,11 +259,28 @@ func (s *Spool) AddEvent(id string, ev Event) error {
 // change rec; operate writes it back, with the events fn returns, unless
 // fn retired the message. schedules says fn writes schedule keys: the
 // transaction then runs inside the floor gate (see RaiseFloor).
-func (s *Spool) operate(op, id string, schedules bool, fn func(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error)) (int, error) {
+func (s *Spool) operate(op, id string, schedules bool, fn opFunc) (int, error) {
 	if err := s.begin(); err != nil {
 		return 0, fmt.Errorf("spool: %s %s: %w", op, id, err)
 	}
 	defer s.end()
+	n, err := s.apply(op, id, schedules, fn)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.waitDurable(context.Background()); err != nil {
+		return 0, fmt.Errorf("spool: %s %s: %w", op, id, err)
+	}
+	return n, nil
+}
+
+// opFunc changes one message inside operate's transaction: it returns how
+// many recipients it changed and the events to add.
+type opFunc func(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error)
+
+// apply is operate without the wait for durability; the caller holds
+// begin.
+func (s *Spool) apply(op, id string, schedules bool, fn opFunc) (int, error) {
 	if err := s.brokenErr(); err != nil {
 		return 0, fmt.Errorf("spool: %s %s: %w", op, id, err)
 	}
@@ -231,13 +299,10 @@ func (s *Spool) operate(op, id string, schedules bool, fn func(txn *badger.Txn, 
 	if err != nil {
 		return 0, fmt.Errorf("spool: %s %s: %w", op, cid, err)
 	}
-	if err := s.waitDurable(context.Background()); err != nil {
-		return 0, fmt.Errorf("spool: %s %s: %w", op, cid, err)
-	}
 	return n, nil
 }
 
-func (s *Spool) operateTxn(id string, schedules bool, fn func(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error)) (int, error) {
+func (s *Spool) operateTxn(id string, schedules bool, fn opFunc) (int, error) {
 	if schedules {
 		defer s.floor.leave(s.floor.enter())
 	}
@@ -352,7 +417,7 @@ func (s *Spool) Stats(hop func(to string) string) (*Stats, error) {
 }
 
 // DiskSize returns the bytes the spool's files take on disk (Badger's
-// tables, logs and value-log files). Badger's own size counters are
+// tables, logs and value-log files, as allocated). Badger's own size counters are
 // metrics-only, which the spool turns off.
 func (s *Spool) DiskSize() (int64, error) {
 	var total int64
@@ -373,11 +438,25 @@ func (s *Spool) DiskSize() (int64, error) {
 			}
 			return err
 		}
-		total += info.Size()
+		// Allocated blocks, not the length: Badger preallocates its
+		// value log and memtable files, which stay mostly sparse.
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		} else {
+			total += info.Size()
+		}
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("spool: disk size: %w", err)
 	}
 	return total, nil
+}
+
+// rcpts says "1 recipient" or "n recipients", for event texts.
+func rcpts(n int) string {
+	if n == 1 {
+		return "1 recipient"
+	}
+	return fmt.Sprintf("%d recipients", n)
 }

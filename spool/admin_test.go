@@ -364,3 +364,29 @@ func BenchmarkRetire(b *testing.B) {
 		})
 	}
 }
+
+func TestRetryAll(t *testing.T) {
+	clk := newClock(t0)
+	s := openHistory(t, clk)
+	ctx := context.Background()
+	var ids []string
+	for i := 0; i < 3; i++ {
+		id := mustEnqueue(t, s, env1(), rcpt1(fmt.Sprintf("<u%d@c.test>", i)), []byte("x"))
+		if _, err := s.Record(ctx, id, []Result{{Rcpt: 0, Status: StatusDeferred, Reply: "451", NextAttempt: t0.Add(time.Hour)}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	mustEnqueue(t, s, env1(), rcpt1("<due@c.test>"), []byte("x")) // due already: not changed
+	if _, err := s.Hold(ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RetryAll()
+	if err != nil || len(got) != 2 || got[0] != (Retried{ids[0], 1}) || got[1] != (Retried{ids[2], 1}) {
+		t.Fatalf("RetryAll = %+v, %v; want %s and %s", got, err, ids[0], ids[2])
+	}
+	checkInvariants(t, s)
+	if due, _ := s.Due(t0, 10); len(due) != 3 {
+		t.Errorf("%d recipients due after RetryAll, want 3", len(due))
+	}
+}

@@ -1,0 +1,192 @@
+// Package api is the wire format of the relay daemon's admin socket:
+// HTTP with JSON bodies on a unix socket (DESIGN.md §7). The daemon's
+// server (package relay/admin) and the operators' client (package client)
+// share these types; the package imports nothing of the relay so that the
+// client does not pull in the daemon.
+//
+// Endpoints, all under Version:
+//
+//	GET  /v1/messages                 []Message: the queue, oldest first; filters as query
+//	                                  parameters: from, to, status, older_than, hop (see Filter)
+//	GET  /v1/messages/{id}            Message with headers, schedule and events; a queued
+//	                                  message or one retired within the history window;
+//	                                  id may be a unique prefix
+//	POST /v1/messages/{id}/{action}   Change; action is hold, release, retry, delete or bounce
+//	POST /v1/retry                    []Change: retry every queued message that is not held
+//	GET  /v1/stats                    Stats
+//	GET  /metrics                     Prometheus text format (also on [admin] metrics_listen)
+//
+// Errors are an HTTP status with an Error body: 404 for an unknown
+// message, 409 for an ambiguous prefix or an action the message's state
+// forbids (retry while held), 400 for a bad request, 500 otherwise.
+package api
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+)
+
+// Version prefixes every path but /metrics.
+const Version = "/v1"
+
+// Recipient states, as in the spool.
+const (
+	StatusPending   = "pending"
+	StatusDeferred  = "deferred"
+	StatusDelivered = "delivered"
+	StatusFailed    = "failed"
+)
+
+// Message states.
+const (
+	StateQueued  = "queued"
+	StateRetired = "retired" // delivered, bounced or deleted; kept for the history window
+)
+
+// Actions of POST /v1/messages/{id}/{action}.
+const (
+	ActionHold    = "hold"
+	ActionRelease = "release"
+	ActionRetry   = "retry"
+	ActionDelete  = "delete"
+	ActionBounce  = "bounce"
+)
+
+// Message is one message. The list shows the envelope and recipients;
+// show adds Headers, each recipient's Schedule, and Events. Addresses are
+// written without angle brackets, as Postfix's `postqueue -j` does: the
+// null reverse path is "", a source route stays ("@b.test:u@c.test").
+type Message struct {
+	ID      string    `json:"id"`
+	From    string    `json:"from"`
+	Created time.Time `json:"created"` // when this relay accepted it
+	Held    bool      `json:"held"`
+	Size    int64     `json:"size"` // body bytes, as stored
+	State   string    `json:"state"`
+	// Retired is when the message left the queue; null while queued.
+	Retired    *time.Time  `json:"retired"`
+	Client     string      `json:"client,omitempty"`      // client IP address
+	Helo       string      `json:"helo,omitempty"`        // its EHLO/HELO name
+	AuthUser   string      `json:"auth_user,omitempty"`   // SMTP AUTH user
+	MailParams string      `json:"mail_params,omitempty"` // ESMTP MAIL parameters, wire form
+	Hops       int         `json:"hops"`                  // Received headers at acceptance
+	Recipients []Recipient `json:"recipients"`
+	// Headers is the header section, CRLF line endings (show, queued
+	// messages only: the body is not kept after retiring).
+	Headers string  `json:"headers,omitempty"`
+	Events  []Event `json:"events,omitempty"` // show only; oldest first
+}
+
+// Recipient is one forward path of a message and its delivery state.
+type Recipient struct {
+	Index    int    `json:"index"`
+	Address  string `json:"address"`
+	Params   string `json:"params,omitempty"` // ESMTP RCPT parameters (NOTIFY, ORCPT), wire form
+	Status   string `json:"status"`           // pending | deferred | delivered | failed
+	Attempts int    `json:"attempts"`
+	// NextAttempt is when the next delivery attempt is due; null for a
+	// final recipient and while the message is held.
+	NextAttempt *time.Time `json:"next_attempt"`
+	LastReply   string     `json:"last_reply"` // the last remote reply or local error
+	// NextHop names the lane the recipient is delivered through
+	// ("local", "smtp:127.0.0.3:2525", "mx:example.org:25"); empty for a
+	// final recipient.
+	NextHop string `json:"next_hop,omitempty"`
+	// Schedule (show) is NextAttempt and the attempts after it if each
+	// one is deferred, by the retry policy without its ±10% jitter, up to
+	// the one at the end of the queue lifetime.
+	Schedule []time.Time `json:"schedule,omitempty"`
+}
+
+// Event is one entry of a message's history.
+type Event struct {
+	At   time.Time `json:"at"`
+	Kind string    `json:"kind"` // received, delivered, deferred, failed, held, released, retried, deleted, bounced
+	// Recipient is the address the event is about; "" for the message.
+	Recipient string `json:"recipient,omitempty"`
+	Text      string `json:"text"`
+}
+
+// Change is the answer to an action: what it changed.
+type Change struct {
+	ID     string `json:"id"`
+	Action string `json:"action"`
+	// Recipients is how many recipients the action changed: unscheduled
+	// (hold), made due (release, retry), failed (bounce) or dropped
+	// (delete). 0 means nothing changed; Result says why.
+	Recipients int    `json:"recipients"`
+	Result     string `json:"result"` // one line for people
+}
+
+// Stats describes the queue as a whole.
+type Stats struct {
+	Messages int `json:"messages"` // queued messages
+	Held     int `json:"held"`     // of which held
+	// Recipients counts the queued messages' recipients by status
+	// (pending, deferred, and the final ones of partly delivered
+	// messages); every status is present.
+	Recipients map[string]int `json:"recipients"`
+	// ByHop counts recipients still to be delivered by next hop.
+	ByHop map[string]int `json:"by_hop"`
+	// Oldest is the oldest queued message; null when the queue is empty.
+	Oldest     *Oldest `json:"oldest"`
+	SpoolBytes int64   `json:"spool_bytes"` // disk used by the spool
+}
+
+// Oldest names the oldest queued message.
+type Oldest struct {
+	ID         string    `json:"id"`
+	Created    time.Time `json:"created"`
+	AgeSeconds float64   `json:"age_seconds"`
+}
+
+// Filter selects messages for the list. Zero fields select everything.
+type Filter struct {
+	From      string        // substring of the sender address, any case
+	To        string        // substring of any recipient address, any case
+	Status    string        // a recipient in this status, or "held" for held messages
+	OlderThan time.Duration // accepted at least this long ago
+	Hop       string        // substring of the next hop of a recipient still to be delivered
+}
+
+// Error is the body of every error answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Query encodes f as the query parameters of GET /v1/messages.
+func (f Filter) Query() url.Values {
+	v := url.Values{}
+	set := func(k, val string) {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	set("from", f.From)
+	set("to", f.To)
+	set("status", f.Status)
+	set("hop", f.Hop)
+	if f.OlderThan > 0 {
+		v.Set("older_than", f.OlderThan.String())
+	}
+	return v
+}
+
+// ParseFilter decodes the query parameters of GET /v1/messages.
+func ParseFilter(v url.Values) (Filter, error) {
+	f := Filter{From: v.Get("from"), To: v.Get("to"), Status: v.Get("status"), Hop: v.Get("hop")}
+	switch f.Status {
+	case "", StatusPending, StatusDeferred, StatusDelivered, StatusFailed, "held":
+	default:
+		return Filter{}, fmt.Errorf("status %q: want pending, deferred, delivered, failed or held", f.Status)
+	}
+	if s := v.Get("older_than"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return Filter{}, fmt.Errorf("older_than %q: want a duration such as 90s, 30m or 2h", s)
+		}
+		f.OlderThan = d
+	}
+	return f, nil
+}
