@@ -24,6 +24,7 @@ func main() {
 			sendCommand(),
 			readCommand(),
 			dkimCommand(),
+			queueCommand(),
 		},
 	}
 	if err := app.Run(ctx, expandReadArgs(os.Args)); err != nil {

@@ -32,6 +32,7 @@ func serveCommand() *cli.Command {
 		Flags: []cli.Flag{
 			configFlag,
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text (key=value lines) or json (one JSON object a line)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to `FILE` until the relay stops"},
 			&cli.BoolFlag{Name: "self-signed", Usage: "when [tls] names no certificate, make a self-signed one under data_dir/tls (test setups only)"},
 		},
@@ -55,7 +56,10 @@ func serveCommand() *cli.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			log, err := newLogger(cmd.String("log-format"), level)
+			if err != nil {
+				return err
+			}
 			if cmd.Bool("self-signed") && cfg.TLS.Cert == "" {
 				if cfg.TLS.Cert, cfg.TLS.Key, err = relay.WriteSelfSigned(cfg.DataDir, cfg.Hostname); err != nil {
 					return fmt.Errorf("--self-signed: %w", err)
@@ -105,4 +109,17 @@ func reloadOnHangup(ctx context.Context, r *relay.Relay, log *slog.Logger) {
 			}
 		}
 	}
+}
+
+// newLogger makes the daemon's logger: one line per event on stderr, as
+// key=value text or as JSON for log collectors.
+func newLogger(format string, level slog.Level) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
