@@ -56,11 +56,19 @@ func (q *Queue) dsnFor(m *spool.Message, results []spool.Result, relayed map[int
 			}
 			d.action, d.status = "failed", statusOf(res.Reply, "5.0.0")
 		case spool.StatusDeferred:
-			if q.o.DelayWarning <= 0 || r.DelayWarned || now.Sub(m.Received) < q.o.DelayWarning || !wants(envelope.NotifyDelay) {
+			// A BY=…;N deadline asks for the delay notice itself (RFC
+			// 2852 §4.2), whatever NOTIFY says short of NEVER. Either
+			// way a recipient gets one delay DSN at most.
+			byDue := byNotifyDue(m, now) && params.Notify&envelope.NotifyNever == 0
+			warnDue := q.o.DelayWarning > 0 && now.Sub(m.Received) >= q.o.DelayWarning && wants(envelope.NotifyDelay)
+			if r.DelayWarned || !byDue && !warnDue {
 				continue
 			}
 			res.DelayWarned = true
 			d.action, d.status = "delayed", statusOf(res.Reply, "4.0.0")
+			if byDue {
+				d.status = "4.4.7" // delivery time expired, still trying
+			}
 			if q.o.Retry.Lifetime > 0 {
 				d.retryTill = m.Received.Add(q.o.Retry.Lifetime)
 			}

@@ -35,9 +35,6 @@ type Options struct {
 	// OnResult, if set, is called after each recipient's outcome is
 	// recorded (for metrics and tests).
 	OnResult func(id string, rcpt int, status spool.Status, reply string)
-	// OnOutcome, if set, is called like OnResult with the whole message
-	// and result (for metrics by next hop and delivery latency).
-	OnOutcome func(m *spool.Message, r spool.Result)
 
 	// Hostname names this relay in DSNs (Reporting-MTA, From).
 	Hostname string
@@ -318,6 +315,10 @@ func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.T
 			immediate = append(immediate, q.expired(m, n))
 			continue
 		}
+		if res, missed := missedDeadline(m, n, now, r.LastReply); missed {
+			immediate = append(immediate, res)
+			continue
+		}
 		hop, out, err := q.o.Router.Route(r.To)
 		if err != nil {
 			immediate = append(immediate, q.errorResult(m, n, err, now))
@@ -407,6 +408,10 @@ func (q *Queue) deferResult(m *spool.Message, n int, reply string, now time.Time
 			next = expiry // one last attempt at the end of the lifetime
 		}
 	}
+	if res, missed := missedDeadline(m, n, now, reply); missed {
+		return res
+	}
+	next = byNext(m, now, next)
 	return spool.Result{Rcpt: n, Status: spool.StatusDeferred, Reply: reply, NextAttempt: next}
 }
 
@@ -441,9 +446,6 @@ func (q *Queue) record(m *spool.Message, results []spool.Result, relayed map[int
 		q.log.Info("delivery", args...)
 		if q.o.OnResult != nil {
 			q.o.OnResult(m.ID, r.Rcpt, r.Status, r.Reply)
-		}
-		if q.o.OnOutcome != nil {
-			q.o.OnOutcome(m, r)
 		}
 	}
 	if dsnID != "" {
