@@ -35,6 +35,9 @@ type Options struct {
 	// OnResult, if set, is called after each recipient's outcome is
 	// recorded (for metrics and tests).
 	OnResult func(id string, rcpt int, status spool.Status, reply string)
+	// OnOutcome, if set, is called like OnResult with the whole message
+	// and result (for metrics by next hop and delivery latency).
+	OnOutcome func(m *spool.Message, r spool.Result)
 
 	// Hostname names this relay in DSNs (Reporting-MTA, From).
 	Hostname string
@@ -446,6 +449,9 @@ func (q *Queue) record(m *spool.Message, results []spool.Result, relayed map[int
 		q.log.Info("delivery", args...)
 		if q.o.OnResult != nil {
 			q.o.OnResult(m.ID, r.Rcpt, r.Status, r.Reply)
+		}
+		if q.o.OnOutcome != nil {
+			q.o.OnOutcome(m, r)
 		}
 	}
 	if dsnID != "" {
