@@ -23,8 +23,9 @@
 //   - A second session for a maildrop that is in use is told
 //     "-ERR [IN-USE]" (RFC 2449 §8.1.1) when the Backend says ErrInUse.
 //   - Failed logins are answered more slowly each time (per client
-//     address, so reconnecting does not reset the delay), and after
-//     MaxAuthFailures on one connection the server hangs up.
+//     address, so reconnecting does not reset the delay; a Backend that
+//     throttles by itself can turn this off), and after MaxAuthFailures
+//     on one connection the server hangs up.
 //   - Multi-line responses are byte-stuffed (a line starting with '.' is
 //     sent with another '.') and end with CRLF "." CRLF; message bytes are
 //     otherwise sent exactly as the Backend returns them.

@@ -421,6 +421,23 @@ func TestFailedLoginsSlowDownThenDisconnect(t *testing.T) {
 	}
 }
 
+func TestNoDelayOfItsOwn(t *testing.T) {
+	b := newFakeBackend()
+	addr := startServer(t, &Server{Backend: b, AllowInsecureAuth: true, AuthFailureDelay: -1, MaxAuthFailures: 2})
+	c := dial(t, addr)
+	start := time.Now()
+	c.expect("USER alice", "+OK")
+	c.expect("PASS nope", "-ERR [AUTH]")
+	c.expect("USER alice", "+OK")
+	c.expect("PASS nope", "-ERR [AUTH] Invalid user name or password; too many failures")
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("two failures took %v with AuthFailureDelay < 0", d)
+	}
+	if !c.closed() {
+		t.Error("connection open after MaxAuthFailures")
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	b := newFakeBackend()
 	addr := startServer(t, &Server{Backend: b, AllowInsecureAuth: true, MaxErrors: 5})

@@ -58,10 +58,13 @@ type Server struct {
 	// loopback-only setups.
 	AllowInsecureAuth bool
 
-	MaxLineLength    int
-	IdleTimeout      time.Duration
-	MaxErrors        int
-	MaxAuthFailures  int
+	MaxLineLength   int
+	IdleTimeout     time.Duration
+	MaxErrors       int
+	MaxAuthFailures int
+	// AuthFailureDelay is the wait before answering a client address's
+	// first failed login (see DefaultAuthFailureDelay). Negative: no wait
+	// of the server's own, for a Backend that slows failures itself.
 	AuthFailureDelay time.Duration
 	MaxConnections   int
 
@@ -230,6 +233,9 @@ func (s *Server) Close() error {
 // up to maxAuthDelayFactor times the first. Keyed by address rather than
 // connection, so that reconnecting does not start over.
 func (s *Server) authDelay(addr netip.Addr, now time.Time) time.Duration {
+	if s.AuthFailureDelay < 0 {
+		return 0
+	}
 	s.failMu.Lock()
 	defer s.failMu.Unlock()
 	if s.failures == nil {
