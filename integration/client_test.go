@@ -3,10 +3,18 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -421,5 +429,82 @@ func TestClientCLIErrors(t *testing.T) {
 	out, errOut, code = run(t, nil, []string{"RELAY_PASSWORD=pw"}, read("--user", "alice")...)
 	if code != 0 || !strings.Contains(out, "routed") {
 		t.Errorf("read with RELAY_PASSWORD: exit %d, %q %q", code, out, errOut)
+	}
+}
+
+// writeCert writes a self-signed certificate for ip and its key as PEM
+// files in dir.
+func writeCert(t *testing.T, dir, ip string) (certPath, keyPath string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "b.test"},
+		IPAddresses:  []net.IP{net.ParseIP(ip)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath = writeFile(t, dir, "cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	keyPath = writeFile(t, dir, "key.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
+	return certPath, keyPath
+}
+
+// TestClientOverTLS: without allow_insecure_auth, passwords only travel
+// inside TLS; relay send --starttls --user and relay read --starttls (and
+// --tls on a listen_tls port) verify the server with --ca and work.
+func TestClientOverTLS(t *testing.T) {
+	const ip = "127.0.0.66"
+	dir := t.TempDir()
+	certPath, keyPath := writeCert(t, dir, ip)
+	b := newNode(t, "b", ip)
+	b.cfg.TLS.Cert, b.cfg.TLS.Key = certPath, keyPath
+	b.cfg.POP3.Listen = []string{freeAddr(t, ip)}
+	b.cfg.POP3.ListenTLS = []string{freeAddr(t, ip)}
+	b.start()
+	pw := writeFile(t, dir, "pw", []byte("pw\n"))
+
+	// In the clear, AUTH is not offered and USER is refused before the
+	// password is sent.
+	_, errOut, code := run(t, []byte("x\n"), nil, "send", "--server", b.addr, "--from", "alice@b.test", "--to", "bob@b.test", "--user", "alice", "--password-file", pw)
+	if code == 0 || !strings.Contains(errOut, "offers no AUTH without TLS (try --starttls)") {
+		t.Errorf("send --user without TLS: exit %d, %q", code, errOut)
+	}
+	_, errOut, code = run(t, nil, nil, "read", "--server", b.pop3Addr(), "--user", "bob", "--password-file", pw)
+	if code == 0 || !strings.Contains(errOut, "USER: -ERR [AUTH] Plaintext login is not allowed without TLS") {
+		t.Errorf("read without TLS: exit %d, %q", code, errOut)
+	}
+	// With TLS, but a certificate not trusted: refused by the client.
+	_, errOut, code = run(t, nil, nil, "read", "--server", b.pop3Addr(), "--user", "bob", "--password-file", pw, "--starttls")
+	if code == 0 || !strings.Contains(errOut, "certificate") {
+		t.Errorf("read --starttls without --ca: exit %d, %q", code, errOut)
+	}
+
+	mustRun(t, []byte("over TLS\n"), "send", "--server", b.addr, "--starttls", "--ca", certPath,
+		"--user", "alice", "--password-file", pw, "--from", "alice@b.test", "--to", "bob@b.test", "--subject", "secure")
+	waitFor(t, 10*time.Second, "delivery to bob", func() bool { return len(b.mailbox("bob")) == 1 })
+	out := mustRun(t, nil, "read", "--server", b.pop3Addr(), "--starttls", "--ca", certPath, "--user", "bob", "--password-file", pw, "--show", "1")
+	if !strings.Contains(out, "Subject: secure\n") || !strings.Contains(out, "over TLS") {
+		t.Errorf("read --starttls --show 1:\n%s", out)
+	}
+	out = mustRun(t, nil, "read", "--server", b.cfg.POP3.ListenTLS[0], "--tls", "--ca", certPath, "--user", "bob", "--password-file", pw)
+	if !strings.Contains(out, "secure") {
+		t.Errorf("read --tls:\n%s", out)
+	}
+	raw := mustRun(t, nil, "read", "--server", b.pop3Addr(), "--starttls", "--ca", certPath, "--user", "bob", "--password-file", pw, "--show", "1", "--raw")
+	if !strings.Contains(raw, "with ESMTPSA") {
+		t.Errorf("the Received header does not record TLS and AUTH:\n%.400s", raw)
 	}
 }
