@@ -77,6 +77,13 @@
 //     conflict with Record: Hold deletes the t/ keys and sets Held,
 //     Release and Retry write t/ keys due now through the floor gate,
 //     Delete retires the message with a "deleted" event and no DSN.
+//
+// The history costs: a summary of a one-recipient message delivered at
+// the first attempt is ~330 bytes (so ~1 GiB per 3 million messages
+// retired within the window, until Badger's compactions drop the expired
+// ones), and recording the retiring delivery took ~85us instead of ~55us
+// here (BenchmarkRetire, mostly the larger write to the WAL). History = 0
+// keeps none.
 //   - Record returns at commit and syncs in the background: the
 //     transaction is atomic, so a crash before the sync only repeats an
 //     attempt. Enqueue and EnqueueOnce return only after the sync, because
