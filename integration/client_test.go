@@ -179,10 +179,10 @@ func fetchmailReads(t *testing.T, addr, subject string, attachment []byte) {
 	out := filepath.Join(dir, "fetched.eml")
 	rc := fmt.Sprintf(`set no syslog
 poll %s service %s protocol pop3 auth password
-  user "alice" there with password "pw" is "%s" here
+  user "alice" there with password "pw"
   mda "/bin/sh -c 'cat > %s'"
   keep sslproto ""
-`, host, port, os.Getenv("USER")+"x", out) // sslproto "": the test server has no TLS
+`, host, port, out) // sslproto "": the test server has no TLS, and fetchmail tries STLS by default
 	rcPath := writeFile(t, dir, "fetchmailrc", []byte(rc))
 	cmd := exec.Command(fm, "-f", rcPath, "--pidfile", filepath.Join(dir, "pid"), "-v")
 	cmd.Env = append(os.Environ(), "HOME="+dir, "FETCHMAILHOME="+dir)
