@@ -145,6 +145,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		CommandTimeout:    cfg.SMTP.CommandTimeout,
 		DataTimeout:       cfg.SMTP.DataTimeout,
 		MaxConnsPerIP:     cfg.SMTP.MaxConnsPerIP,
+		ExemptFromIPLimit: cfg.InRelayNetworks,
 		MaxCommands:       cfg.SMTP.MaxCommands,
 		MaxSessionRcpts:   cfg.SMTP.MaxSessionRecipients,
 		SessionTimeout:    cfg.SMTP.SessionTimeout,

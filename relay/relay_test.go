@@ -107,6 +107,8 @@ func (c *tclient) expect(prefix string) string {
 	}
 }
 
+// cmd sends a command and checks that the reply starts with want ("" for
+// any reply, which is returned).
 func (c *tclient) cmd(line, want string) string {
 	c.t.Helper()
 	if _, err := io.WriteString(c.nc, line+"\r\n"); err != nil {

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -124,4 +125,18 @@ func TestTarpit(t *testing.T) {
 	if d := time.Since(start); d > 100*time.Millisecond {
 		t.Fatalf("an accepted recipient took %v", d)
 	}
+}
+
+// TestPerIPLimitExemption: addresses the relay trusts (its own networks)
+// are not held to the per-address limit, as in Postfix.
+func TestPerIPLimitExemption(t *testing.T) {
+	addr := startServer(t, &Server{MaxConnsPerIP: 2, ExemptFromIPLimit: func(ip netip.Addr) bool { return ip.String() == "127.0.0.1" }})
+	for i := 0; i < 5; i++ {
+		dial(t, addr) // from 127.0.0.1: each gets its 220
+	}
+	dialFrom(t, "127.0.0.2", addr)
+	dialFrom(t, "127.0.0.2", addr)
+	nc := dialFrom(t, "127.0.0.2", addr)
+	c := &client{t: t, nc: nc, r: bufio.NewReader(nc)}
+	c.expect("421 4.7.0")
 }

@@ -21,7 +21,7 @@ const (
 	DefaultMaxMessageSize = 25 << 20         // bytes after dot-unstuffing
 	DefaultMaxErrors      = 10               // 5xx replies before 421 and close
 	DefaultMaxConnections = 500              // concurrent connections per Server
-	DefaultMaxConnsPerIP  = 20               // concurrent connections from one client address
+	DefaultMaxConnsPerIP  = 50               // concurrent connections from one client address (Postfix's default)
 	DefaultMaxCommands    = 10000            // commands in one session
 	DefaultMaxSessionRcpt = 1000             // accepted RCPTs in one session
 	DefaultSessionTimeout = 30 * time.Minute // whole session, however busy
@@ -60,8 +60,11 @@ type Server struct {
 	CommandTimeout time.Duration
 	DataTimeout    time.Duration
 	// MaxConnsPerIP limits concurrent connections from one client
-	// address, so one host cannot take every slot.
-	MaxConnsPerIP int
+	// address, so one host cannot take every slot. Addresses for which
+	// ExemptFromIPLimit returns true (the relay's own networks, as with
+	// Postfix's smtpd_client_event_limit_exceptions) are not counted.
+	MaxConnsPerIP     int
+	ExemptFromIPLimit func(netip.Addr) bool
 	// MaxCommands ends a session after this many commands.
 	MaxCommands int
 	// MaxSessionRcpts limits accepted recipients over a whole session.
@@ -189,7 +192,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 	case n > int64(orDefault(s.MaxConnections, DefaultMaxConnections)):
 		r := reply(421, "4.7.0", "%s Too many connections, try again later", s.Hostname)
 		refuse = &r
-	case fromIP > orDefault(s.MaxConnsPerIP, DefaultMaxConnsPerIP):
+	case fromIP > orDefault(s.MaxConnsPerIP, DefaultMaxConnsPerIP) && (s.ExemptFromIPLimit == nil || !s.ExemptFromIPLimit(ip)):
 		r := reply(421, "4.7.0", "%s Too many connections from your address, try again later", s.Hostname)
 		refuse = &r
 	}
