@@ -54,6 +54,7 @@ type Relay struct {
 	// and POP3 alike.
 	logins *loginLimiter
 	certs  *certHolder // nil without [tls]
+	disk   *diskGuard
 	dkim   *dkimPolicy // relay/dkim.go
 
 	mu        sync.Mutex
@@ -72,6 +73,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	if r.log == nil {
 		r.log = slog.Default()
 	}
+	r.disk = newDiskGuard(cfg.DataDir, cfg.Queue.MinFreeSpace, cfg.SMTP.MaxMessageSize, r.log)
 	if r.now == nil {
 		r.now = time.Now
 	}

@@ -28,6 +28,7 @@ var (
 	errTooManyHops = smtpError(554, 5, 4, 6, "Too many hops (mail loop?)")
 	errAuthFailed  = smtpError(535, 5, 7, 8, "Authentication credentials invalid")
 	errLoginBanned = smtpError(421, 4, 7, 0, "Too many failed logins from your address, try again later")
+	errNoSpace     = smtpError(452, 4, 3, 1, "Insufficient system storage, try again later")
 )
 
 // backend is the relay's policy, plugged into smtpd.
@@ -75,6 +76,9 @@ func (s *session) Auth(_, username, password string) error {
 }
 
 func (s *session) Mail(from envelope.Path, p envelope.MailParams) error {
+	if !s.r.disk.room(p.Size) {
+		return errNoSpace
+	}
 	if s.user != "" && !s.mayUseSender(from) {
 		s.log.Info("smtp: sender refused", "user", s.user, "from", from.String())
 		return smtpError(553, 5, 7, 1, fmt.Sprintf("Sender address %s not owned by user %s", from.String(), s.user))
@@ -172,6 +176,9 @@ func (s *session) Data(msg []byte) (string, error) {
 		s.log.Info("smtp: message refused", "from", s.from.String(), "reason", "hop limit", "received_headers", n)
 		return "", errTooManyHops
 	}
+	if !s.r.disk.room(int64(len(msg))) {
+		return "", errNoSpace
+	}
 	now := s.r.now()
 	id, err := s.r.spool.NewMessageID()
 	if err != nil {
@@ -207,7 +214,7 @@ func (s *session) Data(msg []byte) (string, error) {
 	if err != nil {
 		s.log.Error("smtp: cannot store message", "id", id, "err", err)
 		if errors.Is(err, syscall.ENOSPC) {
-			return "", smtpError(452, 4, 3, 1, "Insufficient system storage, try again later")
+			return "", errNoSpace
 		}
 		return "", fmt.Errorf("relay: store message: %w", err)
 	}

@@ -200,6 +200,10 @@ type Queue struct {
 	// PerHopConcurrency (per_hop_concurrency) is the number of sessions at
 	// once to one next hop; at least 1.
 	PerHopConcurrency int
+	// MinFreeSpace (min_free_space) is the free space data_dir must keep:
+	// below it new mail is refused with 452 4.3.1 until space returns.
+	// 0 means 4 × max_message_size + 64 MiB.
+	MinFreeSpace int64
 }
 
 // Route is one [[route]] entry: where mail for a domain goes, bypassing MX

@@ -162,6 +162,7 @@ type fileQueue struct {
 	Lifetime          string `toml:"lifetime"`
 	DelayWarning      string `toml:"delay_warning"`
 	PerHopConcurrency int64  `toml:"per_hop_concurrency"`
+	MinFreeSpace      any    `toml:"min_free_space"`
 }
 
 type fileRoute struct {

@@ -165,6 +165,7 @@ func (v *validator) queue(c *Config, fc *fileConfig) {
 	c.Queue.Lifetime = v.duration(p("queue", "lifetime"), q.Lifetime, 1)
 	c.Queue.DelayWarning = v.duration(p("queue", "delay_warning"), q.DelayWarning, 0)
 	c.Queue.PerHopConcurrency = v.count(p("queue", "per_hop_concurrency"), q.PerHopConcurrency, 1)
+	c.Queue.MinFreeSpace = v.size(p("queue", "min_free_space"), q.MinFreeSpace, 0)
 }
 
 func (v *validator) routes(c *Config, fc *fileConfig) {
