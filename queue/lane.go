@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"strings"
@@ -10,18 +11,66 @@ import (
 	"github.com/relay-mta/relay/spool"
 )
 
-// lane is the delivery line to one next hop: a bounded job queue and up to
-// PerHopConcurrency workers, each holding one session that carries
-// message after message while there is work.
+// lane is the delivery line to one next hop: a bounded priority queue of
+// jobs and up to PerHopConcurrency workers, each holding one session that
+// carries message after message while there is work.
+//
+// Jobs leave the lane highest MT-PRIORITY first (RFC 6710), in arrival
+// order within a priority. The queue holds at most laneCap jobs: when it
+// is full, a job of higher priority than the lowest queued one takes that
+// one's place, and the displaced job goes back to being merely due in the
+// spool's schedule index (the scheduler picks it up again later). So a
+// priority-9 message waits behind at most the jobs already being
+// delivered, however many priority-0 messages are due, and memory stays
+// bounded by the lane size.
 type lane struct {
-	q    *Queue
-	hop  Hop
-	jobs chan *job
+	q     *Queue
+	hop   Hop
+	ready chan struct{} // one token per queued job; workers wait on it
 
 	mu        sync.Mutex
+	jobs      jobHeap
+	seq       uint64 // arrival counter: FIFO within a priority
 	workers   int
 	deadUntil time.Time // after a failed connection: defer without dialling
 	deadReply string
+}
+
+// laneCap is how many jobs a lane holds besides those being delivered.
+func (q *Queue) laneCap() int { return 4 * q.o.PerHopConcurrency }
+
+// jobHeap is a max-heap on (priority, -seq): the root is the job to
+// deliver next.
+type jobHeap []*job
+
+func (h jobHeap) Len() int { return len(h) }
+func (h jobHeap) Less(i, j int) bool {
+	if h[i].prio != h[j].prio {
+		return h[i].prio > h[j].prio
+	}
+	return h[i].seq < h[j].seq
+}
+func (h jobHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *jobHeap) Push(x any)   { *h = append(*h, x.(*job)) }
+func (h *jobHeap) Pop() any {
+	old := *h
+	j := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return j
+}
+
+// last returns the index of the job that would leave the heap last (the
+// lowest priority, latest arrival); the heap is small, so a linear look
+// at its leaves is cheap.
+func (h jobHeap) last() int {
+	worst := -1
+	for i := len(h) / 2; i < len(h); i++ {
+		if worst < 0 || h.Less(worst, i) {
+			worst = i
+		}
+	}
+	return worst
 }
 
 func (q *Queue) lane(h Hop) *lane {
@@ -29,7 +78,7 @@ func (q *Queue) lane(h Hop) *lane {
 	defer q.mu.Unlock()
 	l := q.lanes[h.Key]
 	if l == nil {
-		l = &lane{q: q, hop: h, jobs: make(chan *job, 4*q.o.PerHopConcurrency)}
+		l = &lane{q: q, hop: h, ready: make(chan struct{}, q.laneCap())}
 		q.lanes[h.Key] = l
 	}
 	return l
@@ -52,22 +101,44 @@ func (q *Queue) pruneLanes() {
 }
 
 // push queues j, starting a worker when the lane has fewer than allowed.
-// It reports false when the lane is full.
-func (l *lane) push(ctx context.Context, j *job) bool {
-	select {
-	case l.jobs <- j:
-	default:
-		return false
-	}
+// It reports false when the lane is full of jobs of j's priority or
+// higher. When j displaces a queued job of lower priority, that job is
+// returned: the caller releases it, and its recipients stay due.
+func (l *lane) push(ctx context.Context, j *job) (ok bool, displaced *job) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	j.seq = l.seq
+	if len(l.jobs) >= l.q.laneCap() {
+		w := l.jobs.last()
+		if w < 0 || l.jobs[w].prio >= j.prio {
+			return false, nil
+		}
+		displaced = l.jobs[w]
+		l.jobs[w] = j // same count: no new token
+		heap.Fix(&l.jobs, w)
+	} else {
+		heap.Push(&l.jobs, j)
+		l.ready <- struct{}{} // never blocks: tokens ≤ jobs ≤ cap
+	}
 	if l.workers < l.q.o.PerHopConcurrency {
 		l.workers++
 		l.q.workers.Add(1)
 		go l.work(ctx)
 	}
-	l.mu.Unlock()
-	return true
+	return true, displaced
 }
+
+// pop takes the job to deliver next, nil when there is none.
+func (l *lane) pop() *job {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.jobs) == 0 {
+		return nil
+	}
+	return heap.Pop(&l.jobs).(*job)
+}
+
 
 func (l *lane) work(ctx context.Context) {
 	defer l.q.workers.Done()
@@ -85,8 +156,10 @@ func (l *lane) work(ctx context.Context) {
 			return
 		}
 		select {
-		case j := <-l.jobs:
-			sess = l.deliver(ctx, sess, j)
+		case <-l.ready:
+			if j := l.pop(); j != nil {
+				sess = l.deliver(ctx, sess, j)
+			}
 			idle.Reset(l.q.o.SessionIdle)
 		case <-idle.C:
 			if l.exitIfEmpty() {

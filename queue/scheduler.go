@@ -90,6 +90,9 @@ type job struct {
 	parms []string // their stored RCPT parameters (NOTIFY, ORCPT), wire form
 	boxes []string // local mailboxes, parallel to rcpts (local hops only)
 	hop   Hop
+	prio  int8      // MT-PRIORITY of the message: the lane serves higher first
+	seq   uint64    // arrival order in its lane
+	due   time.Time // the earliest schedule entry of its recipients
 }
 
 // scanBatch is how many schedule entries one read of the index returns;
@@ -225,6 +228,7 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 		last = after.At
 		// Group by message, keeping index order.
 		byMsg := map[string][]int{}
+		firstDue := map[string]time.Time{}
 		var order []string
 		for _, d := range dues {
 			if eff := q.effectiveDue(d); eff.After(now) {
@@ -237,6 +241,7 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 			}
 			if _, ok := byMsg[d.ID]; !ok {
 				order = append(order, d.ID)
+				firstDue[d.ID] = d.At
 			}
 			byMsg[d.ID] = append(byMsg[d.ID], d.Rcpt)
 		}
@@ -244,8 +249,14 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 			if ctx.Err() != nil {
 				return next
 			}
-			if !q.dispatch(ctx, id, byMsg[id], now) {
+			left, displaced := q.dispatch(ctx, id, byMsg[id], firstDue[id], now)
+			if left {
 				hold(dues[0].At) // conservative: anything in this batch may be left
+			}
+			if !displaced.IsZero() {
+				// A job handed out earlier (maybe in an earlier pass,
+				// below where this one started) went back to due.
+				hold(displaced)
 			}
 		}
 		if len(dues) < scanBatch {
@@ -291,18 +302,21 @@ func (q *Queue) isInflight(id string, n int) bool {
 	return ok
 }
 
-// dispatch routes the due recipients of one message and hands them to
-// their lanes; recipients whose lane is full stay due for a later pass.
-// It reports false when it left any of them due.
-func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.Time) bool {
+// dispatch routes the due recipients of one message (the earliest due at
+// due) and hands them to their lanes; recipients whose lane is full stay
+// due for a later pass. It reports left when it left any of them due, and
+// the earliest due time of queued jobs of lower priority that this
+// message's jobs displaced from their lanes (zero: none).
+func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, due, now time.Time) (left bool, displaced time.Time) {
 	m, err := q.o.Spool.Get(id)
 	if errors.Is(err, spool.ErrNotFound) {
-		return true // retired meanwhile
+		return false, time.Time{} // retired meanwhile
 	}
 	if err != nil {
 		q.log.Error("queue: read message", "id", id, "err", err)
-		return false
+		return true, time.Time{}
 	}
+	prio := priorityOf(m)
 	var immediate []spool.Result
 	jobs := map[string]*job{}
 	var keys []string
@@ -329,7 +343,7 @@ func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.T
 		}
 		j := jobs[hop.Key]
 		if j == nil {
-			j = &job{msg: m, hop: hop}
+			j = &job{msg: m, hop: hop, prio: prio, due: due}
 			jobs[hop.Key] = j
 			keys = append(keys, hop.Key)
 		}
@@ -341,7 +355,6 @@ func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.T
 	if len(immediate) > 0 {
 		q.record(m, immediate, nil)
 	}
-	all := true
 	for _, k := range keys {
 		j := jobs[k]
 		l := q.lane(j.hop)
@@ -350,12 +363,19 @@ func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, now time.T
 			q.inflight[rcptRef{id, n}] = struct{}{}
 		}
 		q.mu.Unlock()
-		if !l.push(ctx, j) {
+		ok, out := l.push(ctx, j)
+		if !ok {
 			q.release(j)
-			all = false
+			left = true
+		}
+		if out != nil {
+			q.release(out)
+			if displaced.IsZero() || out.due.Before(displaced) {
+				displaced = out.due
+			}
 		}
 	}
-	return all
+	return left, displaced
 }
 
 // resetFloor makes the next pass scan the index from its start.
