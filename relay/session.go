@@ -83,6 +83,12 @@ func (s *session) Mail(from envelope.Path, p envelope.MailParams) error {
 		s.log.Info("smtp: sender refused", "user", s.user, "from", from.String())
 		return smtpError(553, 5, 7, 1, fmt.Sprintf("Sender address %s not owned by user %s", from.String(), s.user))
 	}
+	if p.Priority != 0 && !s.mayRelay() && s.r.cfg.SMTP.MTPriorityUntrusted != config.PriorityKeep {
+		// RFC 6710 §4: a priority from an untrusted client is not
+		// honoured; the message goes on at the default, 0.
+		s.log.Info("smtp: MT-PRIORITY of an untrusted client reset to 0", "from", from.String(), "priority", p.Priority)
+		p.Priority = 0
+	}
 	s.from, s.params, s.rcpts = from, p, nil
 	return nil
 }

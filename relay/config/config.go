@@ -41,6 +41,19 @@ const (
 	SourceRoutesReject SourceRouteMode = "reject"
 )
 
+// PriorityPolicy says what the relay does with the MT-PRIORITY (RFC 6710)
+// of a client that is not trusted.
+type PriorityPolicy string
+
+// The values of smtp.mt_priority_untrusted.
+const (
+	// PriorityReset treats the message as priority 0, the RFC's default
+	// (RFC 6710 §4: priorities from untrusted sources are not honoured).
+	PriorityReset PriorityPolicy = "reset"
+	// PriorityKeep honours the priority whoever sent it.
+	PriorityKeep PriorityPolicy = "keep"
+)
+
 // TLSMode is how the relay uses TLS towards a next hop.
 type TLSMode string
 
@@ -154,6 +167,9 @@ type SMTP struct {
 	// one before; 0 disables the tarpit.
 	TarpitAfter int
 	TarpitDelay time.Duration
+	// MTPriorityUntrusted (mt_priority_untrusted) is what happens to the
+	// MT-PRIORITY of a client neither in relay_networks nor authenticated.
+	MTPriorityUntrusted PriorityPolicy
 }
 
 // POP3 is the [pop3] table: the POP3 server's listeners.

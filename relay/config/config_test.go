@@ -53,6 +53,7 @@ func TestDefault(t *testing.T) {
 			MaxConnections: 500,
 			MaxConnsPerIP:  50, MaxCommands: 10000, MaxSessionRecipients: 1000,
 			SessionTimeout: 30 * time.Minute, TarpitAfter: 3, TarpitDelay: time.Second,
+			MTPriorityUntrusted: PriorityReset,
 		},
 		POP3:  POP3{Listen: []string{"127.0.0.1:1100"}},
 		Admin: Admin{Socket: filepath.Join(dataDir, "admin.sock"), History: 72 * time.Hour},
@@ -167,6 +168,7 @@ func TestLoadFull(t *testing.T) {
 			MaxConnections: 64,
 			MaxConnsPerIP:  50, MaxCommands: 10000, MaxSessionRecipients: 1000,
 			SessionTimeout: 30 * time.Minute, TarpitAfter: 3, TarpitDelay: time.Second,
+			MTPriorityUntrusted: PriorityKeep,
 		},
 		POP3: POP3{Listen: []string{"127.0.0.2:1100"}, ListenTLS: []string{"127.0.0.2:9950"}},
 		Admin: Admin{
@@ -308,6 +310,11 @@ func TestLoadErrors(t *testing.T) {
 			"bad source_routes",
 			"source_routes = \"drop\"\n",
 			`:1: source_routes: invalid value "drop" (want follow, strip or reject)`,
+		},
+		{
+			"bad mt_priority_untrusted",
+			"[smtp]\nmt_priority_untrusted = \"drop\"\n",
+			`:2: smtp.mt_priority_untrusted: invalid value "drop" (want reset or keep)`,
 		},
 		{
 			"syntax error",

@@ -138,6 +138,7 @@ type fileSMTP struct {
 	SessionTimeout string   `toml:"session_timeout"`
 	TarpitAfter    int64    `toml:"tarpit_after"`
 	TarpitDelay    string   `toml:"tarpit_delay"`
+	MTPriorityUntr string   `toml:"mt_priority_untrusted"`
 }
 
 type filePOP3 struct {

@@ -148,6 +148,12 @@ func (v *validator) smtp(c *Config, fc *fileConfig) {
 	c.SMTP.SessionTimeout = v.duration(p("smtp", "session_timeout"), s.SessionTimeout, 1)
 	c.SMTP.TarpitAfter = v.count(p("smtp", "tarpit_after"), s.TarpitAfter, 0)
 	c.SMTP.TarpitDelay = v.duration(p("smtp", "tarpit_delay"), s.TarpitDelay, 0)
+	switch m := PriorityPolicy(strings.TrimSpace(s.MTPriorityUntr)); m {
+	case PriorityReset, PriorityKeep:
+		c.SMTP.MTPriorityUntrusted = m
+	default:
+		v.errorf(p("smtp", "mt_priority_untrusted"), "invalid value %q (want reset or keep)", s.MTPriorityUntr)
+	}
 }
 
 func (v *validator) queue(c *Config, fc *fileConfig) {
