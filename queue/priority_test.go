@@ -53,7 +53,19 @@ func TestPriorityOvertakesBacklog(t *testing.T) {
 	wg.Wait()
 	time.Sleep(50 * time.Millisecond) // let the scheduler fill the lane
 	urgent := h.enqueueWith("<boss@x.test>", " MT-PRIORITY=9", spool.Recipient{To: "<v@c.test>"})
-	time.Sleep(50 * time.Millisecond)
+	// Open the hop once a scheduling pass has taken the urgent message
+	// into the (full) lane. A pass reads every due message, so this takes
+	// one pass over the backlog; a hop left open meanwhile would deliver
+	// that long's worth of the backlog first, which measures the pass,
+	// not the lane order.
+	taken := time.Now()
+	for !h.q.isInflight(urgent, 0) {
+		if time.Since(taken) > 10*time.Second {
+			t.Fatal("the scheduler did not take the priority-9 message within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("the scheduler took the priority-9 message %v after it was queued", time.Since(taken).Round(time.Millisecond))
 	close(gate)
 
 	pos := 0
