@@ -55,6 +55,10 @@ type Deliverer struct {
 	// Logger receives per-address failures and opened sessions; nil
 	// discards them.
 	Logger *slog.Logger
+	// Now is the clock that the remaining time of a BY deadline (RFC
+	// 2852) is counted on: the one messages were stamped with on arrival.
+	// nil: time.Now.
+	Now func() time.Time
 }
 
 var _ queue.Deliverer = (*Deliverer)(nil)
@@ -77,6 +81,13 @@ func (d *Deliverer) hostname() string {
 		return "localhost"
 	}
 	return d.Hostname
+}
+
+func (d *Deliverer) now() time.Time {
+	if d.Now == nil {
+		return time.Now()
+	}
+	return d.Now()
 }
 
 func (d *Deliverer) resolver() Resolver {
@@ -368,7 +379,8 @@ const greetingReplay = "220 greeting received before STARTTLS\r\n"
 // strip TLS by breaking the handshake.
 func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode config.TLSMode) (*clientSession, error) {
 	cmdTimeout := orDuration(d.CommandTimeout, defaultCommandTimeout)
-	c := d.newClient(raw)
+	mc := &mailLineConn{Conn: raw}
+	c := d.newClient(mc)
 	if err := c.Hello(d.hostname()); err != nil {
 		return nil, fmt.Errorf("deliver: %s: greeting or EHLO: %w", t.addr, err)
 	}
@@ -376,9 +388,11 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 		c:           c,
 		conn:        raw,
 		raw:         raw,
+		mail:        mc,
 		remote:      t.addr,
 		hostname:    d.hostname(),
 		dataTimeout: orDuration(d.DataTimeout, defaultDataTimeout),
+		now:         d.now,
 	}
 	if mode == config.TLSNone {
 		return s, nil
@@ -415,11 +429,12 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 	s.verified = mode == config.TLSRequire || d.verifyPeer(st, t.name) == nil
 
 	conn := &replayConn{Conn: tc, pending: []byte(greetingReplay)}
-	c = d.newClient(conn)
+	mc = &mailLineConn{Conn: conn}
+	c = d.newClient(mc)
 	if err := c.Hello(d.hostname()); err != nil {
 		return nil, fmt.Errorf("deliver: %s: EHLO after STARTTLS: %w", t.addr, err)
 	}
-	s.c, s.conn, s.tls = c, conn, &st
+	s.c, s.conn, s.mail, s.tls = c, conn, mc, &st
 	return s, nil
 }
 
@@ -484,8 +499,10 @@ func (c *replayConn) Read(p []byte) (int, error) {
 // one goroutine at a time.
 type clientSession struct {
 	c           *smtp.Client
-	conn        net.Conn // what c talks over (TCP or TLS), for deadlines
-	raw         net.Conn // the TCP connection, closed to abort at once
+	conn        net.Conn      // what c talks over (TCP or TLS), for deadlines
+	raw         net.Conn      // the TCP connection, closed to abort at once
+	mail        *mailLineConn // between c and conn: adds MAIL parameters go-smtp lacks
+	now         func() time.Time
 	remote      string
 	hostname    string
 	tls         *tls.ConnectionState // nil in plaintext
@@ -522,6 +539,10 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 	if err != nil {
 		return nil, fmt.Errorf("deliver: message %s: %w", msg.ID, err)
 	}
+	levels, err := levelsOf(msg)
+	if err != nil {
+		return nil, fmt.Errorf("deliver: message %s: %w", msg.ID, err)
+	}
 	tos := make([]string, len(rcpts))
 	rcptOpts := make([]*smtp.RcptOptions, len(rcpts))
 	for i, r := range rcpts {
@@ -534,7 +555,7 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 	}
 
 	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
-	replies, err := s.send(from, mailOpts, tos, rcptOpts, body)
+	replies, err := s.send(from, mailOpts, levels, tos, rcptOpts, body)
 	if !stop() {
 		// The socket was closed under us. Replies already complete stay
 		// true (the message may have been delivered); the session is gone.
@@ -550,7 +571,7 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 	return replies, nil
 }
 
-func (s *clientSession) send(from string, mailOpts *smtp.MailOptions, tos []string, rcptOpts []*smtp.RcptOptions, body []byte) ([]queue.Reply, error) {
+func (s *clientSession) send(from string, mailOpts *smtp.MailOptions, levels levels, tos []string, rcptOpts []*smtp.RcptOptions, body []byte) ([]queue.Reply, error) {
 	if s.dirty {
 		if err := s.reset(); err != nil {
 			return nil, err
@@ -593,8 +614,17 @@ func (s *clientSession) send(from string, mailOpts *smtp.MailOptions, tos []stri
 		}
 	}
 
+	extra, refuse, relayed := s.levelParams(levels)
+	if refuse != "" {
+		code, _ := strconv.Atoi(refuse[:3])
+		return all(queue.Reply{Code: code, Text: refuse}), nil
+	}
+
 	s.dirty = true
-	if err := s.c.Mail(from, mailOpts); err != nil {
+	s.mail.arm(extra)
+	err := s.c.Mail(from, mailOpts)
+	s.mail.disarm()
+	if err != nil {
 		r, ok := replyOf(err)
 		if !ok {
 			return nil, s.fail("MAIL FROM", err)
@@ -665,7 +695,7 @@ func (s *clientSession) send(from string, mailOpts *smtp.MailOptions, tos []stri
 	// go-smtp drops DSN parameters silently when the peer lacks DSN:
 	// say so, so the queue can send the "relayed" notice itself.
 	hasDSN, _ := s.c.Extension("DSN")
-	return accept(queue.Reply{Code: 250, Text: "250 " + oneLine(resp.StatusText), Relayed: !hasDSN}), nil
+	return accept(queue.Reply{Code: 250, Text: "250 " + oneLine(resp.StatusText), Relayed: !hasDSN || relayed}), nil
 }
 
 // reset sends RSET, then EHLO again: go-smtp forgets the EHLO at RSET and

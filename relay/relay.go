@@ -116,6 +116,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 			Resolver: opts.Resolver,
 			RootCAs:  opts.RootCAs,
 			Logger:   r.log,
+			Now:      r.now,
 		},
 		Retry: queue.RetryPolicy{
 			Min:      cfg.Queue.RetryMin,

@@ -1,0 +1,141 @@
+package relay
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relay-mta/relay/envelope"
+	"github.com/relay-mta/relay/spool"
+)
+
+// TestDeliverLevelsPassedOn: MT-PRIORITY and BY go on to a next hop that
+// advertises them (our own smtpd), BY with the time spent here taken off
+// (RFC 2852 §4).
+func TestDeliverLevelsPassedOn(t *testing.T) {
+	srv := startSMTPD(t, "127.0.0.193", nil)
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	d := testDeliverer(nil, nil)
+	d.Now = func() time.Time { return t0 }
+	s := mustDial(t, d, plainHop(srv.addr))
+	msg := func(id, params string, age time.Duration) *spool.Message {
+		m := testMessage(id, "<s@a.test>", params)
+		m.Received = t0.Add(-age)
+		return m
+	}
+	checkReplies(t, mustSend(t, s, msg("L1", " MT-PRIORITY=5 BY=100;R", 30*time.Second+400*time.Millisecond), "<u@c.test>"), "250 ")
+	checkReplies(t, mustSend(t, s, msg("L2", " MT-PRIORITY=-3 BY=10;NT", 30*time.Second), "<u@c.test>"), "250 ")
+	checkReplies(t, mustSend(t, s, msg("L3", "", 0), "<u@c.test>"), "250 ")
+	// A BY=;R deadline already passed is not sent on.
+	checkReplies(t, mustSend(t, s, msg("L4", " BY=10;R", 10*time.Second), "<u@c.test>"), "554 5.4.7")
+	_, _, msgs := srv.b.snapshot()
+	if len(msgs) != 3 {
+		t.Fatalf("next hop got %d messages, want 3", len(msgs))
+	}
+	want := []envelope.MailParams{
+		{Priority: 5, ByMode: envelope.ByReturn, ByTime: 69},
+		{Priority: -3, ByMode: envelope.ByNotify, ByTime: -20, ByTrace: true},
+		{},
+	}
+	for i, m := range msgs {
+		got := envelope.MailParams{Priority: m.params.Priority, ByMode: m.params.ByMode, ByTime: m.params.ByTime, ByTrace: m.params.ByTrace}
+		if got != want[i] {
+			t.Errorf("message %d: next hop saw%s, want%s", i+1, got.String(), want[i].String())
+		}
+	}
+	t.Logf("next hop saw MAIL lines:\n%s", grepLines(srv.tap.commands(), "MAIL FROM"))
+}
+
+// TestDeliverLevelsToOldHop: a next hop that advertises neither
+// MT-PRIORITY nor DELIVERBY gets neither parameter. BY=;R cannot keep its
+// deadline there and is returned with 5.4.7 before MAIL; BY=;N is relayed
+// and marked so that NOTIFY=SUCCESS gets a "relayed" DSN.
+func TestDeliverLevelsToOldHop(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	addr, _ := scriptServer(t, "127.0.0.194", "220 old.test ESMTP", ehloScript([]string{"8BITMIME", "DSN", "SIZE 1000000"},
+		func(line string) (string, bool, bool) {
+			mu.Lock()
+			lines = append(lines, line)
+			mu.Unlock()
+			return "", false, false
+		}))
+	s := mustDial(t, testDeliverer(nil, nil), plainHop(addr))
+	now := time.Now()
+	r := testMessage("O1", "<s@a.test>", " MT-PRIORITY=9 BY=600;R")
+	r.Received = now
+	checkReplies(t, mustSend(t, s, r, "<u@c.test>", "<v@c.test>"), "554 5.4.7", "554 5.4.7")
+	n := testMessage("O2", "<s@a.test>", " MT-PRIORITY=9 BY=600;N")
+	n.Received = now
+	replies := mustSend(t, s, n, "<u@c.test>")
+	checkReplies(t, replies, "250 ")
+	if !replies[0].Relayed {
+		t.Error("BY=;N relayed to a hop without DELIVERBY is not marked relayed")
+	}
+	p := testMessage("O3", "<s@a.test>", " MT-PRIORITY=9")
+	if rs := mustSend(t, s, p, "<u@c.test>"); rs[0].Relayed {
+		t.Error("an ordinary message to a DSN hop is marked relayed")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var mails []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "MAIL FROM") {
+			mails = append(mails, l)
+		}
+	}
+	if len(mails) != 2 {
+		t.Fatalf("MAIL commands %q, want 2 (none for the BY=;R message)", mails)
+	}
+	for _, m := range mails {
+		if strings.Contains(m, "BY=") || strings.Contains(m, "MT-PRIORITY") {
+			t.Errorf("a hop without the extensions got %q", m)
+		}
+	}
+}
+
+// TestMailLineConn: the wrapper changes the one MAIL line it is armed for,
+// however the client splits its writes, and nothing else.
+func TestMailLineConn(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	got := make(chan string)
+	go func() {
+		var sb strings.Builder
+		buf := make([]byte, 100)
+		for {
+			n, err := b.Read(buf)
+			sb.Write(buf[:n])
+			if err != nil {
+				got <- sb.String()
+				return
+			}
+		}
+	}()
+	c := &mailLineConn{Conn: a}
+	c.arm(" MT-PRIORITY=3")
+	for _, w := range []string{"EHLO x\r\n", "MAIL FR", "OM:<a@b> SIZE=1", "\r\nRCPT TO:<c@d>\r\n"} {
+		if n, err := c.Write([]byte(w)); n != len(w) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", w, n, err)
+		}
+	}
+	c.disarm()
+	c.Write([]byte("MAIL FROM:<e@f>\r\n"))
+	a.Close()
+	want := "EHLO x\r\nMAIL FROM:<a@b> SIZE=1 MT-PRIORITY=3\r\nRCPT TO:<c@d>\r\nMAIL FROM:<e@f>\r\n"
+	if s := <-got; s != want {
+		t.Errorf("wire %q, want %q", s, want)
+	}
+}
+
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\r\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
