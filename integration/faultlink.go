@@ -19,6 +19,8 @@ type Link struct {
 	cut       bool
 	delay     time.Duration
 	dropData  int       // connections still to be dropped mid-DATA
+	dropReply int       // connections still to lose the reply to their first message
+	lostReply int       // connections DropAfterData severed
 	rewrites  []rewrite // pending message changes, oldest first
 	rewritten int
 	conns     map[net.Conn]struct{}
@@ -74,6 +76,23 @@ func (l *Link) DropMidData(n int) {
 	l.mu.Unlock()
 }
 
+// DropAfterData makes the next n connections die just after the client
+// has sent the end-of-data dot of its first message, before the server's
+// reply comes back: the server has the message, the client never learns
+// it (RFC 1047), so it will send the message again.
+func (l *Link) DropAfterData(n int) {
+	l.mu.Lock()
+	l.dropReply = n
+	l.mu.Unlock()
+}
+
+// RepliesDropped returns how many connections DropAfterData severed.
+func (l *Link) RepliesDropped() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lostReply
+}
+
 // Stats returns how many connections the link accepted and how many it
 // dropped mid-DATA.
 func (l *Link) Stats() (accepted, droppedMidData int) {
@@ -110,9 +129,13 @@ func (l *Link) serve() {
 		if drop {
 			l.dropData--
 		}
+		dropReply := !drop && l.dropReply > 0
+		if dropReply {
+			l.dropReply--
+		}
 		rewriting := len(l.rewrites) > 0
 		l.mu.Unlock()
-		go l.pipe(c, drop, rewriting)
+		go l.pipe(c, drop, rewriting, dropReply)
 	}
 }
 
@@ -130,7 +153,7 @@ func (l *Link) track(c net.Conn, add bool) bool {
 	return true
 }
 
-func (l *Link) pipe(client net.Conn, dropMidData, rewriting bool) {
+func (l *Link) pipe(client net.Conn, dropMidData, rewriting, dropReply bool) {
 	server, err := net.Dial("tcp", l.target)
 	if err != nil {
 		client.Close()
@@ -147,7 +170,9 @@ func (l *Link) pipe(client net.Conn, dropMidData, rewriting bool) {
 	}()
 	done := make(chan struct{}, 2)
 	go func() {
-		if rewriting && !dropMidData {
+		if dropReply {
+			l.copyDroppingReply(server, client)
+		} else if rewriting && !dropMidData {
 			l.copyRewriting(server, client)
 		} else {
 			l.copy(server, client, dropMidData)
@@ -203,6 +228,49 @@ func (l *Link) copy(dst, src net.Conn, dropMidData bool) {
 			if _, werr := dst.Write(chunk); werr != nil {
 				return
 			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// copyDroppingReply forwards the client's stream src to dst until the
+// end-of-data dot of the first message has gone through, then closes src
+// at once, before the server's reply can be passed back.
+func (l *Link) copyDroppingReply(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	var look []byte // the last bytes seen, to find markers across reads
+	inData := false
+	for {
+		n, err := src.Read(buf)
+		chunk := buf[:n]
+		for len(chunk) > 0 {
+			look = append(look, chunk...)
+			marker := []byte("DATA\r\n")
+			if inData {
+				marker = []byte("\r\n.\r\n")
+			}
+			i := bytes.Index(look, marker)
+			if i < 0 {
+				if !l.forward(dst, chunk) {
+					return
+				}
+				look = append([]byte(nil), look[max(0, len(look)-len(marker)+1):]...)
+				break
+			}
+			upTo := len(chunk) - (len(look) - (i + len(marker))) // through the marker, within chunk
+			if !l.forward(dst, chunk[:upTo]) {
+				return
+			}
+			if inData {
+				src.Close()
+				l.mu.Lock()
+				l.lostReply++
+				l.mu.Unlock()
+				return
+			}
+			chunk, look, inData = chunk[upTo:], nil, true
 		}
 		if err != nil {
 			return
