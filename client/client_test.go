@@ -246,6 +246,19 @@ func TestSubmit(t *testing.T) {
 	if err == nil || err.Error() != "AUTH refused: 535 5.7.8 Authentication credentials invalid" {
 		t.Errorf("bad password: %v", err)
 	}
+	// REQUIRETLS without TLS: refused here, before MAIL.
+	f.mu.Lock()
+	mails := strings.Count(strings.Join(f.lines, "\n"), "MAIL FROM")
+	f.mu.Unlock()
+	_, _, err = Submit(ctx, SubmitOptions{Addr: addr, RequireTLS: true}, from, rcpts, []byte("x\r\n"))
+	if err == nil || !strings.Contains(err.Error(), "REQUIRETLS needs a TLS session") {
+		t.Errorf("REQUIRETLS in plaintext: %v", err)
+	}
+	f.mu.Lock()
+	if n := strings.Count(strings.Join(f.lines, "\n"), "MAIL FROM"); n != mails {
+		t.Errorf("REQUIRETLS in plaintext still sent MAIL FROM")
+	}
+	f.mu.Unlock()
 	// Nothing listens on port 1 of this address.
 	_, _, err = Submit(ctx, SubmitOptions{Addr: "127.0.0.62:1", Timeout: 2 * time.Second}, from, rcpts, []byte("x\r\n"))
 	if err == nil || !strings.Contains(err.Error(), "connect to 127.0.0.62:1") {

@@ -30,6 +30,11 @@ type SubmitOptions struct {
 	LocalName string
 	// Timeout bounds connecting and each command; 0 means one minute.
 	Timeout time.Duration
+	// RequireTLS sends REQUIRETLS with MAIL FROM (RFC 8689): the message
+	// must then travel only over verified TLS to hops that promise the
+	// same, or come back as undeliverable. It needs a TLS session to a
+	// server that offers REQUIRETLS; without one nothing is sent.
+	RequireTLS bool
 }
 
 // RecipientError is a recipient the server refused at RCPT.
@@ -135,7 +140,15 @@ func Submit(ctx context.Context, o SubmitOptions, from envelope.Path, rcpts []en
 			return "", "", &ReplyError{Step: "AUTH", Err: err}
 		}
 	}
-	mopts := &smtp.MailOptions{UTF8: from.NeedsUTF8()}
+	if o.RequireTLS {
+		if _, tlsOn := c.TLSConnectionState(); !tlsOn {
+			return "", "", fmt.Errorf("REQUIRETLS needs a TLS session to %s (try --starttls)", o.Addr)
+		}
+		if ok, _ := c.Extension("REQUIRETLS"); !ok {
+			return "", "", fmt.Errorf("%s does not offer REQUIRETLS", o.Addr)
+		}
+	}
+	mopts := &smtp.MailOptions{UTF8: from.NeedsUTF8(), RequireTLS: o.RequireTLS}
 	for _, r := range rcpts {
 		mopts.UTF8 = mopts.UTF8 || r.NeedsUTF8()
 	}

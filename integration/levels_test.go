@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,7 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
+	"github.com/relay-mta/relay/client"
+	"github.com/relay-mta/relay/envelope"
 )
 
 // withTestCert gives n a self-signed certificate for its hostname and ip,
@@ -64,29 +66,13 @@ func TestREQUIRETLSNeverInClear(t *testing.T) {
 	a.route("b.test", b.addr)
 	a.start()
 
-	c, err := smtp.DialStartTLS(a.addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
+	// As relay send --starttls --require-tls does it.
+	from, _ := envelope.ParseReversePath("<alice@a.test>", false)
+	to, _ := envelope.ParseForwardPath("<bob@b.test>", false)
+	opts := client.SubmitOptions{Addr: a.addr, StartTLS: true, TLSConfig: &tls.Config{InsecureSkipVerify: true}, RequireTLS: true, LocalName: "client.test"}
+	if _, _, err := client.Submit(context.Background(), opts, from, []envelope.Path{to}, []byte("Subject: secret\r\n\r\nfor TLS only\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	if err := c.Hello("client.test"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Mail("alice@a.test", &smtp.MailOptions{RequireTLS: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Rcpt("bob@b.test", nil); err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write([]byte("Subject: secret\r\n\r\nfor TLS only\r\n"))
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	c.Quit()
 
 	waitFor(t, 20*time.Second, "a DSN in alice's mailbox at A", func() bool { return len(a.mailboxRaw("alice")) >= 1 })
 	time.Sleep(500 * time.Millisecond) // room for a second DSN, which would be a bug

@@ -29,6 +29,7 @@ func sendCommand() *cli.Command {
 			&cli.StringFlag{Name: "subject", Usage: "subject `TEXT` (any UTF-8)"},
 			&cli.StringFlag{Name: "route", Usage: "source route `@h1,@h2` to put in front of every recipient"},
 			&cli.BoolFlag{Name: "starttls", Usage: "require STARTTLS"},
+			&cli.BoolFlag{Name: "require-tls", Usage: "send with REQUIRETLS (RFC 8689): only ever relayed over verified TLS, else returned; needs --starttls or TLS"},
 			clientCAFlag,
 			clientUserFlag,
 			clientPwFlag,
@@ -58,7 +59,7 @@ func runSend(ctx context.Context, cmd *cli.Command) error {
 	case cmd.Bool("raw") && (cmd.IsSet("subject") || cmd.IsSet("header") || cmd.IsSet("attach")):
 		return errors.New("--raw sends standard input as it is; --subject, --header and --attach cannot be used with it")
 	}
-	opts := client.SubmitOptions{Addr: server, StartTLS: cmd.Bool("starttls"), Timeout: cmd.Duration("timeout")}
+	opts := client.SubmitOptions{Addr: server, StartTLS: cmd.Bool("starttls"), Timeout: cmd.Duration("timeout"), RequireTLS: cmd.Bool("require-tls")}
 	// The EHLO name goes into the server's Received header: this host's
 	// name says more than go-smtp's default "localhost" (when it is a
 	// valid domain, which envelope checks as part of an address).
