@@ -135,6 +135,9 @@ func writeList(w io.Writer, msgs []api.Message, now time.Time) {
 		if m.Held {
 			held = "  [held]"
 		}
+		if l := levelTags(m); l != "" {
+			held += "  [" + l + "]"
+		}
 		fmt.Fprintf(w, "%-13s  %6s  %7s  %s%s\n", m.ID, age(now.Sub(m.Created)), size(m.Size), addr(m.From), held)
 		for _, r := range m.Recipients {
 			state := r.Status
@@ -158,6 +161,45 @@ func writeList(w io.Writer, msgs []api.Message, now time.Time) {
 		}
 	}
 	fmt.Fprintf(w, "-- %s, %s to deliver\n", plural(len(msgs), "message"), plural(open, "recipient"))
+}
+
+// levelTags is the short form of a message's levels of service for the
+// list: "prio 9, by 12:30:00Z R, requiretls".
+func levelTags(m api.Message) string {
+	var tags []string
+	if m.Priority != 0 {
+		tags = append(tags, fmt.Sprintf("prio %+d", m.Priority))
+	}
+	if m.DeliverBy != nil {
+		tags = append(tags, fmt.Sprintf("by %s %s", m.DeliverBy.UTC().Format("15:04:05Z"), m.ByMode))
+	}
+	if m.RequireTLS {
+		tags = append(tags, "requiretls")
+	}
+	return strings.Join(tags, ", ")
+}
+
+// levelText is the long form for show.
+func levelText(m *api.Message, now time.Time) string {
+	var parts []string
+	if m.Priority != 0 {
+		parts = append(parts, fmt.Sprintf("MT-PRIORITY %+d", m.Priority))
+	}
+	if m.DeliverBy != nil {
+		what := "then returned"
+		if m.ByMode == "N" {
+			what = "then the sender is notified"
+		}
+		left := "passed"
+		if d := m.DeliverBy.Sub(now); d > 0 {
+			left = "in " + age(d)
+		}
+		parts = append(parts, fmt.Sprintf("deliver by %s (%s), %s", stamp(*m.DeliverBy), left, what))
+	}
+	if m.RequireTLS {
+		parts = append(parts, "REQUIRETLS: only over verified TLS")
+	}
+	return strings.Join(parts, "; ")
 }
 
 func queueShow(ctx context.Context, cmd *cli.Command) error {
@@ -200,6 +242,9 @@ func writeShow(w io.Writer, m *api.Message, now time.Time) {
 		fmt.Fprintf(w, "; MAIL parameters %s", m.MailParams)
 	}
 	fmt.Fprintln(w)
+	if l := levelText(m, now); l != "" {
+		fmt.Fprintf(w, "  service:   %s\n", l)
+	}
 	if m.Headers != "" {
 		fmt.Fprintln(w, "Headers:")
 		for _, l := range strings.Split(strings.TrimRight(m.Headers, "\r\n"), "\r\n") {

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relay-mta/relay/envelope"
 	"github.com/relay-mta/relay/queue"
 	"github.com/relay-mta/relay/relay/admin/api"
 	"github.com/relay-mta/relay/spool"
@@ -391,6 +392,13 @@ func (s *Server) message(m *spool.Message, detail bool) api.Message {
 		State: api.StateQueued, Client: m.Client, Helo: m.Helo, AuthUser: m.AuthUser,
 		MailParams: strings.TrimSpace(m.MailParams), Hops: m.Hops,
 		Recipients: make([]api.Recipient, len(m.Recipients)),
+	}
+	if p, err := envelope.ParseMailParams(strings.TrimSpace(m.MailParams)); err == nil {
+		out.Priority, out.RequireTLS = int(p.Priority), p.RequireTLS
+		if p.ByMode != "" {
+			by := m.Received.Add(time.Duration(p.ByTime) * time.Second)
+			out.DeliverBy, out.ByMode = &by, string(p.ByMode)
+		}
 	}
 	for i, r := range m.Recipients {
 		ar := api.Recipient{

@@ -65,12 +65,22 @@ type Message struct {
 	Size    int64     `json:"size"` // body bytes, as stored
 	State   string    `json:"state"`
 	// Retired is when the message left the queue; null while queued.
-	Retired    *time.Time  `json:"retired"`
-	Client     string      `json:"client,omitempty"`      // client IP address
-	Helo       string      `json:"helo,omitempty"`        // its EHLO/HELO name
-	AuthUser   string      `json:"auth_user,omitempty"`   // SMTP AUTH user
-	MailParams string      `json:"mail_params,omitempty"` // ESMTP MAIL parameters, wire form
-	Hops       int         `json:"hops"`                  // Received headers at acceptance
+	Retired    *time.Time `json:"retired"`
+	Client     string     `json:"client,omitempty"`      // client IP address
+	Helo       string     `json:"helo,omitempty"`        // its EHLO/HELO name
+	AuthUser   string     `json:"auth_user,omitempty"`   // SMTP AUTH user
+	MailParams string     `json:"mail_params,omitempty"` // ESMTP MAIL parameters, wire form
+	Hops       int        `json:"hops"`                  // Received headers at acceptance
+	// Levels of service, from MailParams. Priority is the MT-PRIORITY
+	// (RFC 6710) the scheduler honours, -9..9, 0 when none. DeliverBy is
+	// the BY deadline (RFC 2852: acceptance plus the by-time), null
+	// without BY; ByMode is then "R" (return the message at the
+	// deadline) or "N" (notify, keep trying). RequireTLS is REQUIRETLS
+	// (RFC 8689): relayed only over verified TLS.
+	Priority   int         `json:"priority"`
+	DeliverBy  *time.Time  `json:"deliver_by"`
+	ByMode     string      `json:"by_mode,omitempty"`
+	RequireTLS bool        `json:"require_tls"`
 	Recipients []Recipient `json:"recipients"`
 	// Headers is the header section, CRLF line endings (show, queued
 	// messages only: the body is not kept after retiring).
