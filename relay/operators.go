@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/relay-mta/relay/envelope"
 	"github.com/relay-mta/relay/queue"
 	"github.com/relay-mta/relay/relay/admin"
 	"github.com/relay-mta/relay/spool"
@@ -59,7 +61,19 @@ func (r *Relay) onOutcome(m *spool.Message, res spool.Result) {
 	if res.Rcpt < 0 || res.Rcpt >= len(m.Recipients) {
 		return
 	}
-	r.ops.metrics.Delivery(res.Status, r.nextHop(m.Recipients[res.Rcpt].To), r.now().Sub(m.Received))
+	now := r.now()
+	r.ops.metrics.Delivery(res.Status, r.nextHop(m.Recipients[res.Rcpt].To), now.Sub(m.Received))
+	p, err := envelope.ParseMailParams(strings.TrimSpace(m.MailParams))
+	if err != nil {
+		return
+	}
+	// A deadline is missed by a final outcome at or after it, or by a
+	// failure for it (5.4.7: not deliverable by then, or not relayable
+	// with it).
+	final := res.Status == spool.StatusDelivered || res.Status == spool.StatusFailed
+	deadline := m.Received.Add(time.Duration(p.ByTime) * time.Second)
+	missed := final && (!now.Before(deadline) || res.Status == spool.StatusFailed && strings.Contains(res.Reply, "5.4.7"))
+	r.ops.metrics.Levels(res.Status, int(p.Priority), string(p.ByMode), missed)
 }
 
 // onDSN is the queue's OnDSN hook.

@@ -2,6 +2,8 @@ package admin
 
 import (
 	"context"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,5 +48,27 @@ func TestListShowsLevels(t *testing.T) {
 	_, v := f.get("/v1/messages/" + id)
 	if o := v.(map[string]any); o["priority"] != 7.0 || o["by_mode"] != "R" || o["require_tls"] != true || o["deliver_by"] == nil {
 		t.Errorf("JSON %v", o)
+	}
+}
+
+// TestMetricsLevels: deliveries by priority and BY deadline misses.
+func TestMetricsLevels(t *testing.T) {
+	m := NewMetrics(MetricsOptions{})
+	m.Levels(spool.StatusDelivered, 9, "", false)
+	m.Levels(spool.StatusDelivered, 0, "R", false)
+	m.Levels(spool.StatusFailed, -3, "R", true)
+	m.Levels(spool.StatusDelivered, 0, "N", true)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`relay_deliveries_by_priority_total{priority="9",result="delivered"} 1`,
+		`relay_deliveries_by_priority_total{priority="0",result="delivered"} 2`,
+		`relay_deliveries_by_priority_total{priority="-3",result="failed"} 1`,
+		`relay_deliver_by_misses_total{mode="R"} 1`,
+		`relay_deliver_by_misses_total{mode="N"} 1`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }

@@ -26,6 +26,8 @@ type Metrics struct {
 	deliveries      *prometheus.CounterVec
 	deliveryLatency *prometheus.HistogramVec
 	dsns            prometheus.Counter
+	byPriority      *prometheus.CounterVec
+	byMisses        *prometheus.CounterVec
 }
 
 // MetricsOptions configure NewMetrics.
@@ -86,6 +88,15 @@ func NewMetrics(o MetricsOptions) *Metrics {
 			Help: "Delivery status notifications (bounces, delay warnings, success notices) queued to senders.",
 		}),
 	}
+	m.byPriority = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_deliveries_by_priority_total",
+		Help: "Delivery outcomes per recipient, by result and the message's MT-PRIORITY (RFC 6710), -9..9.",
+	}, []string{"result", "priority"})
+	m.byMisses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_deliver_by_misses_total",
+		Help: "Recipients of BY (RFC 2852) messages that missed their deadline: failed for it (mode R) or delivered or failed after it (mode N), by mode.",
+	}, []string{"mode"})
+	m.reg.MustRegister(m.byPriority, m.byMisses)
 	m.reg.MustRegister(m.accepted, m.rejected, m.acceptLatency, m.deliveries, m.deliveryLatency, m.dsns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.Connections != nil {
@@ -131,6 +142,16 @@ func (m *Metrics) Accepted(d time.Duration) {
 func (m *Metrics) Delivery(result spool.Status, hop string, latency time.Duration) {
 	m.deliveries.WithLabelValues(string(result), hop).Inc()
 	m.deliveryLatency.WithLabelValues(string(result)).Observe(latency.Seconds())
+}
+
+// Levels counts one recipient's outcome by the message's MT-PRIORITY and,
+// for a message with a BY deadline (byMode "R" or "N"), whether that
+// outcome missed it.
+func (m *Metrics) Levels(result spool.Status, priority int, byMode string, missed bool) {
+	m.byPriority.WithLabelValues(string(result), strconv.Itoa(priority)).Inc()
+	if byMode != "" && missed {
+		m.byMisses.WithLabelValues(byMode).Inc()
+	}
 }
 
 // DSN counts a delivery status notification queued to a sender.
