@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/envelope"
+	"github.com/relay-mta/relay/queue"
 	"github.com/relay-mta/relay/spool"
 )
 
@@ -46,6 +47,22 @@ func TestDeliverLevelsPassedOn(t *testing.T) {
 		}
 	}
 	t.Logf("next hop saw MAIL lines:\n%s", grepLines(srv.tap.commands(), "MAIL FROM"))
+
+	// After STARTTLS the client talks through a new connection wrapper:
+	// the parameters go on there too.
+	cert, pool := selfSigned(t)
+	secure := startSMTPD(t, "127.0.0.195", &cert)
+	d = testDeliverer(nil, pool)
+	d.Now = func() time.Time { return t0 }
+	s = mustDial(t, d, queue.Hop{Key: "k", Addrs: []string{secure.addr}, TLS: "opportunistic"})
+	if s.tls == nil {
+		t.Fatal("no TLS")
+	}
+	checkReplies(t, mustSend(t, s, msg("T1", " MT-PRIORITY=2 BY=50;N", 5*time.Second), "<u@c.test>"), "250 ")
+	_, _, msgs = secure.b.snapshot()
+	if len(msgs) != 1 || !msgs[0].tls || msgs[0].params.Priority != 2 || msgs[0].params.ByTime != 45 {
+		t.Errorf("over TLS the next hop got %+v", msgs)
+	}
 }
 
 // TestDeliverLevelsToOldHop: a next hop that advertises neither
