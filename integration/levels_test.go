@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/relay-mta/relay/client"
 	"github.com/relay-mta/relay/envelope"
+	"github.com/relay-mta/relay/spool"
 )
 
 // withTestCert gives n a self-signed certificate for its hostname and ip,
@@ -94,5 +96,62 @@ func TestREQUIRETLSNeverInClear(t *testing.T) {
 	}
 	if got := b.mailbox("bob"); len(got) != 0 {
 		t.Errorf("B delivered %q in the clear", got)
+	}
+}
+
+// TestLevelsPassedAcrossRelays: a trusted client gives A a message with
+// MT-PRIORITY=6 and BY=600;R; B, behind which the way on is cut, holds it
+// with the priority and the BY time A passed on, less the time spent at A.
+func TestLevelsPassedAcrossRelays(t *testing.T) {
+	a, b, c := newNode(t, "a", "127.0.0.196"), newNode(t, "b", "127.0.0.197"), newNode(t, "c", "127.0.0.198")
+	c.start()
+	bc := link(t, "127.0.0.198", c)
+	bc.Cut()
+	b.route("c.test", bc.Addr())
+	b.start()
+	a.route("c.test", b.addr)
+	a.start()
+
+	nc, err := net.Dial("tcp", a.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(20 * time.Second))
+	tc := textproto.NewConn(nc)
+	step := func(code int, format string, args ...any) {
+		t.Helper()
+		if format != "" {
+			if err := tc.PrintfLine(format, args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, msg, err := tc.ReadResponse(code); err != nil {
+			t.Fatalf("%q: %v %s", format, err, msg)
+		}
+	}
+	step(220, "")
+	step(250, "EHLO client.test")
+	step(250, "MAIL FROM:<alice@a.test> MT-PRIORITY=6 BY=600;R")
+	step(250, "RCPT TO:<bob@c.test>")
+	step(354, "DATA")
+	step(250, "Subject: urgent\r\n\r\nsoon\r\n.")
+	step(221, "QUIT")
+
+	var got *spool.Message
+	waitFor(t, 20*time.Second, "the message queued at B", func() bool {
+		if q := b.queued(); len(q) == 1 {
+			got = q[0]
+			return true
+		}
+		return false
+	})
+	p, err := envelope.ParseMailParams(strings.TrimSpace(got.MailParams))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("B holds MAIL parameters %q", got.MailParams)
+	if p.Priority != 6 || p.ByMode != envelope.ByReturn || p.ByTime >= 600 || p.ByTime < 590 {
+		t.Errorf("B holds MT-PRIORITY=%d BY=%d;%s, want 6 and 590..599;R", p.Priority, p.ByTime, p.ByMode)
 	}
 }
