@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"mime"
+	"mime/multipart"
 	"net"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -56,18 +60,23 @@ type chaosRelay struct {
 
 // chaosMsg is one submission and what must become of it.
 type chaosMsg struct {
-	tok      string // unique, in the Subject
-	entry    string // entry relay
-	from     string // user at the entry relay
-	rcpt     string // the final mailbox address user@x.test
-	wire     string // the RCPT TO path, with its source route if any
-	bounce   bool   // the recipient does not exist: one DSN to from
-	acked    bool   // got a 250
-	refused  bool   // a definite 5xx at submission
-	queueID  string // from the 250
-	routed   bool
+	tok     string // unique, in the Subject
+	entry   string // entry relay
+	from    string // user at the entry relay
+	rcpts   []*chaosRcpt
+	acked   bool   // got a 250
+	refused bool   // a definite 5xx at submission
+	queueID string // from the 250
+	stray   []string
+}
+
+// chaosRcpt is one recipient of a chaosMsg.
+type chaosRcpt struct {
+	addr     string   // the final mailbox address user@x.test
+	wire     string   // the RCPT TO path, with its source route if any
+	bounce   bool     // the recipient does not exist: one DSN to the sender
 	delivery []string // where copies were found: relay/user
-	dsns     []string
+	dsns     []string // where DSNs naming this recipient were found
 }
 
 func chaosEnv(t *testing.T) (seed uint64, dur time.Duration) {
@@ -255,7 +264,7 @@ delay_warning = "0"
 		midData += d
 		afterData += l.RepliesDropped()
 	}
-	t.Logf("nemesis: %d kills, %d cuts, %d delay changes; %d mid-DATA drops asked, %d done; %d lost replies asked, %d done",
+	t.Logf("nemesis: %d kills, %d cuts, %d delay changes; %d mid-DATA drop orders, %d connections dropped mid-DATA; %d lost-reply orders, %d replies lost",
 		kills, cuts, delays, drops, midData, lostReplies, afterData)
 
 	// Heal everything, bring every relay back, wait for the queues.
@@ -320,12 +329,31 @@ delay_warning = "0"
 					continue
 				}
 				if chaosIsDSN(raw) {
-					if _, rcpt, _ := statusFields(t, raw); rcpt.Get("Action") != "failed" || !strings.Contains(strings.ToLower(rcpt.Get("Final-Recipient")), "nobody@") {
-						where += fmt.Sprintf("(not a failure DSN for nobody: Action %q, Final-Recipient %q)", rcpt.Get("Action"), rcpt.Get("Final-Recipient"))
+				blocks:
+					for _, b := range chaosDSNRecipients(t, raw) {
+						for _, r := range m.rcpts {
+							if strings.EqualFold(b.final, r.addr) {
+								w := where
+								if b.action != "failed" {
+									w += " (Action: " + b.action + ")"
+								}
+								r.dsns = append(r.dsns, w)
+								continue blocks
+							}
+						}
+						m.stray = append(m.stray, fmt.Sprintf("DSN at %s for %s", where, b.final))
 					}
-					m.dsns = append(m.dsns, where)
-				} else {
-					m.delivery = append(m.delivery, where)
+					continue
+				}
+				found := false
+				for _, r := range m.rcpts {
+					if chaosMailbox(r.addr) == where {
+						r.delivery = append(r.delivery, where)
+						found = true
+					}
+				}
+				if !found {
+					m.stray = append(m.stray, "copy at "+where)
 				}
 			}
 		}
@@ -333,7 +361,7 @@ delay_warning = "0"
 	}
 
 	// The verdict.
-	var sent, acked, unacked, unackedArrived, delivered, bounced, duplicates, lost, wrong int
+	var sent, rcpts, acked, unacked, unackedArrived, delivered, bounced, duplicates, lost, wrong int
 	var problems []string
 	for _, m := range msgs {
 		sent++
@@ -343,33 +371,41 @@ delay_warning = "0"
 		if !m.acked {
 			unacked++
 		}
-		delivered += len(m.delivery)
-		bounced += len(m.dsns)
-		copies := len(m.delivery) + len(m.dsns)
-		if !m.acked && copies > 0 {
+		rcpts += len(m.rcpts)
+		if len(m.stray) > 0 {
+			wrong++
+			problems = append(problems, fmt.Sprintf("WRONG %s: %v", m.describe(), m.stray))
+		}
+		arrived := false
+		for _, r := range m.rcpts {
+			delivered += len(r.delivery)
+			bounced += len(r.dsns)
+			copies := len(r.delivery) + len(r.dsns)
+			arrived = arrived || copies > 0
+			if copies > 1 {
+				duplicates += copies - 1
+				problems = append(problems, fmt.Sprintf("DUPLICATE for %s: %s", r.wire, m.describe()))
+				continue
+			}
+			if copies == 0 {
+				if m.acked {
+					lost++
+					problems = append(problems, fmt.Sprintf("LOST for %s: %s", r.wire, m.describe()))
+				}
+				continue
+			}
+			if r.bounce && (len(r.dsns) != 1 || r.dsns[0] != m.entry+"/"+m.from) ||
+				!r.bounce && (len(r.delivery) != 1 || r.delivery[0] != chaosMailbox(r.addr)) {
+				wrong++
+				problems = append(problems, fmt.Sprintf("WRONG for %s: %s", r.wire, m.describe()))
+			}
+		}
+		if !m.acked && arrived {
 			unackedArrived++ // stored before the entry relay died, 250 never seen: fine once
 		}
-		if copies > 1 {
-			duplicates += copies - 1
-			problems = append(problems, fmt.Sprintf("DUPLICATE %s", m.describe()))
-			continue
-		}
-		if copies == 0 {
-			if m.acked {
-				lost++
-				problems = append(problems, fmt.Sprintf("LOST %s", m.describe()))
-			}
-			continue
-		}
-		want := m.entry + "/" + m.from
-		if m.bounce && (len(m.dsns) != 1 || m.dsns[0] != want) ||
-			!m.bounce && (len(m.delivery) != 1 || m.delivery[0] != chaosMailbox(m.rcpt)) {
-			wrong++
-			problems = append(problems, fmt.Sprintf("WRONG %s", m.describe()))
-		}
 	}
-	t.Logf("chaos seed %d: sent %d (acked %d, not acked %d of which %d arrived anyway), delivered %d, bounced %d, duplicates %d, lost %d, wrong outcome %d, stray %d, still queued %d",
-		seed, sent, acked, unacked, unackedArrived, delivered, bounced, duplicates, lost, wrong, len(stray), queued)
+	t.Logf("chaos seed %d: sent %d messages to %d recipients (acked %d, not acked %d of which %d arrived anyway), delivered %d, bounced %d, duplicates %d, lost %d, wrong outcome %d, stray %d, still queued %d",
+		seed, sent, rcpts, acked, unacked, unackedArrived, delivered, bounced, duplicates, lost, wrong, len(stray), queued)
 	for i, p := range problems {
 		if i == 30 {
 			t.Errorf("... and %d more", len(problems)-30)
@@ -391,8 +427,57 @@ delay_warning = "0"
 var chaosTokRE = regexp.MustCompile(`chaos-[0-9]+-[0-9]+-[0-9]+`)
 
 func (m *chaosMsg) describe() string {
-	return fmt.Sprintf("%s: entry %s from %s to %s (queue ID %q, acked %v, bounce expected %v): delivered at %v, DSNs at %v",
-		m.tok, m.entry, m.from, m.wire, m.queueID, m.acked, m.bounce, m.delivery, m.dsns)
+	var rs []string
+	for _, r := range m.rcpts {
+		rs = append(rs, fmt.Sprintf("<%s> (bounce expected %v): delivered at %v, DSNs at %v", r.wire, r.bounce, r.delivery, r.dsns))
+	}
+	return fmt.Sprintf("%s: entry %s from %s (queue ID %q, acked %v) to %s", m.tok, m.entry, m.from, m.queueID, m.acked, strings.Join(rs, "; "))
+}
+
+// chaosDSNRecipients returns Final-Recipient (the address) and Action of
+// every per-recipient block of a DSN.
+func chaosDSNRecipients(t *testing.T, raw []byte) []struct{ final, action string } {
+	t.Helper()
+	msg, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := multipart.NewReader(msg.Body, params["boundary"])
+	var out []struct{ final, action string }
+	for {
+		p, err := mr.NextPart()
+		if err != nil {
+			break
+		}
+		if !strings.EqualFold(p.Header.Get("Content-Type"), "message/delivery-status") {
+			continue
+		}
+		text, _ := io.ReadAll(p)
+		for _, line := range strings.Split(strings.ReplaceAll(string(text), "\r\n", "\n"), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			v = strings.TrimSpace(v)
+			switch strings.ToLower(k) {
+			case "final-recipient":
+				_, addr, _ := strings.Cut(v, ";")
+				out = append(out, struct{ final, action string }{final: strings.TrimSpace(addr)})
+			case "action":
+				if len(out) > 0 {
+					out[len(out)-1].action = strings.ToLower(v)
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		t.Errorf("DSN with no Final-Recipient: %.500q", raw)
+	}
+	return out
 }
 
 // chaosMailbox turns user@x.test into x/user.
@@ -428,25 +513,36 @@ func chaosPlan(rng *rand.Rand, seed uint64, s, n int) *chaosMsg {
 		entry: chaosNames[rng.IntN(len(chaosNames))],
 		from:  chaosUsers[rng.IntN(len(chaosUsers))],
 	}
-	dest := chaosNames[rng.IntN(len(chaosNames))]
-	user := chaosUsers[rng.IntN(len(chaosUsers))]
-	x := rng.IntN(100)
-	if x < 15 { // nobody there: the entry relay relays it, the last hop refuses it
-		m.bounce = true
-		dest = others(m.entry)[0]
-		user = "nobody"
+	k := 1
+	if rng.IntN(100) < 25 { // a quarter of the messages have two or three recipients
+		k += 1 + rng.IntN(2)
 	}
-	m.rcpt = user + "@" + dest + ".test"
-	m.wire = m.rcpt
-	if x >= 10 && x < 45 { // a source route through one or two other relays
-		via := others(m.entry, dest)
-		k := 1 + rng.IntN(2)
-		var hops []string
-		for _, h := range via[:k] {
-			hops = append(hops, "@"+h+".test")
+	used := map[string]bool{}
+	for len(m.rcpts) < k {
+		r := &chaosRcpt{}
+		dest := chaosNames[rng.IntN(len(chaosNames))]
+		user := chaosUsers[rng.IntN(len(chaosUsers))]
+		x := rng.IntN(100)
+		if x < 15 { // nobody there: the entry relay relays it, the last hop refuses it
+			r.bounce = true
+			dest = others(m.entry)[0]
+			user = fmt.Sprintf("nobody%d", len(m.rcpts))
 		}
-		m.wire = strings.Join(hops, ",") + ":" + m.rcpt
-		m.routed = true
+		r.addr = user + "@" + dest + ".test"
+		if used[r.addr] {
+			continue
+		}
+		used[r.addr] = true
+		r.wire = r.addr
+		if x >= 10 && x < 45 { // a source route through one or two other relays
+			via := others(m.entry, dest)
+			var hops []string
+			for _, h := range via[:1+rng.IntN(2)] {
+				hops = append(hops, "@"+h+".test")
+			}
+			r.wire = strings.Join(hops, ",") + ":" + r.addr
+		}
+		m.rcpts = append(m.rcpts, r)
 	}
 	return m
 }
@@ -473,16 +569,20 @@ func chaosSubmit(addr string, m *chaosMsg) {
 		fail(err)
 		return
 	}
-	if err := c.Rcpt(m.wire, nil); err != nil {
-		fail(err)
-		return
+	var to []string
+	for _, r := range m.rcpts {
+		if err := c.Rcpt(r.wire, nil); err != nil {
+			fail(err)
+			return
+		}
+		to = append(to, r.addr)
 	}
 	w, err := c.Data()
 	if err != nil {
 		return
 	}
 	body := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%s@%s.test>\r\n\r\nchaos body of %s\r\n%s",
-		from, m.rcpt, m.tok, m.tok, m.entry, m.tok, strings.Repeat("filler line to give DATA some length\r\n", 1+len(m.tok)%40))
+		from, strings.Join(to, ", "), m.tok, m.tok, m.entry, m.tok, strings.Repeat("filler line to give DATA some length\r\n", 1+len(m.tok)%40))
 	if _, err := w.Write([]byte(body)); err != nil {
 		return
 	}
