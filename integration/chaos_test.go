@@ -287,6 +287,14 @@ delay_warning = "0"
 			t.Errorf("relay %s: %v", n, err)
 		}
 	}
+	for _, n := range chaosNames { // SIGKILL is the nemesis's; a panic is a bug
+		logText, _ := os.ReadFile(relays[n].cfg + ".log")
+		if i := bytes.Index(logText, []byte("panic:")); i >= 0 {
+			t.Errorf("relay %s panicked: %.2000s", n, logText[i:])
+		} else if i := bytes.Index(logText, []byte("fatal error:")); i >= 0 {
+			t.Errorf("relay %s died: %.2000s", n, logText[i:])
+		}
+	}
 	byTok := map[string]*chaosMsg{}
 	for _, m := range msgs {
 		byTok[m.tok] = m
