@@ -139,7 +139,6 @@ func (l *lane) pop() *job {
 	return heap.Pop(&l.jobs).(*job)
 }
 
-
 func (l *lane) work(ctx context.Context) {
 	defer l.q.workers.Done()
 	var sess Session

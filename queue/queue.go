@@ -4,6 +4,12 @@
 // outcome (delivered, deferred with backoff, failed) and records it in the
 // spool. It opens no sockets itself: SMTP delivery is a Deliverer, next
 // hops come from a Router, both supplied by the relay.
+//
+// MT-PRIORITY (RFC 6710) is honoured in the lanes, not in the schedule
+// index, which stays ordered by due time: each lane holds a few jobs in
+// priority order, and a higher-priority job takes the place of the
+// lowest-priority one in a full lane, which goes back to being due in the
+// index (lane.go). Memory stays bounded by the lanes, whatever the queue.
 package queue
 
 import (
