@@ -243,7 +243,9 @@ func (q *Queue) composeDSN(m *spool.Message, rcpts []dsnRcpt, original []byte, n
 	w("")
 
 	// 3. The original (RFC 3461 §4.3: RET=HDRS by default).
-	full := mp.Ret == envelope.RetFull && original != nil && len(original) <= q.o.DSNMaxFull
+	// RFC 8689 §5: the report on a REQUIRETLS message carries its headers
+	// only, whatever RET says, and travels with REQUIRETLS itself.
+	full := mp.Ret == envelope.RetFull && !mp.RequireTLS && original != nil && len(original) <= q.o.DSNMaxFull
 	w("--%s", boundary)
 	switch {
 	case full && utf8:
@@ -275,6 +277,9 @@ func (q *Queue) composeDSN(m *spool.Message, rcpts []dsnRcpt, original []byte, n
 	var params []string
 	if utf8 {
 		params = append(params, "SMTPUTF8")
+	}
+	if mp.RequireTLS {
+		params = append(params, "REQUIRETLS")
 	}
 	if has8bit(b.Bytes()) {
 		params = append(params, "BODY=8BITMIME")

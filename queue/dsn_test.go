@@ -313,3 +313,21 @@ func TestUTF8DSNUsesGlobalForms(t *testing.T) {
 		t.Errorf("status %s, returned %s, final %q", d.statusType, d.returnType, d.perRcpt[0].Get("Final-Recipient"))
 	}
 }
+
+// TestRequireTLSDSN: the report on a REQUIRETLS message returns headers
+// only, even with RET=FULL, and is itself sent with REQUIRETLS
+// (RFC 8689 §5).
+func TestRequireTLSDSN(t *testing.T) {
+	q := New(Options{Hostname: "relay.test", Retry: policy})
+	m := &spool.Message{ID: "001ABCDEFGHJK", Envelope: spool.Envelope{From: "<s@a.test>", MailParams: " RET=FULL REQUIRETLS"},
+		Recipients: []spool.Recipient{{To: "<u@c.test>"}}}
+	raw, params := q.composeDSN(m, []dsnRcpt{{final: "<u@c.test>", action: "failed", status: "5.7.30", reply: "550 5.7.30 REQUIRETLS not offered"}},
+		[]byte("Subject: secret\r\n\r\nthe secret body\r\n"), time.Unix(2e9, 0))
+	if !strings.Contains(params, "REQUIRETLS") {
+		t.Errorf("DSN MAIL params %q lack REQUIRETLS", params)
+	}
+	d := parseDSN(t, raw)
+	if d.returnType != "text/rfc822-headers" || strings.Contains(d.returned, "secret body") {
+		t.Errorf("returned %s: %q", d.returnType, d.returned)
+	}
+}
