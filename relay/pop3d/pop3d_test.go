@@ -708,7 +708,7 @@ func FuzzSession(f *testing.F) {
 		b := newFakeBackend()
 		b.add("alice", []byte(msg1))
 		b.add("alice", []byte(msg2))
-		s := &Server{Hostname: "pop.test", Backend: b, AllowInsecureAuth: true, AuthFailureDelay: time.Microsecond, IdleTimeout: 100 * time.Millisecond}
+		s := &Server{Hostname: "pop.test", Backend: b, AllowInsecureAuth: true, AuthFailureDelay: time.Microsecond, IdleTimeout: 10 * time.Millisecond}
 		server, client := net.Pipe()
 		done := make(chan struct{})
 		go func() { s.ServeConn(server); close(done) }()
