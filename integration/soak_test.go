@@ -102,6 +102,7 @@ tls = "none"
 	rss := peakRSS(p.cmd.Process.Pid)
 	t.Logf("%d messages at %.0f msg/s; spool idle %d KiB, peak %d MiB, end %d KiB; peak RSS %d MiB; goroutines %v -> %v",
 		total, rate, idleDisk>>10, peakDisk>>20, endDisk>>10, rss>>20, idleG, endG)
+	logSpoolFiles(t, spoolDir)
 	if endDisk > 2*max(idleDisk, 1<<20) {
 		t.Errorf("spool disk use %d KiB after the soak, more than 2x idle (%d KiB)", endDisk>>10, idleDisk>>10)
 	}
@@ -145,4 +146,17 @@ func metric(t *testing.T, addr, name string) float64 {
 	io.Copy(io.Discard, resp.Body)
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// logSpoolFiles says which of Badger's files hold the space (memtable
+// logs .mem, tables .sst, value logs .vlog).
+func logSpoolFiles(t *testing.T, dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks > 0 {
+				t.Logf("  %-16s %8d KiB allocated, %8d KiB long", e.Name(), st.Blocks*512>>10, fi.Size()>>10)
+			}
+		}
+	}
 }

@@ -88,6 +88,7 @@ func (s *Spool) Record(ctx context.Context, id string, results []Result, dsn *Ou
 		var err error
 		dsnID, err = s.recordTxn(id, results, dsn)
 		if err == nil {
+			s.writes.Add(1)
 			break
 		}
 		if errors.Is(err, badger.ErrConflict) && try < maxConflictRetries {

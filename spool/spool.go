@@ -104,7 +104,7 @@ type Options struct {
 }
 
 // DefaultGCInterval is the value-log GC period when Options.GCInterval is 0.
-const DefaultGCInterval = 5 * time.Minute
+const DefaultGCInterval = time.Minute
 
 // ChunkSize is the size of body chunks b/<id>/<n>; only the last chunk is
 // shorter. It is stored per message, so changing it keeps old messages
@@ -155,6 +155,11 @@ type Spool struct {
 
 	gcStop chan struct{}
 	gcDone chan struct{}
+
+	// writes counts committed writes; compacted is its value at the last
+	// idle compaction (gcLoop only).
+	writes    atomic.Uint64
+	compacted uint64
 }
 
 // Open opens (creating if needed) the spool in opts.Dir. After a crash,
@@ -482,14 +487,44 @@ func (s *Spool) runGC() {
 		}
 		rewritten++
 	}
-	if rewritten == 0 {
+	if rewritten > 0 {
+		if err := s.waitDurable(context.Background()); err != nil {
+			s.log.Error("spool: sync after value-log GC", "err", err)
+			return
+		}
+		s.log.Info("spool: value-log GC", "files_rewritten", rewritten)
+	}
+	s.compactIfIdle()
+}
+
+// compactIfIdle compacts the LSM tree once the queue has drained after a
+// burst. Badger compacts level 0 only when five tables have piled up, so
+// without this the tables full of deleted mail would keep their disk
+// space until the next burst.
+func (s *Spool) compactIfIdle() {
+	w := s.writes.Load()
+	if w == s.compacted || !s.queueEmpty() {
 		return
 	}
-	if err := s.waitDurable(context.Background()); err != nil {
-		s.log.Error("spool: sync after value-log GC", "err", err)
+	if err := s.db.Flatten(1); err != nil {
+		s.log.Warn("spool: compaction", "err", err)
 		return
 	}
-	s.log.Info("spool: value-log GC", "files_rewritten", rewritten)
+	s.compacted = w
+	s.log.Info("spool: compacted after the queue drained")
+}
+
+// queueEmpty reports whether no message is queued.
+func (s *Spool) queueEmpty() bool {
+	empty := false
+	s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixMessage)})
+		defer it.Close()
+		it.Rewind()
+		empty = !it.Valid()
+		return nil
+	})
+	return empty
 }
 
 func (s *Spool) gcStopping() bool {
