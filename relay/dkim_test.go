@@ -59,28 +59,7 @@ func queuedConfig(t *testing.T) *config.Config {
 // runRelayOpts is runRelay with options (a resolver).
 func runRelayOpts(t *testing.T, cfg *config.Config, opts Options) (string, func()) {
 	t.Helper()
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	r, err := New(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-	}
-	t.Cleanup(stop)
+	r, stop := launch(t, cfg, opts, nil)
 	return r.SMTPAddrs()[0], stop
 }
 
@@ -351,17 +330,7 @@ func TestDSNsAreSigned(t *testing.T) {
 	cfg.RelayNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	_, path := newKey(t, cfg.DataDir, dkim.Ed25519)
 	cfg.DKIM.Sign = []config.DKIMSign{{Domain: "b.test", Selector: "s1", Key: path}}
-	r, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Resolver: &fakeResolver{}}) // every name: NXDOMAIN
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	r, _ := launch(t, cfg, Options{Resolver: &fakeResolver{}}, nil) // every name: NXDOMAIN
 	c := dial(t, r.SMTPAddrs()[0])
 	c.cmd("EHLO b.test", "250 ")
 	c.send("<alice@b.test>", []string{"<u@nowhere.test>"}, "Subject: will bounce\r\n\r\nx\r\n")

@@ -42,13 +42,20 @@ func testConfig(t *testing.T) *config.Config {
 	return cfg
 }
 
-// runRelay starts a relay and returns its SMTP address and a stop function
-// that shuts it down cleanly and waits.
-func runRelay(t *testing.T, cfg *config.Config) (string, func()) {
+// launch starts a relay (adjust, if set, runs before it listens) and
+// returns it with a stop function that shuts it down cleanly and waits;
+// stop also runs when the test ends.
+func launch(t *testing.T, cfg *config.Config, opts Options, adjust func(*Relay)) (*Relay, func()) {
 	t.Helper()
-	r, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	r, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if adjust != nil {
+		adjust(r)
 	}
 	if err := r.Listen(); err != nil {
 		t.Fatal(err)
@@ -68,6 +75,13 @@ func runRelay(t *testing.T, cfg *config.Config) (string, func()) {
 		}
 	}
 	t.Cleanup(stop)
+	return r, stop
+}
+
+// runRelay starts a relay and returns its SMTP address and a stop function.
+func runRelay(t *testing.T, cfg *config.Config) (string, func()) {
+	t.Helper()
+	r, stop := launch(t, cfg, Options{}, nil)
 	return r.SMTPAddrs()[0], stop
 }
 

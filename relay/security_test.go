@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"context"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -101,18 +100,7 @@ func TestAuthenticatedSenderRestriction(t *testing.T) {
 func TestLoginThrottling(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.AllowInsecureAuth = true
-	r, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.logins.base = 20 * time.Millisecond
-	if err := r.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	r, _ := launch(t, cfg, Options{}, func(r *Relay) { r.logins.base = 20 * time.Millisecond })
 	addr := r.SMTPAddrs()[0]
 
 	wrong := "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00guess"))

@@ -1,10 +1,7 @@
 package relay
 
 import (
-	"context"
 	"crypto/tls"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,7 +9,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/relay-mta/relay/relay/config"
 )
 
 // peerSerial connects with STARTTLS and returns the serial number of the
@@ -47,7 +43,8 @@ func TestTLSReload(t *testing.T) {
 	copyFile(t, certA, cfg.TLS.Cert)
 	copyFile(t, keyA, cfg.TLS.Key)
 	cfg.SMTP.ListenTLS = []string{"127.0.0.1:0"}
-	r, addr := startRelay(t, cfg)
+	r, _ := launch(t, cfg, Options{}, nil)
+	addr := r.SMTPAddrs()[0]
 	first := peerSerial(t, addr)
 
 	certB, keyB, err := WriteSelfSigned(filepath.Join(dir, "b"), "b.test")
@@ -94,21 +91,4 @@ func copyFile(t *testing.T, from, to string) {
 	if err := os.WriteFile(to, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// startRelay runs a relay and returns it with its first SMTP address.
-func startRelay(t *testing.T, cfg *config.Config) (*Relay, string) {
-	t.Helper()
-	r, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return r, r.SMTPAddrs()[0]
 }
