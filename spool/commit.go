@@ -161,6 +161,20 @@ func putMessage(txn *badger.Txn, id string, idv uint64, now time.Time, due uint6
 	return txn.Set(eventKey(id, idv), encodeEvent(&ev))
 }
 
+// syncSoon makes everything committed so far durable within
+// soonSyncDelay, in the background, for commits whose caller need not
+// wait: a crash before the sync only undoes the whole transaction.
+func (s *Spool) syncSoon() {
+	switch s.mode {
+	case modeBadger:
+		// Badger synced the commit itself.
+	case modeEach:
+		s.doSync() // a failure is logged and sticky
+	default:
+		s.group.syncSoon()
+	}
+}
+
 // waitDurable returns once everything committed before the call is on disk.
 func (s *Spool) waitDurable(ctx context.Context) error {
 	switch s.mode {
@@ -229,6 +243,16 @@ func (s *Spool) syncStorage() error {
 func (s *Spool) syncImmutableWALs() error {
 	s.walMu.Lock()
 	defer s.walMu.Unlock()
+	if s.walSynced > 0 {
+		// Badger numbers memtables one after the other, so without a file
+		// for the next number the newest WAL is still the one db.Sync
+		// just synced: one stat instead of listing the directory on every
+		// sync.
+		next := filepath.Join(s.dir, fmt.Sprintf("%05d.mem", s.walSynced+1))
+		if _, err := os.Stat(next); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+	}
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("list %s: %w", s.dir, err)
@@ -305,10 +329,20 @@ type groupSync struct {
 	kick     chan struct{} // capacity 1: "a round has waiters"
 	quit     chan struct{}
 	done     chan struct{}
+	// soon: commits that nobody waits for (Record) are not yet covered by
+	// a sync that started after them; soonTimer then runs, to sync them
+	// within soonSyncDelay if no waiter brings a round first.
+	soon      bool
+	soonTimer *time.Timer
 }
 
 // maxSyncDelay bounds how long the syncer waits for in-flight commits.
 const maxSyncDelay = 500 * time.Microsecond
+
+// soonSyncDelay bounds how long a commit nobody waits for stays unsynced.
+// Such commits (delivery results) ride along with the rounds of enqueues
+// when there are any; a round of their own would only add an fsync.
+const soonSyncDelay = 50 * time.Millisecond
 
 type syncRound struct {
 	waiters int
@@ -328,6 +362,8 @@ func newGroupSync(fn func() error, delay time.Duration) *groupSync {
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	g.soonTimer = time.NewTimer(time.Hour)
+	g.soonTimer.Stop()
 	go g.loop()
 	return g
 }
@@ -378,6 +414,17 @@ func (g *groupSync) wait(ctx context.Context, entered bool) error {
 	}
 }
 
+// syncSoon asks for a sync of everything committed so far, within
+// soonSyncDelay, without waiting for it.
+func (g *groupSync) syncSoon() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.soon {
+		g.soon = true
+		g.soonTimer.Reset(soonSyncDelay)
+	}
+}
+
 func (g *groupSync) loop() {
 	defer close(g.done)
 	timer := time.NewTimer(time.Hour)
@@ -385,17 +432,23 @@ func (g *groupSync) loop() {
 	for {
 		select {
 		case <-g.kick:
-			g.round(timer)
+			g.round(timer, false)
+		case <-g.soonTimer.C:
+			g.round(timer, true)
 		case <-g.quit:
-			g.round(nil) // nobody should be waiting, but never strand a waiter
+			// Nobody should be waiting, but never strand a waiter, and
+			// leave nothing unsynced.
+			g.round(nil, true)
 			return
 		}
 	}
 }
 
-func (g *groupSync) round(timer *time.Timer) {
+// round runs one sync for the waiters of the next round; with soon also
+// without waiters, if commits nobody waits for are not yet covered.
+func (g *groupSync) round(timer *time.Timer, soon bool) {
 	g.mu.Lock()
-	if g.next.waiters == 0 {
+	if g.next.waiters == 0 && !(soon && g.soon) {
 		g.mu.Unlock()
 		return
 	}
@@ -417,6 +470,7 @@ func (g *groupSync) round(timer *time.Timer) {
 	}
 	r := g.next
 	g.next = newSyncRound()
+	g.soon = false // the sync below starts after every commit so far
 	g.mu.Unlock()
 	r.err = g.fn()
 	close(r.done)

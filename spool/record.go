@@ -58,7 +58,8 @@ const maxConflictRetries = 20
 // (delivered, failed), mailbox entries for local deliveries, and an event
 // per result. When no recipient is left pending or deferred the message
 // retires: its envelope, body, recipients and events are deleted in the
-// same transaction. Record returns after the transaction is durable.
+// same transaction. Record returns at commit; the transaction becomes
+// durable within soonSyncDelay, usually with the next group of enqueues.
 //
 // dsn, when not nil, is stored as a new message in the same transaction
 // (see Outgoing); its ID is returned ("" when none was stored).
@@ -96,13 +97,7 @@ func (s *Spool) Record(ctx context.Context, id string, results []Result, dsn *Ou
 		}
 		return "", fmt.Errorf("spool: record %s: %w", id, err)
 	}
-	s.inflight.Add(1) // Close waits for this sync like for any operation
-	go func() {
-		defer s.inflight.Done()
-		if err := s.waitDurable(context.WithoutCancel(ctx)); err != nil {
-			s.log.Error("spool: sync after record", "id", id, "err", err)
-		}
-	}()
+	s.syncSoon()
 	return dsnID, nil
 }
 

@@ -224,3 +224,40 @@ func TestEnqueueOnceStoresEachRecipientOnce(t *testing.T) {
 		t.Fatalf("other token: %q, %v", got, err)
 	}
 }
+
+// TestRecordSyncedSoon: results nobody waits for are synced within
+// soonSyncDelay by a round of their own when no enqueue brings one, and
+// many of them share that round.
+func TestRecordSyncedSoon(t *testing.T) {
+	s := openT(t, Options{})
+	ids := make([]string, 20)
+	for i := range ids {
+		ids[i] = enqueueN(t, s, 1)
+	}
+	before := s.syncs.Load()
+	for _, id := range ids {
+		if _, err := s.Record(context.Background(), id, []Result{{Rcpt: 0, Status: StatusDelivered, Reply: "250 ok"}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(soonSyncDelay + time.Second)
+	for s.syncs.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(2 * soonSyncDelay) // any further round would show by now
+	if n := s.syncs.Load() - before; n != 1 {
+		t.Errorf("%d syncs after 20 Records, want exactly 1", n)
+	}
+
+	// An enqueue's round covers the Records before it: no extra round.
+	id := enqueueN(t, s, 1)
+	before = s.syncs.Load()
+	if _, err := s.Record(context.Background(), id, []Result{{Rcpt: 0, Status: StatusDelivered, Reply: "250 ok"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	enqueueN(t, s, 1)
+	time.Sleep(2 * soonSyncDelay)
+	if n := s.syncs.Load() - before; n != 1 {
+		t.Errorf("%d syncs for a Record followed by an Enqueue, want 1 (shared)", n)
+	}
+}
