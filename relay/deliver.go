@@ -335,7 +335,7 @@ func (d *Deliverer) dialTarget(ctx context.Context, t target, mode config.TLSMod
 	s, err := d.open(ctx, raw, t, mode)
 	if !stop() {
 		if err == nil {
-			s.c.Close()
+			s.conn.Close()
 		}
 		return nil, fmt.Errorf("deliver: %s: %w", t.addr, context.Cause(ctx))
 	}
@@ -379,23 +379,20 @@ const greetingReplay = "220 greeting received before STARTTLS\r\n"
 // strip TLS by breaking the handshake.
 func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode config.TLSMode) (*clientSession, error) {
 	cmdTimeout := orDuration(d.CommandTimeout, defaultCommandTimeout)
-	mc := &mailLineConn{Conn: raw}
-	c := d.newClient(mc)
+	c := d.newClient(raw)
 	if err := c.Hello(d.hostname()); err != nil {
 		return nil, fmt.Errorf("deliver: %s: greeting or EHLO: %w", t.addr, err)
 	}
 	s := &clientSession{
-		c:           c,
-		conn:        raw,
 		raw:         raw,
-		mail:        mc,
 		remote:      t.addr,
 		hostname:    d.hostname(),
+		cmdTimeout:  cmdTimeout,
 		dataTimeout: orDuration(d.DataTimeout, defaultDataTimeout),
 		now:         d.now,
 	}
 	if mode == config.TLSNone {
-		return s, nil
+		return s.ready(c, raw), nil
 	}
 	if ok, _ := c.Extension("STARTTLS"); !ok {
 		if mode == config.TLSRequire {
@@ -403,7 +400,7 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 			c.Quit() // courtesy only; the caller closes the socket anyway
 			return nil, fmt.Errorf("deliver: %s does not offer STARTTLS and the route says tls = require", t.addr)
 		}
-		return s, nil
+		return s.ready(c, raw), nil
 	}
 
 	raw.SetDeadline(time.Now().Add(cmdTimeout))
@@ -429,13 +426,26 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 	s.verified = mode == config.TLSRequire || d.verifyPeer(st, t.name) == nil
 
 	conn := &replayConn{Conn: tc, pending: []byte(greetingReplay)}
-	mc = &mailLineConn{Conn: conn}
-	c = d.newClient(mc)
+	c = d.newClient(conn)
 	if err := c.Hello(d.hostname()); err != nil {
 		return nil, fmt.Errorf("deliver: %s: EHLO after STARTTLS: %w", t.addr, err)
 	}
-	s.c, s.conn, s.mail, s.tls = c, conn, mc, &st
-	return s, nil
+	s.tls = &st
+	return s.ready(c, conn), nil
+}
+
+// ready makes s the session on conn, whose opening c has done: from here
+// on the transactions are ours (transaction.go), and c only answers what
+// the server's EHLO reply offered. c has read exactly the EHLO reply, and
+// the server says nothing until spoken to, so no byte is left in c's
+// buffer.
+func (s *clientSession) ready(c *smtp.Client, conn net.Conn) *clientSession {
+	s.conn = conn
+	s.ext = func(name string) bool { ok, _ := c.Extension(name); return ok }
+	s.pipelining = s.ext("PIPELINING")
+	s.br = bufio.NewReaderSize(conn, maxReplyLine)
+	s.bw = bufio.NewWriterSize(conn, 16<<10)
+	return s
 }
 
 func (d *Deliverer) newClient(conn net.Conn) *smtp.Client {
@@ -498,15 +508,18 @@ func (c *replayConn) Read(p []byte) (int, error) {
 // clientSession is one open SMTP connection to a next hop. It is used by
 // one goroutine at a time.
 type clientSession struct {
-	c           *smtp.Client
-	conn        net.Conn      // what c talks over (TCP or TLS), for deadlines
-	raw         net.Conn      // the TCP connection, closed to abort at once
-	mail        *mailLineConn // between c and conn: adds MAIL parameters go-smtp lacks
+	conn        net.Conn // what the session talks over (TCP or TLS)
+	raw         net.Conn // the TCP connection, closed to abort at once
+	br          *bufio.Reader
+	bw          *bufio.Writer
+	ext         func(keyword string) bool // offered in the reply to our EHLO
+	pipelining  bool                      // RFC 2920, offered
 	now         func() time.Time
 	remote      string
-	hostname    string
+	hostname    string               // ours, as in EHLO
 	tls         *tls.ConnectionState // nil in plaintext
 	verified    bool                 // TLS with a certificate that verified for the hop's name
+	cmdTimeout  time.Duration
 	dataTimeout time.Duration
 
 	// dirty: a transaction was started and not ended by the reply to the
@@ -535,27 +548,34 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 	body = append(handoffHeader(s.hostname, msg.ID), body...)
 	// Everything that could be refused locally is checked before the first
 	// byte is sent, so a local problem never leaves a half transaction.
-	from, mailOpts, err := mailArgs(msg, len(body))
+	p, err := storedParams(msg)
 	if err != nil {
 		return nil, fmt.Errorf("deliver: message %s: %w", msg.ID, err)
 	}
-	levels, err := levelsOf(msg)
-	if err != nil {
-		return nil, fmt.Errorf("deliver: message %s: %w", msg.ID, err)
-	}
-	tos := make([]string, len(rcpts))
-	rcptOpts := make([]*smtp.RcptOptions, len(rcpts))
+	levels := levelsOf(msg, p)
+	rcptLines := make([]string, len(rcpts))
 	for i, r := range rcpts {
-		if tos[i], rcptOpts[i], err = rcptArgs(r); err != nil {
+		if rcptLines[i], err = s.rcptLine(r); err != nil {
 			return nil, fmt.Errorf("deliver: message %s: %w", msg.ID, err)
 		}
 	}
-	if len(tos) == 0 {
+	if len(rcptLines) == 0 {
 		return nil, nil
+	}
+	if refuse := s.cannotCarry(p); refuse != nil {
+		return all(make([]queue.Reply, len(rcpts)), *refuse), nil
+	}
+	params, refuse, relayed := s.mailParams(p, levels, len(body))
+	if refuse != nil {
+		return all(make([]queue.Reply, len(rcpts)), *refuse), nil
+	}
+	mail := "MAIL FROM:" + msg.From + params.String()
+	if !oneCommandLine(mail) {
+		return nil, fmt.Errorf("deliver: message %s: reverse path %q is not one command line", msg.ID, msg.From)
 	}
 
 	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
-	replies, err := s.send(from, mailOpts, levels, tos, rcptOpts, body)
+	replies, err := s.transact(mail, rcptLines, body)
 	if !stop() {
 		// The socket was closed under us. Replies already complete stay
 		// true (the message may have been delivered); the session is gone.
@@ -568,152 +588,132 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 		s.broken = true
 		return nil, err
 	}
+	for i := range replies {
+		if replies[i].Code/100 == 2 {
+			// A hop without DSN got no NOTIFY (mailParams, rcptLine), so
+			// the queue sends the "relayed" notice itself (RFC 3461 §6.2.1).
+			replies[i].Relayed = !s.ext("DSN") || relayed
+		}
+	}
 	return replies, nil
 }
 
-func (s *clientSession) send(from string, mailOpts *smtp.MailOptions, levels levels, tos []string, rcptOpts []*smtp.RcptOptions, body []byte) ([]queue.Reply, error) {
-	if s.dirty {
-		if err := s.reset(); err != nil {
-			return nil, err
-		}
-	}
-	replies := make([]queue.Reply, len(tos))
-	all := func(r queue.Reply) []queue.Reply {
-		for i := range replies {
-			replies[i] = r
-		}
-		return replies
-	}
-
-	if mailOpts.RequireTLS {
-		// RFC 8689 §4.2.1: only over verified TLS to a hop that promises
-		// to keep the requirement; otherwise the message must not go on
-		// and is returned (§4.2.2, 5.7.30), never sent in the clear.
-		var why string
-		ok, _ := s.c.Extension("REQUIRETLS")
-		switch {
-		case s.tls == nil:
-			why = "no TLS session"
-		case !s.verified:
-			why = "its TLS certificate did not verify"
-		case !ok:
-			why = "it does not offer REQUIRETLS"
-		}
-		if why != "" {
-			text := fmt.Sprintf("550 5.7.30 REQUIRETLS support required: %s cannot carry the message (%s)", s.remote, why)
-			return all(queue.Reply{Code: 550, Text: text}), nil
-		}
-	}
-	if mailOpts.UTF8 {
-		if ok, _ := s.c.Extension("SMTPUTF8"); !ok {
-			// RFC 6531 §3.2: such a message cannot be relayed to this
-			// hop; go-smtp would refuse it with an error that says
-			// nothing about the recipients, so answer for them here.
-			text := fmt.Sprintf("553 5.6.7 SMTPUTF8 is required, but was not offered by %s", s.remote)
-			return all(queue.Reply{Code: 553, Text: text}), nil
-		}
-	}
-
-	extra, refuse, relayed := s.levelParams(levels)
-	if refuse != "" {
-		code, _ := strconv.Atoi(refuse[:3])
-		return all(queue.Reply{Code: code, Text: refuse}), nil
-	}
-
-	s.dirty = true
-	s.mail.arm(extra)
-	err := s.c.Mail(from, mailOpts)
-	s.mail.disarm()
-	if err != nil {
-		r, ok := replyOf(err)
-		if !ok {
-			return nil, s.fail("MAIL FROM", err)
-		}
-		return all(r), nil
-	}
-
-	accepted := make([]bool, len(tos))
-	n := 0
-	for i, to := range tos {
-		err := s.c.Rcpt(to, rcptOpts[i])
-		if err == nil {
-			accepted[i] = true
-			n++
-			// Provisional: the reply to DATA decides.
-			replies[i] = queue.Reply{Code: 250, Text: "250 recipient accepted"}
-			continue
-		}
-		r, ok := replyOf(err)
-		if !ok {
-			return nil, s.fail("RCPT TO", err)
-		}
+func all(replies []queue.Reply, r queue.Reply) []queue.Reply {
+	for i := range replies {
 		replies[i] = r
 	}
-	accept := func(r queue.Reply) []queue.Reply {
+	return replies
+}
+
+// transact runs one mail transaction: [RSET], MAIL, RCPT for each line of
+// rcpts, DATA and the message. See Send for what the replies mean.
+func (s *clientSession) transact(mail string, rcpts []string, body []byte) ([]queue.Reply, error) {
+	lines := make([]string, 0, len(rcpts)+3)
+	if s.dirty {
+		lines = append(lines, "RSET")
+	}
+	mailAt := len(lines)
+	lines = append(lines, mail)
+	lines = append(lines, rcpts...)
+	dataAt := len(lines)
+	lines = append(lines, "DATA")
+
+	s.dirty = true
+	accepted := 0
+	wire, err := s.roundTrip(lines, s.cmdTimeout, func(i int, r wireReply) bool {
+		switch {
+		case i < mailAt:
+			return !r.ok() // RSET
+		case i == mailAt:
+			return !r.ok()
+		case i < dataAt:
+			if r.ok() {
+				accepted++
+			}
+			return i == dataAt-1 && accepted == 0
+		}
+		return false
+	})
+	if err != nil {
+		return nil, s.fail(lines[len(wire)], err)
+	}
+	for i, r := range wire {
+		if r.fatal() || (i < mailAt && !r.ok()) {
+			return nil, s.fail(lines[i], errors.New(r.text))
+		}
+	}
+
+	replies := make([]queue.Reply, len(rcpts))
+	if r := wire[mailAt]; !r.ok() {
+		return s.endEarly(wire, dataAt, all(replies, queue.Reply{Code: r.code, Text: r.text}))
+	}
+	accepted = 0
+	for i, r := range wire[mailAt+1 : min(len(wire), dataAt)] {
+		switch {
+		case r.ok():
+			accepted++
+			// Provisional: the reply to DATA decides.
+			replies[i] = queue.Reply{Code: 250, Text: "250 recipient accepted"}
+		case r.refusal():
+			replies[i] = queue.Reply{Code: r.code, Text: r.text}
+		default:
+			return nil, s.fail(lines[mailAt+1+i], errors.New(r.text))
+		}
+	}
+	// The accepted recipients share the answer to DATA and to the message.
+	answer := func(r wireReply) []queue.Reply {
 		for i := range replies {
-			if accepted[i] {
-				replies[i] = r
+			if replies[i].Code == 250 {
+				replies[i] = queue.Reply{Code: r.code, Text: r.text}
 			}
 		}
 		return replies
 	}
-	if n == 0 {
-		// The refusals are real answers; if the RSET fails the session is
-		// unusable, but they stay true.
-		if err := s.reset(); err != nil {
-			s.broken = true
-		}
-		return replies, nil
+	if accepted == 0 {
+		// The refusals are real answers.
+		return s.endEarly(wire, dataAt, replies)
+	}
+	switch r := wire[dataAt]; {
+	case r.code == 354:
+	case r.refusal():
+		return answer(r), nil
+	default:
+		return nil, s.fail("DATA", errors.New(r.text))
 	}
 
-	w, err := s.c.Data()
-	if err != nil {
-		r, ok := replyOf(err)
-		if !ok {
-			return nil, s.fail("DATA", err)
-		}
-		return accept(r), nil
-	}
-	// go-smtp sets no deadline while the body is written, only for the
-	// reply after it: a peer that stops reading must not block us forever.
-	s.conn.SetDeadline(time.Now().Add(s.dataTimeout))
-	if _, err := w.Write(body); err != nil {
+	s.conn.SetWriteDeadline(time.Now().Add(s.dataTimeout))
+	if err := writeMessage(s.bw, body); err != nil {
 		return nil, s.fail("DATA", err)
 	}
-	resp, err := w.CloseWithResponse()
+	r, err := s.readReply(s.dataTimeout)
 	if err != nil {
-		r, ok := replyOf(err)
-		if !ok {
-			return nil, s.fail("end of DATA", err)
-		}
-		s.dirty = false // any reply to the end of DATA ends the transaction
-		return accept(r), nil
+		return nil, s.fail("end of DATA", err)
 	}
-	// RFC 5321 §4.1.1.4: the transaction is over; the next MAIL needs no
-	// RSET (and so no second EHLO, which go-smtp would want after RSET).
+	if !r.ok() && !r.refusal() {
+		return nil, s.fail("end of DATA", errors.New(r.text))
+	}
+	// RFC 5321 §4.1.1.4: any reply to the end of DATA ends the
+	// transaction; the next MAIL needs no RSET.
 	s.dirty = false
-	// go-smtp drops DSN parameters silently when the peer lacks DSN:
-	// say so, so the queue can send the "relayed" notice itself.
-	hasDSN, _ := s.c.Extension("DSN")
-	return accept(queue.Reply{Code: 250, Text: "250 " + oneLine(resp.StatusText), Relayed: !hasDSN || relayed}), nil
+	return answer(r), nil
 }
 
-// reset sends RSET, then EHLO again: go-smtp forgets the EHLO at RSET and
-// would otherwise send it implicitly at the next command, where a failure
-// would be misread (as "SMTPUTF8 not offered", for one).
-func (s *clientSession) reset() error {
-	if err := s.c.Reset(); err != nil {
-		return s.fail("RSET", err)
+// endEarly finishes a transaction that carries no message: MAIL refused,
+// or no recipient accepted. A pipelining server that answers the DATA sent
+// along with 354 anyway now waits for a message; rather than send an
+// empty one, the session is given up (the replies stay true).
+func (s *clientSession) endEarly(wire []wireReply, dataAt int, replies []queue.Reply) ([]queue.Reply, error) {
+	if len(wire) > dataAt && wire[dataAt].code == 354 {
+		s.broken = true
 	}
-	if err := s.c.Hello(s.hostname); err != nil {
-		return s.fail("EHLO", err)
-	}
-	s.dirty = false
-	return nil
+	return replies, nil
 }
 
 func (s *clientSession) fail(cmd string, err error) error {
 	s.broken = true
+	if i := strings.IndexByte(cmd, ':'); i > 0 {
+		cmd = cmd[:i] // "MAIL FROM", "RCPT TO": not the whole line
+	}
 	return fmt.Errorf("deliver: %s: %s: %w", s.remote, cmd, err)
 }
 
@@ -725,34 +725,114 @@ func (s *clientSession) Close() error {
 	}
 	s.closed = true
 	if !s.broken {
-		s.c.CommandTimeout = quitTimeout
-		if err := s.c.Quit(); err == nil {
-			return nil // Quit closed the connection
+		s.conn.SetDeadline(time.Now().Add(quitTimeout))
+		s.bw.WriteString("QUIT\r\n")
+		if s.bw.Flush() == nil {
+			s.readReply(quitTimeout)
 		}
 	}
-	if err := s.c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := s.conn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("deliver: close %s: %w", s.remote, err)
 	}
 	return nil
 }
 
-// replyOf turns a refusal from go-smtp into a recipient's reply. ok is
-// false for everything that means the session broke: I/O errors, 421
-// (RFC 5321 §3.8: the server is closing the connection), and codes that
-// are no refusal at all.
-func replyOf(err error) (queue.Reply, bool) {
-	var se *smtp.SMTPError
-	if !errors.As(err, &se) || se.Code < 400 || se.Code > 599 || se.Code == 421 {
-		return queue.Reply{}, false
+// storedParams parses the MAIL parameters stored with msg.
+func storedParams(msg *spool.Message) (envelope.MailParams, error) {
+	from := msg.From
+	if len(from) < 2 || from[0] != '<' || from[len(from)-1] != '>' {
+		return envelope.MailParams{}, fmt.Errorf("stored reverse path %q is not in wire form", from)
 	}
-	text := strconv.Itoa(se.Code)
-	if e := se.EnhancedCode; e != smtp.EnhancedCodeNotSet && e != smtp.NoEnhancedCode {
-		text += fmt.Sprintf(" %d.%d.%d", e[0], e[1], e[2])
+	p, err := envelope.ParseMailParams(strings.TrimSpace(msg.MailParams))
+	if err != nil {
+		return envelope.MailParams{}, fmt.Errorf("stored MAIL parameters: %w", err)
 	}
-	if msg := oneLine(se.Message); msg != "" {
-		text += " " + msg
+	return p, nil
+}
+
+// cannotCarry is the reply for every recipient when this hop cannot carry
+// a message with parameters p at all, nil when it can.
+func (s *clientSession) cannotCarry(p envelope.MailParams) *queue.Reply {
+	if p.RequireTLS {
+		// RFC 8689 §4.2.1: only over verified TLS to a hop that promises
+		// to keep the requirement; otherwise the message must not go on
+		// and is returned (§4.2.2, 5.7.30), never sent in the clear.
+		var why string
+		switch {
+		case s.tls == nil:
+			why = "no TLS session"
+		case !s.verified:
+			why = "its TLS certificate did not verify"
+		case !s.ext("REQUIRETLS"):
+			why = "it does not offer REQUIRETLS"
+		}
+		if why != "" {
+			return &queue.Reply{Code: 550, Text: fmt.Sprintf("550 5.7.30 REQUIRETLS support required: %s cannot carry the message (%s)", s.remote, why)}
+		}
 	}
-	return queue.Reply{Code: se.Code, Text: text}, true
+	if p.SMTPUTF8 && !s.ext("SMTPUTF8") {
+		// RFC 6531 §3.2: such a message cannot be relayed to this hop.
+		return &queue.Reply{Code: 553, Text: fmt.Sprintf("553 5.6.7 SMTPUTF8 is required, but was not offered by %s", s.remote)}
+	}
+	return nil
+}
+
+// mailParams are the MAIL parameters this hop gets for a message stored
+// with p, whose body (with our hand-off field) is size bytes: each only
+// where the hop offers its extension. AUTH= is not passed on: it asserted
+// the sender's identity to this relay (RFC 4954 §5), and the next hop has
+// no reason to trust it. MT-PRIORITY and BY follow levelParams.
+func (s *clientSession) mailParams(p envelope.MailParams, l levels, size int) (out envelope.MailParams, refuse *queue.Reply, relayed bool) {
+	if s.ext("SIZE") {
+		out.Size = int64(size)
+	}
+	if p.Body == envelope.Body8BitMIME && s.ext("8BITMIME") {
+		out.Body = p.Body
+	}
+	out.SMTPUTF8 = p.SMTPUTF8
+	out.RequireTLS = p.RequireTLS
+	if s.ext("DSN") {
+		out.Ret, out.EnvID = p.Ret, p.EnvID
+	}
+	out, refuse, relayed = s.levelParams(out, l)
+	return out, refuse, relayed
+}
+
+// rcptLine is the RCPT command for a stored forward path in wire form,
+// optionally followed by its parameters ("<u@d> NOTIFY=FAILURE
+// ORCPT=rfc822;u@d"). The path keeps its source route; the DSN
+// parameters go only to a hop that offers DSN.
+func (s *clientSession) rcptLine(rcpt string) (string, error) {
+	path, params, err := envelope.SplitArg(rcpt)
+	if err != nil {
+		return "", fmt.Errorf("recipient %q: %w", rcpt, err)
+	}
+	if len(path) <= 2 || path[0] != '<' || path[len(path)-1] != '>' {
+		return "", fmt.Errorf("recipient %q: not a forward path", rcpt)
+	}
+	p, err := envelope.ParseRcptParams(params)
+	if err != nil {
+		return "", fmt.Errorf("recipient %q: %w", rcpt, err)
+	}
+	line := "RCPT TO:" + path
+	if s.ext("DSN") {
+		line += p.String()
+	}
+	if !oneCommandLine(line) {
+		return "", fmt.Errorf("recipient %q: not one command line", rcpt)
+	}
+	return line, nil
+}
+
+// oneCommandLine reports whether line can be sent as one command: no
+// control characters, which would end it early or smuggle another.
+func oneCommandLine(line string) bool {
+	for i := 0; i < len(line); i++ {
+		if line[i] < ' ' || line[i] == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // oneLine joins the lines of a multi-line reply with spaces and replaces
@@ -768,76 +848,4 @@ func oneLine(s string) string {
 		}
 		return r
 	}, strings.TrimSpace(s))
-}
-
-// mailArgs turns the stored envelope into go-smtp's MAIL arguments: the
-// reverse path without its angle brackets (go-smtp adds them) and the
-// options. AUTH= is not passed on: it asserted the sender's identity to
-// this relay (RFC 4954 §5), and the next hop has no reason to trust it.
-//
-// go-smtp writes BODY=8BITMIME whenever the peer offers 8BITMIME, whatever
-// Body says, and drops RET and ENVID when the peer lacks DSN.
-func mailArgs(msg *spool.Message, size int) (string, *smtp.MailOptions, error) {
-	from := msg.From
-	if len(from) < 2 || from[0] != '<' || from[len(from)-1] != '>' {
-		return "", nil, fmt.Errorf("stored reverse path %q is not in wire form", from)
-	}
-	p, err := envelope.ParseMailParams(msg.MailParams)
-	if err != nil {
-		return "", nil, fmt.Errorf("stored MAIL parameters: %w", err)
-	}
-	return from[1 : len(from)-1], &smtp.MailOptions{
-		Body:       smtp.BodyType(p.Body),
-		Size:       int64(size),
-		UTF8:       p.SMTPUTF8,
-		Return:     smtp.DSNReturn(p.Ret),
-		EnvelopeID: p.EnvID,
-		RequireTLS: p.RequireTLS,
-	}, nil
-}
-
-// rcptArgs turns a forward path in wire form, optionally followed by RCPT
-// parameters ("<u@d> NOTIFY=FAILURE ORCPT=rfc822;u@d"), into go-smtp's
-// RCPT arguments. The path keeps its source route.
-func rcptArgs(rcpt string) (string, *smtp.RcptOptions, error) {
-	path, params, err := envelope.SplitArg(rcpt)
-	if err != nil {
-		return "", nil, fmt.Errorf("recipient %q: %w", rcpt, err)
-	}
-	to := path[1 : len(path)-1]
-	if to == "" {
-		return "", nil, fmt.Errorf("recipient %q: empty path", rcpt)
-	}
-	if params == "" {
-		return to, nil, nil
-	}
-	p, err := envelope.ParseRcptParams(params)
-	if err != nil {
-		return "", nil, fmt.Errorf("recipient %q: %w", rcpt, err)
-	}
-	opts := &smtp.RcptOptions{}
-	for _, n := range []struct {
-		bit envelope.Notify
-		v   smtp.DSNNotify
-	}{
-		{envelope.NotifyNever, smtp.DSNNotifyNever},
-		{envelope.NotifySuccess, smtp.DSNNotifySuccess},
-		{envelope.NotifyFailure, smtp.DSNNotifyFailure},
-		{envelope.NotifyDelay, smtp.DSNNotifyDelayed},
-	} {
-		if p.Notify&n.bit != 0 {
-			opts.Notify = append(opts.Notify, n.v)
-		}
-	}
-	// go-smtp can write the two address types RFC 3461 and RFC 6533
-	// define; ORCPT is informational, so another type is dropped rather
-	// than refused.
-	switch {
-	case p.ORcpt == "":
-	case strings.EqualFold(p.ORcptType, "rfc822"):
-		opts.OriginalRecipientType, opts.OriginalRecipient = smtp.DSNAddressTypeRFC822, p.ORcpt
-	case strings.EqualFold(p.ORcptType, "utf-8"):
-		opts.OriginalRecipientType, opts.OriginalRecipient = smtp.DSNAddressTypeUTF8, p.ORcpt
-	}
-	return to, opts, nil
 }

@@ -247,7 +247,8 @@ func scriptServer(t *testing.T, ip, greeting string, answer func(line string) (r
 						inData = false
 					}
 					reply, closeAfter := answer(line)
-					inData = strings.HasPrefix(reply, "354")
+					// The last line counts: a reply may end a pipelined group.
+					inData = strings.HasPrefix(reply[strings.LastIndex(reply, "\n")+1:], "354")
 					if reply != "" {
 						io.WriteString(c, reply+"\r\n")
 					}
@@ -495,38 +496,142 @@ func TestDeliverSessionReuse(t *testing.T) {
 	s := mustDial(t, testDeliverer(nil, nil), plainHop(srv.addr))
 	checkReplies(t, mustSend(t, s, testMessage("M1", "<s@a.test>", ""), "<u1@d.test>"), "250 2.0.0 OK: queued as Q1")
 	checkReplies(t, mustSend(t, s, testMessage("M2", "<s@a.test>", ""), "<u2@d.test>"), "250 2.0.0 OK: queued as Q2")
-	// A transaction with every recipient refused is aborted: RSET.
+	// A transaction with every recipient refused is left open...
 	checkReplies(t, mustSend(t, s, testMessage("M3", "<s@a.test>", ""), "<nobody@d.test>"), "550 5.1.1 No such user")
+	// ...and the next one starts with RSET.
+	checkReplies(t, mustSend(t, s, testMessage("M4", "<s@a.test>", ""), "<u4@d.test>"), "250 2.0.0 OK: queued as Q3")
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
 	conns, _, msgs := srv.b.snapshot()
-	if conns != 1 || len(msgs) != 2 {
-		t.Errorf("conns = %d, messages = %d; want 2 messages on 1 connection", conns, len(msgs))
+	if conns != 1 || len(msgs) != 3 {
+		t.Errorf("conns = %d, messages = %d; want 3 messages on 1 connection", conns, len(msgs))
 	}
 	cmds := srv.tap.commands()
-	first, third := strings.Index(cmds, "MAIL FROM:"), strings.LastIndex(cmds, "MAIL FROM:")
-	second := first + 1 + strings.Index(cmds[first+1:], "MAIL FROM:")
-	if first < 0 || second <= first || third <= second {
-		t.Fatalf("want three MAIL commands, got:\n%s", cmds)
+	mails := strings.Split(cmds, "MAIL FROM:")
+	if len(mails) != 5 {
+		t.Fatalf("want four MAIL commands, got:\n%s", cmds)
 	}
 	// RFC 5321 §4.1.1.4: the reply to the end of DATA ends a transaction,
 	// so no RSET is needed after a delivered message; one is after the
-	// aborted third.
-	if strings.Contains(cmds[:third], "RSET\r\n") {
-		t.Errorf("RSET after a completed transaction:\n%s", cmds)
-	}
-	if c := strings.Count(cmds, "RSET\r\n"); c != 1 || !strings.Contains(cmds[third:], "RSET\r\n") {
-		t.Errorf("want one RSET, after the aborted transaction, got:\n%s", cmds)
-	}
-	if strings.Contains(cmds[:first], "RSET") {
-		t.Errorf("RSET before the first message:\n%s", cmds)
+	// aborted third, right before the fourth MAIL.
+	if c := strings.Count(cmds, "RSET\r\n"); c != 1 || !strings.HasSuffix(mails[3], "RSET\r\n") {
+		t.Errorf("want one RSET, between the aborted transaction and the next, got:\n%s", cmds)
 	}
 	if !strings.HasSuffix(cmds, "QUIT\r\n") {
 		t.Errorf("session did not end with QUIT:\n%s", cmds)
 	}
 	if strings.Contains(cmds, "localhost") {
 		t.Errorf("EHLO localhost sent:\n%s", cmds)
+	}
+}
+
+// TestDeliverPipelining: to a hop that offers PIPELINING (RFC 2920) the
+// commands up to DATA go without waiting for replies. This server answers
+// nothing of a transaction before it has read its DATA, so a client that
+// waited for the reply to MAIL would time out.
+func TestDeliverPipelining(t *testing.T) {
+	var group []string
+	addr, _ := scriptServer(t, "127.0.0.1", "220 script.test ESMTP", func(line string) (string, bool) {
+		switch cmd := strings.ToUpper(strings.SplitN(line, " ", 2)[0]); {
+		case cmd == "EHLO":
+			return "250-script.test\r\n250-PIPELINING\r\n250 DSN", false
+		case cmd == "QUIT":
+			return "221 bye", true
+		case cmd == "DATA":
+			var b strings.Builder
+			for _, l := range group {
+				switch {
+				case strings.HasPrefix(l, "RCPT TO:<nobody@"):
+					b.WriteString("550 5.1.1 no such user\r\n")
+				default:
+					b.WriteString("250 ok\r\n")
+				}
+			}
+			group = nil
+			b.WriteString("354 go ahead")
+			return b.String(), false
+		case line == ".":
+			return "250 2.0.0 queued", false
+		default:
+			group = append(group, line)
+			return "", false
+		}
+	})
+	d := testDeliverer(nil, nil)
+	d.CommandTimeout = time.Second
+	s := mustDial(t, d, plainHop(addr))
+	if !s.pipelining {
+		t.Fatal("PIPELINING offered but not used")
+	}
+	for i := range 3 {
+		replies := mustSend(t, s, testMessage(fmt.Sprintf("P%d", i), "<s@a.test>", ""), "<a@d.test>", "<nobody@d.test>", "<b@d.test> NOTIFY=NEVER")
+		checkReplies(t, replies, "250 2.0.0 queued", "550 5.1.1 no such user", "250 2.0.0 queued")
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+// TestDeliverLockStep: to a hop without PIPELINING each command waits for
+// its reply, and a refused MAIL ends the transaction before any RCPT.
+func TestDeliverLockStep(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	addr, _ := scriptServer(t, "127.0.0.1", "220 script.test ESMTP", ehloScript([]string{"8BITMIME"}, func(line string) (string, bool, bool) {
+		mu.Lock()
+		lines = append(lines, line)
+		mu.Unlock()
+		if strings.HasPrefix(line, "MAIL FROM:<blocked@") {
+			return "550 5.7.1 not you", false, true
+		}
+		return "", false, false
+	}))
+	s := mustDial(t, testDeliverer(nil, nil), plainHop(addr))
+	if s.pipelining {
+		t.Fatal("PIPELINING used but not offered")
+	}
+	checkReplies(t, mustSend(t, s, testMessage("L1", "<blocked@a.test>", ""), "<a@d.test>", "<b@d.test>"), "550 5.7.1 not you", "550 5.7.1 not you")
+	checkReplies(t, mustSend(t, s, testMessage("L2", "<s@a.test>", " BODY=8BITMIME"), "<a@d.test>"), "250 ok")
+	s.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	got := strings.Join(lines, "\n")
+	want := strings.Join([]string{
+		"EHLO relay.test",
+		"MAIL FROM:<blocked@a.test>",
+		"RSET",
+		"MAIL FROM:<s@a.test> BODY=8BITMIME",
+		"RCPT TO:<a@d.test>",
+		"DATA",
+		".",
+		"QUIT",
+	}, "\n")
+	if got != want {
+		t.Errorf("commands:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestWriteMessage: dot-stuffing, line ends and the terminating dot.
+func TestWriteMessage(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ".\r\n"},
+		{"a\r\n", "a\r\n.\r\n"},
+		{".\r\n", "..\r\n.\r\n"},
+		{"a\r\n.b\r\n..c\r\n", "a\r\n..b\r\n...c\r\n.\r\n"},
+		{"no end", "no end\r\n.\r\n"},
+		{".no end", "..no end\r\n.\r\n"},
+		{"bare\nlf\n.x", "bare\r\nlf\r\n..x\r\n.\r\n"},
+		{"x\r\n\r\n", "x\r\n\r\n.\r\n"},
+	} {
+		var b strings.Builder
+		w := bufio.NewWriter(&b)
+		if err := writeMessage(w, []byte(tc.in)); err != nil {
+			t.Fatal(err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("writeMessage(%q) = %q, want %q", tc.in, b.String(), tc.want)
+		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -110,40 +109,6 @@ func TestDeliverLevelsToOldHop(t *testing.T) {
 		if strings.Contains(m, "BY=") || strings.Contains(m, "MT-PRIORITY") {
 			t.Errorf("a hop without the extensions got %q", m)
 		}
-	}
-}
-
-// TestMailLineConn: the wrapper changes the one MAIL line it is armed for,
-// however the client splits its writes, and nothing else.
-func TestMailLineConn(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	got := make(chan string)
-	go func() {
-		var sb strings.Builder
-		buf := make([]byte, 100)
-		for {
-			n, err := b.Read(buf)
-			sb.Write(buf[:n])
-			if err != nil {
-				got <- sb.String()
-				return
-			}
-		}
-	}()
-	c := &mailLineConn{Conn: a}
-	c.arm(" MT-PRIORITY=3")
-	for _, w := range []string{"EHLO x\r\n", "MAIL FR", "OM:<a@b> SIZE=1", "\r\nRCPT TO:<c@d>\r\n"} {
-		if n, err := c.Write([]byte(w)); n != len(w) || err != nil {
-			t.Fatalf("Write(%q) = %d, %v", w, n, err)
-		}
-	}
-	c.disarm()
-	c.Write([]byte("MAIL FROM:<e@f>\r\n"))
-	a.Close()
-	want := "EHLO x\r\nMAIL FROM:<a@b> SIZE=1 MT-PRIORITY=3\r\nRCPT TO:<c@d>\r\nMAIL FROM:<e@f>\r\n"
-	if s := <-got; s != want {
-		t.Errorf("wire %q, want %q", s, want)
 	}
 }
 

@@ -1,0 +1,169 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// This file is the mail transaction of a delivery session on the wire:
+// RSET, MAIL, RCPT, DATA, the message and the replies.
+//
+// go-smtp's client opens the session (greeting, EHLO with its HELO
+// fallback, STARTTLS) but not the transaction: it waits for the reply to
+// each command before writing the next, so a one-recipient message costs
+// four round trips. With PIPELINING (RFC 2920) the commands up to DATA go
+// in one write and the message in a second, which halves the writes and
+// the wake-ups on both ends of every hop; and go-smtp has no parameters
+// for MT-PRIORITY and BY, which the MAIL line here simply carries.
+
+// wireReply is one SMTP reply: its code and its text as one line, code
+// first ("550 5.1.1 No such user").
+type wireReply struct {
+	code int
+	text string
+}
+
+// fatal reports a reply after which the session cannot go on: 421 (RFC
+// 5321 §3.8, the server is closing the connection) or a code that is not a
+// reply to a command at all.
+func (r wireReply) fatal() bool { return r.code == 421 || r.code < 200 || r.code > 599 }
+
+// refusal reports a 4xx or 5xx answer that refuses only this command.
+func (r wireReply) refusal() bool { return r.code >= 400 && !r.fatal() }
+
+func (r wireReply) ok() bool { return r.code >= 200 && r.code < 300 }
+
+const (
+	// maxReplyLine bounds one reply line; RFC 5321 §4.5.3.1.5 says 512
+	// octets, generously exceeded by some servers' EHLO replies.
+	maxReplyLine = 4096
+	// maxReplyLines bounds a multi-line reply, so that a hostile server
+	// cannot make us buffer without end.
+	maxReplyLines = 100
+)
+
+var errReplySyntax = errors.New("malformed reply")
+
+// readReply reads one (possibly multi-line) reply within timeout.
+func (s *clientSession) readReply(timeout time.Duration) (wireReply, error) {
+	s.conn.SetReadDeadline(time.Now().Add(timeout))
+	var texts []string
+	code := -1
+	for n := 0; ; n++ {
+		line, err := s.br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return wireReply{}, fmt.Errorf("%w: line longer than %d bytes", errReplySyntax, maxReplyLine)
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return wireReply{}, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) < 3 || (len(line) > 3 && line[3] != ' ' && line[3] != '-') {
+			return wireReply{}, fmt.Errorf("%w: %q", errReplySyntax, line)
+		}
+		c, err := strconv.Atoi(string(line[:3]))
+		if err != nil || c < 100 {
+			return wireReply{}, fmt.Errorf("%w: %q", errReplySyntax, line)
+		}
+		if code >= 0 && c != code {
+			return wireReply{}, fmt.Errorf("%w: code %d in a reply that began with %d", errReplySyntax, c, code)
+		}
+		code = c
+		if len(line) > 4 {
+			texts = append(texts, string(line[4:]))
+		}
+		if len(line) == 3 || line[3] == ' ' {
+			break
+		}
+		if n+1 >= maxReplyLines {
+			return wireReply{}, fmt.Errorf("%w: more than %d lines", errReplySyntax, maxReplyLines)
+		}
+	}
+	text := strconv.Itoa(code)
+	if t := oneLine(strings.Join(texts, "\n")); t != "" {
+		text += " " + t
+	}
+	return wireReply{code: code, text: text}, nil
+}
+
+// roundTrip writes lines as commands and returns their replies in order.
+// With PIPELINING they go in one write and every reply is read (RFC 2920
+// §3.1); otherwise each waits for its reply, and the exchange ends early
+// when stop says so after a reply (a refused MAIL makes RCPTs pointless),
+// so fewer replies than lines may come back. A reply that is fatal ends
+// the exchange too; the caller sees it as the last reply.
+func (s *clientSession) roundTrip(lines []string, timeout time.Duration, stop func(i int, r wireReply) bool) ([]wireReply, error) {
+	s.conn.SetWriteDeadline(time.Now().Add(timeout))
+	replies := make([]wireReply, 0, len(lines))
+	if s.pipelining {
+		for _, l := range lines {
+			s.bw.WriteString(l)
+			s.bw.WriteString("\r\n")
+		}
+		if err := s.bw.Flush(); err != nil {
+			return replies, err
+		}
+		for range lines {
+			r, err := s.readReply(timeout)
+			if err != nil {
+				return replies, err
+			}
+			replies = append(replies, r)
+			if r.fatal() {
+				break
+			}
+		}
+		return replies, nil
+	}
+	for i, l := range lines {
+		s.bw.WriteString(l)
+		s.bw.WriteString("\r\n")
+		if err := s.bw.Flush(); err != nil {
+			return replies, err
+		}
+		r, err := s.readReply(timeout)
+		if err != nil {
+			return replies, err
+		}
+		replies = append(replies, r)
+		if r.fatal() || stop(i, r) {
+			break
+		}
+	}
+	return replies, nil
+}
+
+// writeMessage writes body as DATA content (RFC 5321 §4.5.2): a dot at
+// the start of a line is doubled, a bare LF becomes CRLF, the last line
+// is ended, and the terminating "." follows.
+func writeMessage(w *bufio.Writer, body []byte) error {
+	for len(body) > 0 {
+		if body[0] == '.' {
+			w.WriteByte('.')
+		}
+		i := bytes.IndexByte(body, '\n')
+		if i < 0 {
+			w.Write(body)
+			w.WriteString("\r\n")
+			break
+		}
+		if i > 0 && body[i-1] == '\r' {
+			w.Write(body[:i+1])
+		} else {
+			w.Write(body[:i])
+			w.WriteString("\r\n")
+		}
+		body = body[i+1:]
+	}
+	w.WriteString(".\r\n")
+	return w.Flush()
+}
