@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -401,5 +402,49 @@ func TestRetryDelay(t *testing.T) {
 	}
 	if lo, hi := jitter(time.Minute, 0), jitter(time.Minute, 0.999999); lo != 54*time.Second || hi < 65*time.Second || hi > 66*time.Second {
 		t.Errorf("jitter range %v..%v, want 54s..66s", lo, hi)
+	}
+}
+
+// TestRecipientsAcrossScanBatches: a message whose due recipients straddle
+// two reads of the schedule index still goes out as one transaction.
+func TestRecipientsAcrossScanBatches(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)}
+	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Now: clock.Now, GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	h := &harness{t: t, clock: clock, sp: sp, results: make(chan result, 1000),
+		del: &fakeDeliverer{clock: clock, reply: ok}, conc: 2}
+	// Queued before the scheduler runs, all due at the same instant: the
+	// singles fill the first read but for 6 entries, which are the first
+	// of the big message's 10.
+	const singles = scanBatch - 6
+	for i := range singles {
+		if _, err := sp.Enqueue(context.Background(), spool.Envelope{From: "<a@x.test>"}, []spool.Recipient{{To: fmt.Sprintf("<s%d@c.test>", i)}}, []byte("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := make([]spool.Recipient, 10)
+	for i := range big {
+		big[i] = spool.Recipient{To: fmt.Sprintf("<u%d@big.test>", i)}
+	}
+	if _, err := sp.Enqueue(context.Background(), spool.Envelope{From: "<a@x.test>"}, big, []byte("x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	h.start(policy)
+	for range singles + len(big) {
+		if r := h.next(); r.status != spool.StatusDelivered {
+			t.Fatalf("outcome %+v", r)
+		}
+	}
+	var txs [][]string
+	for _, s := range h.del.log() {
+		if s.hop == "smtp:big.test" {
+			txs = append(txs, s.rcpts)
+		}
+	}
+	if len(txs) != 1 || len(txs[0]) != len(big) {
+		t.Errorf("the 10 recipients of one message went out in %d transactions: %v", len(txs), txs)
 	}
 }

@@ -223,6 +223,10 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 		if len(dues) == 0 {
 			break
 		}
+		more := len(dues) == scanBatch
+		if more {
+			dues = wholeMessages(dues)
+		}
 		seen += len(dues)
 		after = &dues[len(dues)-1]
 		last = after.At
@@ -259,7 +263,7 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 				hold(displaced)
 			}
 		}
-		if len(dues) < scanBatch {
+		if !more {
 			break
 		}
 	}
@@ -278,6 +282,23 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 	}
 	q.pruneLanes()
 	return next
+}
+
+// wholeMessages drops from a full read of the index the entries of its
+// last message, which the next read may continue: that read then starts
+// with all of them, so recipients due together go out as one job, and so
+// in one transaction per next hop. A read that is one message only is
+// kept whole.
+func wholeMessages(dues []spool.Due) []spool.Due {
+	last := dues[len(dues)-1].ID
+	k := len(dues)
+	for k > 0 && dues[k-1].ID == last {
+		k--
+	}
+	if k == 0 {
+		return dues
+	}
+	return dues[:k]
 }
 
 // farFuture bounds "the earliest entry, due or not" lookups.
