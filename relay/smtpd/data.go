@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // dataResult says why a message read to its end cannot be accepted.
@@ -21,9 +22,15 @@ type dataResult struct {
 // the message, which is what closes SMTP smuggling; they are reported so
 // the message is refused. At most max bytes are kept.
 func readDotData(r *bufio.Reader, max int64) ([]byte, dataResult, error) {
+	body := dataBufs.Get().(*bytes.Buffer)
+	defer func() {
+		if body.Cap() <= maxPooledData {
+			body.Reset()
+			dataBufs.Put(body)
+		}
+	}()
 	var (
 		res       dataResult
-		body      bytes.Buffer
 		lineStart = true  // after a CRLF, or at the start of the message
 		prevCR    = false // the previous fragment ended with CR
 	)
@@ -65,14 +72,23 @@ func readDotData(r *bufio.Reader, max int64) ([]byte, dataResult, error) {
 		if !res.tooBig {
 			if int64(body.Len()+len(frag)) > max {
 				res.tooBig = true
-				body = bytes.Buffer{} // drop what was kept; it will not be used
+				body.Reset() // drop what was kept; it will not be used
 			} else {
 				body.Write(frag)
 			}
 		}
 	}
-	return body.Bytes(), res, nil
+	return bytes.Clone(body.Bytes()), res, nil
 }
+
+// dataBufs holds the buffers DATA is read into. The message is copied out
+// at its exact size, so a buffer grows to the size of the messages once
+// instead of through a dozen reallocations for every large message.
+var dataBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledData: larger buffers are left to the garbage collector, so that
+// one huge message does not pin its memory in the pool.
+const maxPooledData = 1 << 20
 
 // hasBareCRLF reports a CR not followed by LF or an LF not preceded by CR.
 func hasBareCRLF(b []byte) (bareCR, bareLF bool) {
@@ -126,6 +142,9 @@ func (c *conn) bdatCmd(arg string) {
 			c.bdat = &bdatState{}
 		}
 		if !c.bdat.tooBig && int64(c.bdat.body.Len())+size <= maxSize {
+			// The chunk size is known: one allocation, but not more than a
+			// client could claim without sending the bytes.
+			c.bdat.body.Grow(int(min(size, maxPooledData)))
 			sink = &c.bdat.body
 		} else {
 			c.bdat.tooBig = true
