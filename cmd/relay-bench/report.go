@@ -30,8 +30,10 @@ func collectHeader(ctx context.Context, o options, args []string, base string) h
 		cpus:     runtime.NumCPU(),
 		cpuModel: "unknown",
 		date:     time.Now().UTC(),
-		command:  shellJoin(args),
-		dataDir:  base,
+		// The program's own path is a temporary file under go run: name
+		// the command instead.
+		command: shellJoin(append([]string{"relay-bench"}, args[1:]...)),
+		dataDir: base,
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
