@@ -123,6 +123,14 @@ type harness struct {
 
 func newHarness(t *testing.T, reply func(string, int) Reply, policy RetryPolicy) *harness {
 	t.Helper()
+	h := newIdleHarness(t, reply)
+	h.start(policy)
+	return h
+}
+
+// newIdleHarness is newHarness without the queue running yet.
+func newIdleHarness(t *testing.T, reply func(string, int) Reply) *harness {
+	t.Helper()
 	clock := &fakeClock{t: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)}
 	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Now: clock.Now, GCInterval: -1})
 	if err != nil {
@@ -131,7 +139,6 @@ func newHarness(t *testing.T, reply func(string, int) Reply, policy RetryPolicy)
 	t.Cleanup(func() { sp.Close() })
 	h := &harness{t: t, clock: clock, sp: sp, results: make(chan result, 1000),
 		del: &fakeDeliverer{clock: clock, reply: reply}, conc: 2}
-	h.start(policy)
 	return h
 }
 
@@ -408,14 +415,8 @@ func TestRetryDelay(t *testing.T) {
 // TestRecipientsAcrossScanBatches: a message whose due recipients straddle
 // two reads of the schedule index still goes out as one transaction.
 func TestRecipientsAcrossScanBatches(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)}
-	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Now: clock.Now, GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sp.Close() })
-	h := &harness{t: t, clock: clock, sp: sp, results: make(chan result, 1000),
-		del: &fakeDeliverer{clock: clock, reply: ok}, conc: 2}
+	h := newIdleHarness(t, ok)
+	sp := h.sp
 	// Queued before the scheduler runs, all due at the same instant: the
 	// singles fill the first read but for 6 entries, which are the first
 	// of the big message's 10.
