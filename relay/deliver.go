@@ -644,8 +644,11 @@ func (s *clientSession) transact(mail string, rcpts []string, body []byte) ([]qu
 	}
 
 	replies := make([]queue.Reply, len(rcpts))
-	if r := wire[mailAt]; !r.ok() {
+	switch r := wire[mailAt]; {
+	case r.refusal():
 		return s.endEarly(wire, dataAt, all(replies, queue.Reply{Code: r.code, Text: r.text}))
+	case !r.ok():
+		return nil, s.fail(lines[mailAt], errors.New(r.text))
 	}
 	accepted = 0
 	for i, r := range wire[mailAt+1 : min(len(wire), dataAt)] {

@@ -962,3 +962,32 @@ func TestDeliverBadInput(t *testing.T) {
 	// Refused locally before any byte was sent: the session is intact.
 	checkReplies(t, mustSend(t, s, testMessage("M", "<s@a.test>", ""), "<u@d.test>"), "250 ")
 }
+
+// TestDeliverManyRecipientsPipelined: more recipients than one pipelined
+// group holds; every one gets its own answer (our smtpd takes 100 per
+// message and answers the rest 452).
+func TestDeliverManyRecipientsPipelined(t *testing.T) {
+	srv := startSMTPD(t, "127.0.0.1", nil)
+	s := mustDial(t, testDeliverer(nil, nil), plainHop(srv.addr))
+	rcpts := make([]string, 2*maxPipelined+7)
+	for i := range rcpts {
+		rcpts[i] = fmt.Sprintf("<u%d@d.test>", i)
+	}
+	replies := mustSend(t, s, testMessage("M1", "<s@a.test>", ""), rcpts...)
+	var ok, later int
+	for i, r := range replies {
+		switch r.Code {
+		case 250:
+			ok++
+		case 452:
+			later++
+		default:
+			t.Errorf("recipient %d: %q", i, r.Text)
+		}
+	}
+	_, _, msgs := srv.b.snapshot()
+	if len(msgs) != 1 || len(msgs[0].rcpts) != ok || ok < 100 || ok+later != len(rcpts) {
+		t.Errorf("%d accepted, %d told to retry; the server got %d messages", ok, later, len(msgs))
+	}
+	t.Logf("%d recipients: %d accepted, %d answered 452", len(rcpts), ok, later)
+}

@@ -48,6 +48,9 @@ const (
 	maxReplyLines = 100
 )
 
+// maxPipelined is the most commands written before their replies are read.
+const maxPipelined = 100
+
 var errReplySyntax = errors.New("malformed reply")
 
 // readReply reads one (possibly multi-line) reply within timeout.
@@ -105,21 +108,27 @@ func (s *clientSession) roundTrip(lines []string, timeout time.Duration, stop fu
 	s.conn.SetWriteDeadline(time.Now().Add(timeout))
 	replies := make([]wireReply, 0, len(lines))
 	if s.pipelining {
-		for _, l := range lines {
-			s.bw.WriteString(l)
-			s.bw.WriteString("\r\n")
-		}
-		if err := s.bw.Flush(); err != nil {
-			return replies, err
-		}
-		for range lines {
-			r, err := s.readReply(timeout)
-			if err != nil {
+		// In groups: a server may stop reading while its replies wait for
+		// us to read them (RFC 2920 §3.1), so a group's replies must fit
+		// the socket buffers.
+		for start := 0; start < len(lines); start += maxPipelined {
+			group := lines[start:min(start+maxPipelined, len(lines))]
+			for _, l := range group {
+				s.bw.WriteString(l)
+				s.bw.WriteString("\r\n")
+			}
+			if err := s.bw.Flush(); err != nil {
 				return replies, err
 			}
-			replies = append(replies, r)
-			if r.fatal() {
-				break
+			for range group {
+				r, err := s.readReply(timeout)
+				if err != nil {
+					return replies, err
+				}
+				replies = append(replies, r)
+				if r.fatal() {
+					return replies, nil
+				}
 			}
 		}
 		return replies, nil
