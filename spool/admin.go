@@ -303,6 +303,8 @@ func (s *Spool) apply(op, id string, schedules bool, fn opFunc) (int, error) {
 }
 
 func (s *Spool) operateTxn(id string, schedules bool, fn opFunc) (int, error) {
+	s.writeGate.RLock()
+	defer s.writeGate.RUnlock()
 	if schedules {
 		defer s.floor.leave(s.floor.enter())
 	}

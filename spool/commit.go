@@ -86,7 +86,10 @@ func (s *Spool) enqueue(ctx context.Context, id string, env Envelope, rcpts []Re
 	var v uint64
 	var err error
 	if id == "" {
-		if v, err = s.ids.next(); err != nil {
+		s.writeGate.RLock()
+		v, err = s.ids.next()
+		s.writeGate.RUnlock()
+		if err != nil {
 			return "", fmt.Errorf("spool: enqueue: %w", err)
 		}
 		id = formatID(v)
@@ -109,6 +112,8 @@ func (s *Spool) enqueue(ctx context.Context, id string, env Envelope, rcpts []Re
 }
 
 func (s *Spool) commitMessage(id string, idv uint64, now time.Time, env *Envelope, rcpts []Recipient, body []byte) error {
+	s.writeGate.RLock()
+	defer s.writeGate.RUnlock()
 	defer s.floor.leave(s.floor.enter())
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()

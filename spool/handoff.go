@@ -70,6 +70,8 @@ func (s *Spool) EnqueueOnce(ctx context.Context, id, token string, ttl time.Dura
 // commitOnce returns the earlier message ID when every recipient is a
 // repeat, "" when it stored a message.
 func (s *Spool) commitOnce(id string, v uint64, token string, ttl time.Duration, now time.Time, env *Envelope, rcpts []Recipient, body []byte) (string, error) {
+	s.writeGate.RLock()
+	defer s.writeGate.RUnlock()
 	defer s.floor.leave(s.floor.enter())
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()

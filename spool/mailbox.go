@@ -72,6 +72,8 @@ func (s *Spool) DeleteMailboxEntries(ctx context.Context, user string, seqs []ui
 	if err := s.brokenErr(); err != nil {
 		return fmt.Errorf("spool: delete from mailbox %s: %w", user, err)
 	}
+	s.writeGate.RLock()
+	defer s.writeGate.RUnlock()
 	err := s.db.Update(func(txn *badger.Txn) error {
 		for _, seq := range seqs {
 			if err := txn.Delete(mailboxKey(user, seq)); err != nil {

@@ -102,6 +102,8 @@ func (s *Spool) Record(ctx context.Context, id string, results []Result, dsn *Ou
 }
 
 func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, error) {
+	s.writeGate.RLock()
+	defer s.writeGate.RUnlock()
 	defer s.floor.leave(s.floor.enter())
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()

@@ -148,6 +148,11 @@ type Spool struct {
 	closed   bool
 	inflight sync.WaitGroup
 
+	// writeGate is held shared by every write transaction (and by ID
+	// leases, which write); flushMemtables holds it alone, because Badger
+	// fails writes outright while it flushes its memtables for DropPrefix.
+	writeGate sync.RWMutex
+
 	// floor makes the schedule index seekable from a point rather than
 	// from its start (see RaiseFloor). Writers of schedule keys enter it
 	// before choosing a due time and leave after their commit.
@@ -397,7 +402,9 @@ func (s *Spool) NewID() (uint64, error) {
 		return 0, fmt.Errorf("spool: new id: %w", err)
 	}
 	defer s.end()
+	s.writeGate.RLock()
 	v, err := s.ids.next()
+	s.writeGate.RUnlock()
 	if err != nil {
 		return 0, fmt.Errorf("spool: new id: %w", err)
 	}
@@ -506,12 +513,36 @@ func (s *Spool) compactIfIdle() {
 	if w == s.compacted || !s.queueEmpty() {
 		return
 	}
+	if err := s.flushMemtables(); err != nil {
+		s.log.Warn("spool: flush memtables", "err", err)
+		return
+	}
 	if err := s.db.Flatten(1); err != nil {
 		s.log.Warn("spool: compaction", "err", err)
 		return
 	}
 	s.compacted = w
 	s.log.Info("spool: compacted after the queue drained")
+}
+
+// prefixFlush holds the one key flushMemtables writes and drops at once.
+const prefixFlush = "f/"
+
+// flushMemtables writes Badger's memtables out as tables. Badger has no
+// call for that alone, but DropPrefix flushes them first, so a key is
+// written under a prefix of its own and dropped. Without the flush, the
+// deletions of the last messages would stay in the memtable while the
+// tables on disk keep those messages: up to a memtable's worth of dead
+// mail until the next burst. Writes wait meanwhile (writeGate): Badger
+// would fail them.
+func (s *Spool) flushMemtables() error {
+	s.writeGate.Lock()
+	defer s.writeGate.Unlock()
+	key := []byte(prefixFlush + "x")
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, nil) }); err != nil {
+		return err
+	}
+	return s.db.DropPrefix([]byte(prefixFlush))
 }
 
 // queueEmpty reports whether no message is queued.
