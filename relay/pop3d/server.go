@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relay-mta/relay/relay/accept"
 )
 
 // Default limits, used when the corresponding Server field is zero.
@@ -123,30 +125,13 @@ func (s *Server) Serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	defer s.track(l, false)
-	var backoff time.Duration
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			if s.shutdown.Load() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Temporary (e.g. EMFILE): back off like net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.logger().Warn("pop3d: accept", "err", err, "retry_in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
+	return accept.Loop(l, "pop3d", s.logger(), s.shutdown.Load, ErrServerClosed, func(nc net.Conn) {
 		s.connsDone.Add(1)
 		go func() {
 			defer s.connsDone.Done()
 			s.ServeConn(nc)
 		}()
-	}
+	})
 }
 
 func (s *Server) track(l net.Listener, add bool) bool {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relay-mta/relay/relay/accept"
 )
 
 // Default limits, used when the corresponding Server field is zero. They
@@ -121,31 +123,14 @@ func (s *Server) Serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	defer s.track(l, false)
-	var backoff time.Duration
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			if s.shutdown.Load() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Temporary (e.g. EMFILE): back off like net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.logger().Warn("smtpd: accept", "err", err, "retry_in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
+	return accept.Loop(l, "smtpd", s.logger(), s.shutdown.Load, ErrServerClosed, func(nc net.Conn) {
 		s.connsDone.Add(1)
 		select {
 		case s.idle <- nc:
 		default:
 			go s.worker(nc)
 		}
-	}
+	})
 }
 
 // worker serves nc, then further connections handed over on s.idle until
