@@ -1,7 +1,7 @@
-// Package accept is the accept loop the relay's protocol servers (SMTP,
-// POP3) share: it hands each connection to the server, backs off on
-// temporary errors such as running out of file descriptors, and ends when
-// the server is stopping.
+// Package accept is what the relay's protocol servers (SMTP, POP3) share
+// around their sessions: the accept loop, which backs off on temporary
+// errors such as running out of file descriptors, and the Group of
+// listeners and sessions that Shutdown and Close reach.
 package accept
 
 import (

@@ -1,11 +1,13 @@
 package accept
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 type timeoutErr struct{}
@@ -61,4 +63,65 @@ func TestLoop(t *testing.T) {
 	if err := Loop(l, "test", log, func() bool { return false }, errClosed, func(net.Conn) {}); err != boom {
 		t.Errorf("Loop = %v, want %v", err, boom)
 	}
+}
+
+type fakeSession struct{ woken, aborted atomic.Int32 }
+
+func (f *fakeSession) WakeIfIdle() { f.woken.Add(1) }
+func (f *fakeSession) Abort()      { f.aborted.Add(1) }
+
+// TestGroup: Shutdown closes the listeners, wakes the sessions and waits
+// for the connections being served; Serve after it is refused.
+func TestGroup(t *testing.T) {
+	var g Group
+	errClosed := errors.New("server closed")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan net.Conn, 1)
+	serveErr := make(chan error, 1)
+	go func() {
+		serveErr <- g.Serve(l, "test", slog.New(slog.DiscardHandler), errClosed, func(c net.Conn) { served <- c })
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conn := <-served
+	s := &fakeSession{}
+	remove := g.Add(s)
+
+	shut := make(chan error, 1)
+	go func() { shut <- g.Shutdown(context.Background()) }()
+	if err := <-serveErr; err != errClosed {
+		t.Errorf("Serve = %v, want %v", err, errClosed)
+	}
+	select {
+	case <-g.Stopped():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stopped not closed")
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a connection still being served", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	remove()
+	conn.Close()
+	g.Done()
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown = %v", err)
+	}
+	if s.woken.Load() != 1 || s.aborted.Load() != 0 {
+		t.Errorf("session woken %d, aborted %d times; want 1 and 0", s.woken.Load(), s.aborted.Load())
+	}
+	if !g.Stopping() {
+		t.Error("not stopping after Shutdown")
+	}
+	if err := g.Serve(l, "test", slog.New(slog.DiscardHandler), errClosed, nil); err != errClosed {
+		t.Errorf("Serve after Shutdown = %v", err)
+	}
+	g.Close() // twice is fine
 }

@@ -63,7 +63,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 	// Checked after setting the deadline: Shutdown sets its flag before it
 	// moves the deadline of idle connections into the past, so one of the
 	// two always stops an idle read.
-	if d.c.srv.shutdown.Load() && d.c.idle.Load() {
+	if d.c.srv.group.Stopping() && d.c.idle.Load() {
 		return 0, errShuttingDown
 	}
 	return d.c.nc.Read(p)
@@ -92,7 +92,12 @@ func (c *conn) idleTimeout() time.Duration {
 	return orDefault(c.srv.IdleTimeout, DefaultIdleTimeout)
 }
 
-func (c *conn) wakeIfIdle() {
+// Abort implements accept.Session: it closes the connection at once.
+func (c *conn) Abort() { c.raw.Close() }
+
+// WakeIfIdle implements accept.Session: a session waiting for a command
+// sees its read time out, and ends as the server is stopping.
+func (c *conn) WakeIfIdle() {
 	if c.idle.Load() {
 		c.raw.SetReadDeadline(time.Unix(1, 0))
 	}
@@ -148,7 +153,7 @@ func (c *conn) serve(overLimit bool) {
 func (c *conn) readFailed(err error) {
 	var ne net.Error
 	switch {
-	case errors.Is(err, errShuttingDown) || (c.srv.shutdown.Load() && errors.Is(err, os.ErrDeadlineExceeded)):
+	case errors.Is(err, errShuttingDown) || (c.srv.group.Stopping() && errors.Is(err, os.ErrDeadlineExceeded)):
 		c.errReply("[SYS/TEMP] Server shutting down, try again later")
 	case errors.As(err, &ne) && ne.Timeout():
 		c.errReply("Autologout: idle for too long")
@@ -433,7 +438,7 @@ func (c *conn) loginFailed(user string) {
 	t := time.NewTimer(delay)
 	select {
 	case <-t.C:
-	case <-c.srv.doneChan():
+	case <-c.srv.group.Stopped():
 		t.Stop()
 	}
 	if c.authFailures >= orDefault(c.srv.MaxAuthFailures, DefaultMaxAuthFailures) {

@@ -70,15 +70,8 @@ type Server struct {
 	AuthFailureDelay time.Duration
 	MaxConnections   int
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
-	active    atomic.Int64
-	shutdown  atomic.Bool
-	connsDone sync.WaitGroup
-	doneOnce  sync.Once     // makes done
-	stopOnce  sync.Once     // closes done
-	done      chan struct{} // closed at Shutdown or Close
+	group  accept.Group
+	active atomic.Int64
 
 	failMu   sync.Mutex
 	failures map[netip.Addr]failRecord
@@ -104,68 +97,23 @@ func (s *Server) logger() *slog.Logger {
 	return s.Logger
 }
 
-// doneChan is closed when the server stops.
-func (s *Server) doneChan() chan struct{} {
-	s.doneOnce.Do(func() { s.done = make(chan struct{}) })
-	return s.done
-}
-
-// stop marks the server as stopping and wakes whatever waits on done.
-func (s *Server) stop() {
-	s.shutdown.Store(true)
-	done := s.doneChan()
-	s.stopOnce.Do(func() { close(done) })
-}
-
 // Serve accepts connections on l until Shutdown or Close; each connection
 // is served on its own goroutine. Connections from a listener made with
 // tls.NewListener are implicit TLS.
 func (s *Server) Serve(l net.Listener) error {
-	if !s.track(l, true) {
-		return ErrServerClosed
-	}
-	defer s.track(l, false)
-	return accept.Loop(l, "pop3d", s.logger(), s.shutdown.Load, ErrServerClosed, func(nc net.Conn) {
-		s.connsDone.Add(1)
+	return s.group.Serve(l, "pop3d", s.logger(), ErrServerClosed, func(nc net.Conn) {
 		go func() {
-			defer s.connsDone.Done()
+			defer s.group.Done()
 			s.ServeConn(nc)
 		}()
 	})
-}
-
-func (s *Server) track(l net.Listener, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		delete(s.listeners, l)
-		return true
-	}
-	if s.shutdown.Load() {
-		return false
-	}
-	if s.listeners == nil {
-		s.listeners = make(map[net.Listener]struct{})
-	}
-	s.listeners[l] = struct{}{}
-	return true
 }
 
 // ServeConn serves one connection and returns when it is closed. A
 // *tls.Conn is treated as implicit TLS.
 func (s *Server) ServeConn(nc net.Conn) {
 	c := newConn(s, nc)
-	s.mu.Lock()
-	if s.conns == nil {
-		s.conns = make(map[*conn]struct{})
-	}
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+	defer s.group.Add(c)()
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
 	c.serve(n > int64(orDefault(s.MaxConnections, DefaultMaxConnections)))
@@ -176,39 +124,11 @@ func (s *Server) ServeConn(nc net.Conn) {
 // deleted; a response being sent is finished first. When ctx ends before
 // every connection is gone, the rest are closed and ctx's error is
 // returned.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.stop()
-	s.mu.Lock()
-	for l := range s.listeners {
-		l.Close()
-	}
-	for c := range s.conns {
-		c.wakeIfIdle()
-	}
-	s.mu.Unlock()
-	finished := make(chan struct{})
-	go func() { s.connsDone.Wait(); close(finished) }()
-	select {
-	case <-finished:
-		return nil
-	case <-ctx.Done():
-		s.Close()
-		<-finished
-		return ctx.Err()
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.group.Shutdown(ctx) }
 
 // Close closes all listeners and connections at once.
 func (s *Server) Close() error {
-	s.stop()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for l := range s.listeners {
-		l.Close()
-	}
-	for c := range s.conns {
-		c.raw.Close()
-	}
+	s.group.Close()
 	return nil
 }
 

@@ -72,7 +72,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 	// Checked after setting the deadline: Shutdown sets its flag before it
 	// moves the deadline of idle connections into the past, so one of the
 	// two always stops an idle read.
-	if d.c.srv.shutdown.Load() && d.c.idle.Load() {
+	if d.c.srv.group.Stopping() && d.c.idle.Load() {
 		return 0, errShuttingDown
 	}
 	return d.c.nc.Read(p)
@@ -112,7 +112,12 @@ func (c *conn) release() {
 	c.br, c.bw = nil, nil
 }
 
-func (c *conn) wakeIfIdle() {
+// Abort implements accept.Session: it closes the connection at once.
+func (c *conn) Abort() { c.raw.Close() }
+
+// WakeIfIdle implements accept.Session: a session waiting for a command
+// sees its read time out, and ends as the server is stopping.
+func (c *conn) WakeIfIdle() {
 	if c.idle.Load() {
 		c.raw.SetReadDeadline(time.Unix(1, 0))
 	}
@@ -193,7 +198,7 @@ func (c *conn) readFailed(err error) {
 	c.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	var ne net.Error
 	switch {
-	case errors.Is(err, errShuttingDown) || (c.srv.shutdown.Load() && errors.Is(err, os.ErrDeadlineExceeded)):
+	case errors.Is(err, errShuttingDown) || (c.srv.group.Stopping() && errors.Is(err, os.ErrDeadlineExceeded)):
 		c.writeReply(reply(421, "4.3.2", "%s Service shutting down, try again later", c.srv.Hostname))
 	case errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(c.sessionEnd):
 		c.writeReply(reply(421, "4.4.2", "%s Session time limit exceeded, closing connection", c.srv.Hostname))

@@ -83,14 +83,11 @@ type Server struct {
 	// Metrics, if set, is told about refusals and accepted messages.
 	Metrics Metrics
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
-	active    atomic.Int64
-	perIP     map[netip.Addr]int // under mu
-	shutdown  atomic.Bool
-	connsDone sync.WaitGroup
-	idle      chan net.Conn // to a worker waiting for its next connection
+	group  accept.Group
+	mu     sync.Mutex
+	active atomic.Int64
+	perIP  map[netip.Addr]int // under mu
+	idle   chan net.Conn      // to a worker waiting for its next connection; made under mu
 }
 
 // workerIdle is how long a connection's goroutine waits for the next
@@ -119,12 +116,12 @@ func orDefault[T int | int64 | time.Duration](v, def T) T {
 // one). Connections from a listener made with
 // tls.NewListener are implicit TLS (RFC 8314).
 func (s *Server) Serve(l net.Listener) error {
-	if !s.track(l, true) {
-		return ErrServerClosed
+	s.mu.Lock()
+	if s.idle == nil {
+		s.idle = make(chan net.Conn)
 	}
-	defer s.track(l, false)
-	return accept.Loop(l, "smtpd", s.logger(), s.shutdown.Load, ErrServerClosed, func(nc net.Conn) {
-		s.connsDone.Add(1)
+	s.mu.Unlock()
+	return s.group.Serve(l, "smtpd", s.logger(), ErrServerClosed, func(nc net.Conn) {
 		select {
 		case s.idle <- nc:
 		default:
@@ -140,7 +137,7 @@ func (s *Server) worker(nc net.Conn) {
 	defer t.Stop()
 	for {
 		s.ServeConn(nc)
-		s.connsDone.Done()
+		s.group.Done()
 		t.Reset(workerIdle)
 		select {
 		case nc = <-s.idle:
@@ -150,39 +147,11 @@ func (s *Server) worker(nc net.Conn) {
 	}
 }
 
-func (s *Server) track(l net.Listener, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if add {
-		if s.shutdown.Load() {
-			return false
-		}
-		if s.listeners == nil {
-			s.listeners = make(map[net.Listener]struct{})
-			s.idle = make(chan net.Conn)
-		}
-		s.listeners[l] = struct{}{}
-	} else {
-		delete(s.listeners, l)
-	}
-	return true
-}
-
 // ServeConn serves one connection and returns when it is closed. A
 // *tls.Conn is treated as implicit TLS.
 func (s *Server) ServeConn(nc net.Conn) {
 	c := newConn(s, nc)
-	s.mu.Lock()
-	if s.conns == nil {
-		s.conns = make(map[*conn]struct{})
-	}
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+	defer s.group.Add(c)()
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
 	ip := addrIP(nc.RemoteAddr())
@@ -228,38 +197,10 @@ func (s *Server) Connections() int { return int(s.active.Load()) }
 // lets sessions that are inside a command or a DATA transfer finish. When
 // ctx ends first, the remaining connections are closed and ctx's error is
 // returned.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.shutdown.Store(true)
-	s.mu.Lock()
-	for l := range s.listeners {
-		l.Close()
-	}
-	for c := range s.conns {
-		c.wakeIfIdle()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.connsDone.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.Close()
-		<-done
-		return ctx.Err()
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.group.Shutdown(ctx) }
 
 // Close closes all listeners and connections at once.
 func (s *Server) Close() error {
-	s.shutdown.Store(true)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for l := range s.listeners {
-		l.Close()
-	}
-	for c := range s.conns {
-		c.raw.Close()
-	}
+	s.group.Close()
 	return nil
 }
