@@ -8,13 +8,16 @@
 # and relay/direct. Everything listens on 127.0.0.0/8. Needs smtp-source and
 # smtp-sink (Debian package postfix). Usage (from the repository root):
 #   N=20000 SESSIONS=20 SIZE=1024 tools/relay_vs_direct.sh
+# RELAY_BIN=path runs that binary instead of building ./cmd/relay (to
+# compare two builds); PROFILE and MEMPROFILE name CPU and heap profiles;
+# CONC sets per_hop_concurrency.
 set -euo pipefail
 N=${N:-20000} SESSIONS=${SESSIONS:-20} SIZE=${SIZE:-1024} RCPTS=${RCPTS:-1}
 RELAY=127.0.0.2:2525 SINK=127.0.0.9:2626
 BASE=$(mktemp -d /tmp/relaybench.XXXXXX)
 SRC=/usr/sbin/smtp-source SINKBIN=/usr/sbin/smtp-sink
 [ -x $SRC ] && [ -x $SINKBIN ] || { echo "smtp-source/smtp-sink missing: apt-get install postfix" >&2; exit 2; }
-go build -o "$BASE/relay" ./cmd/relay
+if [ -n "${RELAY_BIN:-}" ]; then cp "$RELAY_BIN" "$BASE/relay"; else go build -o "$BASE/relay" ./cmd/relay; fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -55,7 +58,7 @@ to = "$SINK"
 tls = "none"
 TOML
 start_sink "$BASE/relay.out"
-"$BASE/relay" serve --config "$BASE/relay.toml" --log-level warn ${PROFILE:+--cpuprofile $PROFILE} 2> "$BASE/relay.log" & rpid=$!; pids+=($rpid)
+"$BASE/relay" serve --config "$BASE/relay.toml" --log-level warn ${PROFILE:+--cpuprofile $PROFILE} ${MEMPROFILE:+--memprofile $MEMPROFILE} 2> "$BASE/relay.log" & rpid=$!; pids+=($rpid)
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.2/2525) 2>/dev/null && break; sleep 0.05; done
 T0=$(now); $SRC -s "$SESSIONS" -l "$SIZE" -r "$RCPTS" -m "$N" -f a@src.test -t u@sink.test $RELAY; accept=$(echo "$(now) - $T0" | bc)
 wait_sink "$BASE/relay.out" $((N)) 600

@@ -34,6 +34,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text (key=value lines) or json (one JSON object a line)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to `FILE` until the relay stops"},
+			&cli.StringFlag{Name: "memprofile", Usage: "write a heap profile (allocations since start) to `FILE` when the relay stops"},
 			&cli.BoolFlag{Name: "self-signed", Usage: "when [tls] names no certificate, make a self-signed one under data_dir/tls (test setups only)"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
@@ -55,6 +56,9 @@ func serveCommand() *cli.Command {
 					return err
 				}
 				defer pprof.StopCPUProfile()
+			}
+			if path := cmd.String("memprofile"); path != "" {
+				defer writeHeapProfile(path)
 			}
 			log, err := newLogger(cmd.String("log-format"), level)
 			if err != nil {
@@ -84,6 +88,20 @@ func serveCommand() *cli.Command {
 			go reloadOnHangup(ctx, r, log)
 			return r.Run(ctx)
 		},
+	}
+}
+
+// writeHeapProfile writes the heap profile, whose alloc_space view shows
+// where the relay allocated since it started.
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "--memprofile: %v\n", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "--memprofile: %v\n", err)
 	}
 }
 
