@@ -303,6 +303,7 @@ func (s *Spool) apply(op, id string, schedules bool, fn opFunc) (int, error) {
 }
 
 func (s *Spool) operateTxn(id string, schedules bool, fn opFunc) (int, error) {
+	s.fresh.drop(id)
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
 	if schedules {

@@ -117,42 +117,54 @@ func (s *Spool) commitMessage(id string, idv uint64, now time.Time, env *Envelop
 	defer s.floor.leave(s.floor.enter())
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	if err := putMessage(txn, id, idv, now, s.floor.at(now), env, rcpts, body); err != nil {
+	s.fresh.reserve(id)
+	m, err := putMessage(txn, id, idv, now, s.floor.at(now), env, rcpts, body)
+	if err == nil {
+		err = txn.Commit()
+	}
+	if err != nil {
+		s.fresh.drop(id)
 		return err
 	}
-	return txn.Commit()
+	s.fresh.publish(m, body)
+	return nil
 }
 
 // putMessage adds every key of a new message to txn, its recipients due
-// at due (unix nanoseconds). It is separate from
-// the commit so that a later transaction (retiring the last recipient and
-// queueing the DSN it owes) can create a message atomically with other
-// changes.
-func putMessage(txn *badger.Txn, id string, idv uint64, now time.Time, due uint64, env *Envelope, rcpts []Recipient, body []byte) error {
+// at due (unix nanoseconds), and returns the message as Get will read it
+// back. It is separate from the commit so that a later transaction
+// (retiring the last recipient and queueing the DSN it owes) can create a
+// message atomically with other changes.
+func putMessage(txn *badger.Txn, id string, idv uint64, now time.Time, due uint64, env *Envelope, rcpts []Recipient, body []byte) (*Message, error) {
 	dueAt := time.Unix(0, int64(due))
 
 	rec := msgRecord{Envelope: *env, Size: int64(len(body)), NRcpt: len(rcpts), ChunkSize: ChunkSize}
 	if err := txn.Set(msgKey(id), encodeMessage(&rec)); err != nil {
-		return err
+		return nil, err
+	}
+	m := &Message{ID: id, Envelope: *env, Size: rec.Size, Recipients: make([]Recipient, len(rcpts))}
+	if !m.Received.IsZero() {
+		m.Received = time.Unix(0, m.Received.UnixNano()) // as decoded
 	}
 	for n, off := uint32(0), 0; off < len(body); n, off = n+1, off+ChunkSize {
 		end := min(off+ChunkSize, len(body))
 		if err := txn.Set(chunkKey(id, n), body[off:end]); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for i, r := range rcpts {
 		n := uint32(i)
-		val, err := encodeRcpt(&Recipient{To: r.To, Params: r.Params, Status: StatusPending, NextAttempt: dueAt})
+		m.Recipients[i] = Recipient{To: r.To, Params: r.Params, Status: StatusPending, NextAttempt: dueAt}
+		val, err := encodeRcpt(&m.Recipients[i])
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := txn.Set(rcptKey(id, n), val); err != nil {
-			return err
+			return nil, err
 		}
 		if !env.Held {
 			if err := txn.Set(schedKey(due, id, n), []byte{}); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
@@ -163,7 +175,7 @@ func putMessage(txn *badger.Txn, id string, idv uint64, now time.Time, due uint6
 	// The message ID is itself a fresh generator value, so it serves as the
 	// sequence number of the first event.
 	ev := Event{At: now, Kind: EventReceived, Rcpt: -1, Text: text}
-	return txn.Set(eventKey(id, idv), encodeEvent(&ev))
+	return m, txn.Set(eventKey(id, idv), encodeEvent(&ev))
 }
 
 // syncSoon makes everything committed so far durable within

@@ -97,13 +97,18 @@ func (s *Spool) commitOnce(id string, v uint64, token string, ttl time.Duration,
 	if len(fresh) == 0 {
 		return prev, nil
 	}
-	if err := putMessage(txn, id, v, now, s.floor.at(now), env, fresh, body); err != nil {
+	s.fresh.reserve(id)
+	m, err := putMessage(txn, id, v, now, s.floor.at(now), env, fresh, body)
+	for i := 0; err == nil && i < len(fresh); i++ {
+		err = txn.SetEntry(badger.NewEntry(handoffKey(token, fresh[i].To), []byte(id)).WithTTL(ttl))
+	}
+	if err == nil {
+		err = txn.Commit()
+	}
+	if err != nil {
+		s.fresh.drop(id)
 		return "", err
 	}
-	for _, r := range fresh {
-		if err := txn.SetEntry(badger.NewEntry(handoffKey(token, r.To), []byte(id)).WithTTL(ttl)); err != nil {
-			return "", err
-		}
-	}
-	return "", txn.Commit()
+	s.fresh.publish(m, body)
+	return "", nil
 }

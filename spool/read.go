@@ -19,6 +19,9 @@ func (s *Spool) Get(id string) (*Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: get %q: %w", id, ErrNotFound)
 	}
+	if m, ok := s.fresh.message(cid); ok {
+		return m, nil
+	}
 	var m *Message
 	err = s.db.View(func(txn *badger.Txn) error {
 		rec, err := getMsgRecord(txn, cid)
@@ -69,7 +72,8 @@ func getRcpt(txn *badger.Txn, id string, n uint32) (Recipient, error) {
 	return r, nil
 }
 
-// Body returns the body of message id, exactly as given to Enqueue.
+// Body returns the body of message id, exactly as given to Enqueue. The
+// caller must not change it: it may be the very slice Enqueue was given.
 func (s *Spool) Body(id string) ([]byte, error) {
 	if err := s.begin(); err != nil {
 		return nil, fmt.Errorf("spool: body %s: %w", id, err)
@@ -78,6 +82,9 @@ func (s *Spool) Body(id string) ([]byte, error) {
 	cid, err := canonicalID(id)
 	if err != nil {
 		return nil, fmt.Errorf("spool: body %q: %w", id, ErrNotFound)
+	}
+	if body, ok := s.fresh.body(cid); ok {
+		return body, nil
 	}
 	var body []byte
 	err = s.db.View(func(txn *badger.Txn) error {

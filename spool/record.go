@@ -102,6 +102,7 @@ func (s *Spool) Record(ctx context.Context, id string, results []Result, dsn *Ou
 }
 
 func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, error) {
+	s.fresh.drop(id)
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
 	defer s.floor.leave(s.floor.enter())
@@ -237,7 +238,7 @@ func (s *Spool) putOutgoing(txn *badger.Txn, dsn *Outgoing, changed []bool) (str
 	if env.Received.IsZero() {
 		env.Received = now
 	}
-	if err := putMessage(txn, id, v, now, s.floor.at(now), &env, dsn.Recipients, dsn.Body); err != nil {
+	if _, err := putMessage(txn, id, v, now, s.floor.at(now), &env, dsn.Recipients, dsn.Body); err != nil {
 		return "", err
 	}
 	return id, nil

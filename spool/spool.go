@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -101,6 +102,7 @@ type Options struct {
 	badgerSyncWrites bool                                 // let Badger fsync every write batch itself
 	syncWrap         func(storageSync func() error) error // wraps every storage sync
 	syncDelay        time.Duration                        // group commit: max wait for in-flight commits; 0 default, <0 none
+	freshBytes       int                                  // bound of the fresh-message cache; 0 default, <0 none
 }
 
 // DefaultGCInterval is the value-log GC period when Options.GCInterval is 0.
@@ -133,6 +135,7 @@ type Spool struct {
 	ids  *idGen
 
 	history time.Duration // Options.History
+	fresh   *freshCache   // messages as enqueued, until first changed
 
 	group    *groupSync // modeGroup only
 	syncWrap func(func() error) error
@@ -196,6 +199,7 @@ func Open(opts Options) (*Spool, error) {
 		now:      now,
 		syncWrap: opts.syncWrap,
 		history:  opts.History,
+		fresh:    newFreshCache(cmp.Or(opts.freshBytes, defaultFreshBytes)),
 	}
 	switch {
 	case opts.badgerSyncWrites:
