@@ -93,7 +93,7 @@ func normalizeIDPrefix(p string) (string, bool) {
 // many recipients were unscheduled; 0 and no error when the message was
 // already held.
 func (s *Spool) Hold(id string) (int, error) {
-	return s.operate("hold", id, false, func(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
+	return s.operate("hold", id, false, func(txn *wtxn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
 		if rec.Held {
 			return 0, nil, nil
 		}
@@ -113,7 +113,7 @@ func (s *Spool) Hold(id string) (int, error) {
 // due now. It returns how many recipients were scheduled; 0 and no error
 // when the message was not held.
 func (s *Spool) Release(id string) (int, error) {
-	return s.operate("release", id, true, func(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
+	return s.operate("release", id, true, func(txn *wtxn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
 		if !rec.Held {
 			return 0, nil, nil
 		}
@@ -187,7 +187,7 @@ func (s *Spool) RetryAll() ([]Retried, error) {
 }
 
 // retryOp is Retry's change to one message.
-func (s *Spool) retryOp(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
+func (s *Spool) retryOp(txn *wtxn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
 	if rec.Held {
 		return 0, nil, ErrHeld
 	}
@@ -217,7 +217,7 @@ func (s *Spool) retryOp(txn *badger.Txn, id string, rec *msgRecord, now time.Tim
 // pending or deferred as they were, stays in the history window. It
 // returns how many recipients were still to be delivered.
 func (s *Spool) Delete(id string) (int, error) {
-	return s.operate("delete", id, false, func(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
+	return s.operate("delete", id, false, func(txn *wtxn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
 		n, err := s.eachOpen(txn, id, rec, func(i uint32, r *Recipient) (bool, error) {
 			if rec.Held {
 				return false, nil // no schedule key to delete
@@ -244,7 +244,7 @@ var errRetired = errors.New("retired")
 // AddEvent appends ev to the history of message id (an operator's bounce
 // notes itself before the queue records the failures).
 func (s *Spool) AddEvent(id string, ev Event) error {
-	_, err := s.operate("add event", id, false, func(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
+	_, err := s.operate("add event", id, false, func(txn *wtxn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
 		if ev.At.IsZero() {
 			ev.At = now
 		}
@@ -276,7 +276,7 @@ func (s *Spool) operate(op, id string, schedules bool, fn opFunc) (int, error) {
 
 // opFunc changes one message inside operate's transaction: it returns how
 // many recipients it changed and the events to add.
-type opFunc func(txn *badger.Txn, id string, rec *msgRecord, now time.Time) (int, []Event, error)
+type opFunc func(txn *wtxn, id string, rec *msgRecord, now time.Time) (int, []Event, error)
 
 // apply is operate without the wait for durability; the caller holds
 // begin.
@@ -309,7 +309,7 @@ func (s *Spool) operateTxn(id string, schedules bool, fn opFunc) (int, error) {
 	if schedules {
 		defer s.floor.leave(s.floor.enter())
 	}
-	txn := s.db.NewTransaction(true)
+	txn := s.newWriteTxn()
 	defer txn.Discard()
 	rec, err := getMsgRecord(txn, id)
 	if err != nil {
@@ -345,7 +345,7 @@ func (s *Spool) operateTxn(id string, schedules bool, fn opFunc) (int, error) {
 // eachOpen calls fn for each recipient of the message that is still
 // pending or deferred, and writes back those for which fn returns true
 // (fn changed them). It returns how many recipients it visited.
-func (s *Spool) eachOpen(txn *badger.Txn, id string, rec *msgRecord, fn func(n uint32, r *Recipient) (bool, error)) (int, error) {
+func (s *Spool) eachOpen(txn *wtxn, id string, rec *msgRecord, fn func(n uint32, r *Recipient) (bool, error)) (int, error) {
 	count := 0
 	for i := 0; i < rec.NRcpt; i++ {
 		n := uint32(i)

@@ -146,12 +146,21 @@
 //     flusher has written the memtable to an SST (msynced, then recorded in
 //     the fsynced MANIFEST) and deleted the WAL. A SIGKILL loses nothing
 //     (the page cache survives), but a power cut in that window could lose
-//     acknowledged mail. The syncer closes the gap: after db.Sync it lists
-//     the *.mem files and fsyncs, once, each one that is no longer the
-//     newest and was not fsynced since it stopped being the newest (fsync
-//     on another descriptor writes back the mmapped pages too; a file
-//     already flushed and removed is skipped). This costs one readdir per
-//     round.
+//     acknowledged mail. The syncer closes the gap: it fsyncs, once, each
+//     *.mem file that is no longer the newest and was not fsynced since it
+//     stopped being the newest (fsync on another descriptor writes back
+//     the mmapped pages too; a file already flushed and removed is
+//     skipped). One stat per round finds out whether a newer WAL exists.
+//
+// Only commits with a value of valueThreshold bytes or more write to the
+// value log, and every msync or fsync costs a flush of the disk's cache,
+// even for a file with nothing new. So the syncer calls db.Sync only when
+// such a commit happened since the value log was last synced: every write
+// transaction is a wtxn, which counts those commits after they commit
+// (TestWritesGoThroughWtxn keeps other writes out of the package, and GC
+// adds to the count itself). Otherwise it fsyncs the newest WAL through a
+// descriptor it keeps open. After 10,000 small messages /proc/meminfo
+// showed 216 kB dirty: the fsync writes what Badger wrote through its map.
 //
 // Value-log GC has a similar gap: RunValueLogGC copies live values forward
 // with ordinary (unsynced) writes and then deletes the old file. Badger

@@ -73,7 +73,7 @@ func (s *Spool) commitOnce(id string, v uint64, token string, ttl time.Duration,
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
 	defer s.floor.leave(s.floor.enter())
-	txn := s.db.NewTransaction(true)
+	txn := s.newWriteTxn()
 	defer txn.Discard()
 	var fresh []Recipient
 	prev := ""

@@ -105,7 +105,7 @@ func decodeRetired(id string, b []byte) (*Retired, error) {
 //
 // Reading the events costs one Get for a message that never had more
 // than its "received" event, and an iterator otherwise, as in retire.
-func (s *Spool) keepHistory(txn *badger.Txn, id string, rec *msgRecord, moreEvents bool, final []Event) error {
+func (s *Spool) keepHistory(txn *wtxn, id string, rec *msgRecord, moreEvents bool, final []Event) error {
 	if s.history <= 0 {
 		return nil
 	}

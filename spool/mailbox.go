@@ -74,7 +74,7 @@ func (s *Spool) DeleteMailboxEntries(ctx context.Context, user string, seqs []ui
 	}
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *wtxn) error {
 		for _, seq := range seqs {
 			if err := txn.Delete(mailboxKey(user, seq)); err != nil {
 				return err

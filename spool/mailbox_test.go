@@ -5,15 +5,13 @@ import (
 	"context"
 	"errors"
 	"testing"
-
-	badger "github.com/dgraph-io/badger/v4"
 )
 
 // deliverLocal writes a mailbox entry the way Record does on local
 // delivery, without a queued message behind it.
 func deliverLocal(t *testing.T, s *Spool, user string, body []byte) {
 	t.Helper()
-	if err := s.db.Update(func(txn *badger.Txn) error {
+	if err := s.update(func(txn *wtxn) error {
 		return s.putMailbox(txn, user, []byte("Delivered-To: "+user+"@b.test\r\n"), body)
 	}); err != nil {
 		t.Fatal(err)

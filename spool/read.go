@@ -53,7 +53,7 @@ func (s *Spool) Get(id string) (*Message, error) {
 const getByKeyLimit = 32
 
 // getRcpt reads recipient n of message id.
-func getRcpt(txn *badger.Txn, id string, n uint32) (Recipient, error) {
+func getRcpt(txn getter, id string, n uint32) (Recipient, error) {
 	item, err := txn.Get(rcptKey(id, n))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Recipient{}, fmt.Errorf("%w: recipient %d missing", errCorrupt, n)
@@ -110,7 +110,7 @@ func chunkCount(rec *msgRecord) int {
 }
 
 // readBody concatenates the body chunks of a message inside txn.
-func readBody(txn *badger.Txn, id string, rec *msgRecord) ([]byte, error) {
+func readBody(txn getter, id string, rec *msgRecord) ([]byte, error) {
 	body := make([]byte, 0, rec.Size)
 	for n := 0; n < chunkCount(rec); n++ {
 		item, err := txn.Get(chunkKey(id, uint32(n)))
@@ -278,7 +278,7 @@ func (s *Spool) Events(id string) ([]Event, error) {
 	return out, nil
 }
 
-func getMsgRecord(txn *badger.Txn, id string) (*msgRecord, error) {
+func getMsgRecord(txn getter, id string) (*msgRecord, error) {
 	item, err := txn.Get(msgKey(id))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, ErrNotFound

@@ -106,7 +106,7 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
 	defer s.floor.leave(s.floor.enter())
-	txn := s.db.NewTransaction(true)
+	txn := s.newWriteTxn()
 	defer txn.Discard()
 	rec, err := getMsgRecord(txn, id)
 	if err != nil {
@@ -215,7 +215,7 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 
 // putOutgoing stores dsn as a new message when one of the recipients it
 // reports on changed state in this transaction.
-func (s *Spool) putOutgoing(txn *badger.Txn, dsn *Outgoing, changed []bool) (string, error) {
+func (s *Spool) putOutgoing(txn *wtxn, dsn *Outgoing, changed []bool) (string, error) {
 	if dsn == nil {
 		return "", nil
 	}
@@ -249,7 +249,7 @@ func (s *Spool) putOutgoing(txn *badger.Txn, dsn *Outgoing, changed []bool) (str
 // for events when earlier attempts (or operator actions) wrote some.
 // First it keeps the message's summary for the history window
 // (keepHistory), with final: this transaction's events, never stored.
-func (s *Spool) retire(txn *badger.Txn, id string, rec *msgRecord, hadEvents bool, final []Event) error {
+func (s *Spool) retire(txn *wtxn, id string, rec *msgRecord, hadEvents bool, final []Event) error {
 	hadEvents = hadEvents || rec.ExtraEvents
 	if err := s.keepHistory(txn, id, rec, hadEvents, final); err != nil {
 		return err
@@ -331,7 +331,7 @@ func mailboxKey(user string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(mailboxPrefix(user), seq)
 }
 
-func (s *Spool) putMailbox(txn *badger.Txn, user string, hdr, body []byte) error {
+func (s *Spool) putMailbox(txn *wtxn, user string, hdr, body []byte) error {
 	if user == "" || bytes.IndexByte([]byte(user), '/') >= 0 {
 		return fmt.Errorf("bad mailbox name %q", user)
 	}

@@ -141,11 +141,19 @@ type Spool struct {
 	syncWrap func(func() error) error
 	syncs    atomic.Uint64         // storage syncs performed
 	broken   atomic.Pointer[error] // first sync failure; sticky
-	walMu    sync.Mutex            // guards walSynced, walFsyncs
+	walMu    sync.Mutex            // guards the storage sync state below
 	// walSynced: every memtable WAL file with a fid below it that is no
 	// longer the active one has been fsynced since it became immutable.
 	walSynced uint64
 	walFsyncs int // immutable WALs fsynced (for tests)
+	// walFile is the active WAL (fid walFileFid), opened for fsync.
+	walFile    *os.File
+	walFileFid uint64
+	// bigCommits counts commits that wrote to the value log (wtxn);
+	// bigSynced is its value when the value log was last synced.
+	bigCommits atomic.Uint64
+	bigSynced  uint64
+	fullSyncs  int // syncs of both logs through Badger (for tests)
 
 	mu       sync.RWMutex
 	closed   bool
@@ -284,7 +292,7 @@ func (b badgerLogger) emit(level slog.Level, f string, a []any) {
 // recover checks the layout version and restores the ID generator.
 func (s *Spool) recover() error {
 	var high uint64
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *wtxn) error {
 		item, err := txn.Get([]byte(keyVersion))
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
@@ -352,7 +360,7 @@ func (s *Spool) recover() error {
 func (s *Spool) persistIDHigh(high uint64) error {
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], high)
-	if err := s.db.Update(func(txn *badger.Txn) error {
+	if err := s.update(func(txn *wtxn) error {
 		return txn.Set([]byte(keyIDHigh), v[:])
 	}); err != nil {
 		return err
@@ -445,6 +453,12 @@ func (s *Spool) Close() error {
 		<-s.gcDone
 	}
 	s.stopSyncer()
+	s.walMu.Lock()
+	if s.walFile != nil {
+		s.walFile.Close()
+		s.walFile = nil
+	}
+	s.walMu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("spool: close %s: %w", s.dir, err)
 	}
@@ -499,6 +513,7 @@ func (s *Spool) runGC() {
 		rewritten++
 	}
 	if rewritten > 0 {
+		s.bigCommits.Add(1) // the copies went to the value log behind wtxn's back
 		if err := s.waitDurable(context.Background()); err != nil {
 			s.log.Error("spool: sync after value-log GC", "err", err)
 			return
@@ -543,7 +558,7 @@ func (s *Spool) flushMemtables() error {
 	s.writeGate.Lock()
 	defer s.writeGate.Unlock()
 	key := []byte(prefixFlush + "x")
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(key, nil) }); err != nil {
+	if err := s.update(func(txn *wtxn) error { return txn.Set(key, nil) }); err != nil {
 		return err
 	}
 	return s.db.DropPrefix([]byte(prefixFlush))
