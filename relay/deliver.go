@@ -544,8 +544,9 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 		return nil, fmt.Errorf("deliver: %s: session is no longer usable", s.remote)
 	}
 	// The hand-off field makes a re-send after a lost 250 harmless at a
-	// next hop that is one of ours (see handoff.go).
-	body = append(handoffHeader(s.hostname, msg.ID), body...)
+	// next hop that is one of ours (see handoff.go). It goes on the wire
+	// in front of the body, never into a copy of it.
+	head := handoffHeader(s.hostname, msg.ID)
 	// Everything that could be refused locally is checked before the first
 	// byte is sent, so a local problem never leaves a half transaction.
 	p, err := storedParams(msg)
@@ -565,7 +566,7 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 	if refuse := s.cannotCarry(p); refuse != nil {
 		return all(make([]queue.Reply, len(rcpts)), *refuse), nil
 	}
-	params, refuse, relayed := s.mailParams(p, levels, len(body))
+	params, refuse, relayed := s.mailParams(p, levels, len(head)+len(body))
 	if refuse != nil {
 		return all(make([]queue.Reply, len(rcpts)), *refuse), nil
 	}
@@ -575,7 +576,7 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 	}
 
 	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
-	replies, err := s.transact(mail, rcptLines, body)
+	replies, err := s.transact(mail, rcptLines, head, body)
 	if !stop() {
 		// The socket was closed under us. Replies already complete stay
 		// true (the message may have been delivered); the session is gone.
@@ -607,7 +608,7 @@ func all(replies []queue.Reply, r queue.Reply) []queue.Reply {
 
 // transact runs one mail transaction: [RSET], MAIL, RCPT for each line of
 // rcpts, DATA and the message. See Send for what the replies mean.
-func (s *clientSession) transact(mail string, rcpts []string, body []byte) ([]queue.Reply, error) {
+func (s *clientSession) transact(mail string, rcpts []string, head, body []byte) ([]queue.Reply, error) {
 	lines := make([]string, 0, len(rcpts)+3)
 	if s.dirty {
 		lines = append(lines, "RSET")
@@ -685,7 +686,7 @@ func (s *clientSession) transact(mail string, rcpts []string, body []byte) ([]qu
 	}
 
 	s.conn.SetWriteDeadline(time.Now().Add(s.dataTimeout))
-	if err := writeMessage(s.bw, body); err != nil {
+	if err := writeMessage(s.bw, head, body); err != nil {
 		return nil, s.fail("DATA", err)
 	}
 	r, err := s.readReply(s.dataTimeout)

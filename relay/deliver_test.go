@@ -633,6 +633,16 @@ func TestWriteMessage(t *testing.T) {
 			t.Errorf("writeMessage(%q) = %q, want %q", tc.in, b.String(), tc.want)
 		}
 	}
+	// A part of its own in front (the hand-off field) starts the body on
+	// a line of its own: the body's leading dot is still doubled.
+	var b strings.Builder
+	w := bufio.NewWriter(&b)
+	if err := writeMessage(w, []byte("X-A: 1\r\n"), []byte(".b\r\nc")); err != nil {
+		t.Fatal(err)
+	}
+	if want := "X-A: 1\r\n..b\r\nc\r\n.\r\n"; b.String() != want {
+		t.Errorf("writeMessage(head, body) = %q, want %q", b.String(), want)
+	}
 }
 
 func TestDeliverMX(t *testing.T) {

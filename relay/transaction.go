@@ -151,27 +151,31 @@ func (s *clientSession) roundTrip(lines []string, timeout time.Duration, stop fu
 	return replies, nil
 }
 
-// writeMessage writes body as DATA content (RFC 5321 §4.5.2): a dot at
-// the start of a line is doubled, a bare LF becomes CRLF, the last line
-// is ended, and the terminating "." follows.
-func writeMessage(w *bufio.Writer, body []byte) error {
-	for len(body) > 0 {
-		if body[0] == '.' {
-			w.WriteByte('.')
+// writeMessage writes parts, one after the other, as DATA content (RFC
+// 5321 §4.5.2): a dot at the start of a line is doubled, a bare LF
+// becomes CRLF, the last line of each part is ended, and the terminating
+// "." follows. Passing the header fields we add as a part of their own
+// spares a copy of the body.
+func writeMessage(w *bufio.Writer, parts ...[]byte) error {
+	for _, body := range parts {
+		for len(body) > 0 {
+			if body[0] == '.' {
+				w.WriteByte('.')
+			}
+			i := bytes.IndexByte(body, '\n')
+			if i < 0 {
+				w.Write(body)
+				w.WriteString("\r\n")
+				break
+			}
+			if i > 0 && body[i-1] == '\r' {
+				w.Write(body[:i+1])
+			} else {
+				w.Write(body[:i])
+				w.WriteString("\r\n")
+			}
+			body = body[i+1:]
 		}
-		i := bytes.IndexByte(body, '\n')
-		if i < 0 {
-			w.Write(body)
-			w.WriteString("\r\n")
-			break
-		}
-		if i > 0 && body[i-1] == '\r' {
-			w.Write(body[:i+1])
-		} else {
-			w.Write(body[:i])
-			w.WriteString("\r\n")
-		}
-		body = body[i+1:]
 	}
 	w.WriteString(".\r\n")
 	return w.Flush()
