@@ -230,7 +230,7 @@ func (s *Spool) Delete(id string) (int, error) {
 		ev := Event{At: now, Kind: EventDeleted, Rcpt: -1, Text: "by the operator, without a DSN: " + rcpts(n) + " not delivered"}
 		// Deleting is rare: look for every stored event rather than work
 		// out whether there are any beyond "received".
-		if err := s.retire(txn, id, rec, true, []Event{ev}); err != nil {
+		if err := s.retire(txn, id, rec, nil, true, []Event{ev}); err != nil {
 			return 0, nil, err
 		}
 		return n, nil, errRetired

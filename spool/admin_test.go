@@ -390,3 +390,31 @@ func TestRetryAll(t *testing.T) {
 		t.Errorf("%d recipients due after RetryAll, want 3", len(due))
 	}
 }
+
+// The summary holds every recipient as it ended, whether its outcome came
+// in the retiring transaction or in an earlier one.
+func TestHistoryKeepsEveryRecipient(t *testing.T) {
+	clk := newClock(t0)
+	s := openHistory(t, clk)
+	id := mustEnqueue(t, s, env1(), []Recipient{{To: "<a@c.test>"}, {To: "<b@c.test>"}, {To: "<c@c.test>"}}, []byte("x"))
+	ctx := context.Background()
+	if _, err := s.Record(ctx, id, []Result{{Rcpt: 1, Status: StatusDelivered, Reply: "250 first"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Record(ctx, id, []Result{{Rcpt: 0, Status: StatusFailed, Reply: "550 no"}, {Rcpt: 2, Status: StatusDelivered, Reply: "250 last"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.History(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		status Status
+		reply  string
+	}{{StatusFailed, "550 no"}, {StatusDelivered, "250 first"}, {StatusDelivered, "250 last"}}
+	for i, w := range want {
+		if r := h.Recipients[i]; r.Status != w.status || r.LastReply != w.reply || r.Attempts != 1 {
+			t.Errorf("recipient %d: %+v, want %s %q after 1 attempt", i, r, w.status, w.reply)
+		}
+	}
+}

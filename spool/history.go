@@ -98,24 +98,26 @@ func decodeRetired(id string, b []byte) (*Retired, error) {
 }
 
 // keepHistory writes the summary of a retiring message into txn, before
-// retire deletes its keys: the recipients as txn sees them (with this
-// transaction's outcomes), the stored events, and final, the events of
-// this transaction that are never stored under e/. It does nothing when
-// the history window is 0.
+// retire deletes its keys: the recipients as this transaction leaves them
+// (rcpts, or read from txn when nil), the stored events, and final, the
+// events of this transaction that are never stored under e/. It does
+// nothing when the history window is 0.
 //
 // Reading the events costs one Get for a message that never had more
 // than its "received" event, and an iterator otherwise, as in retire.
-func (s *Spool) keepHistory(txn *wtxn, id string, rec *msgRecord, moreEvents bool, final []Event) error {
+func (s *Spool) keepHistory(txn *wtxn, id string, rec *msgRecord, rcpts []Recipient, moreEvents bool, final []Event) error {
 	if s.history <= 0 {
 		return nil
 	}
-	rcpts := make([]Recipient, rec.NRcpt)
-	for n := range rcpts {
-		r, err := getRcpt(txn, id, uint32(n))
-		if err != nil {
-			return err
+	if rcpts == nil {
+		rcpts = make([]Recipient, rec.NRcpt)
+		for n := range rcpts {
+			r, err := getRcpt(txn, id, uint32(n))
+			if err != nil {
+				return err
+			}
+			rcpts[n] = r
 		}
-		rcpts[n] = r
 	}
 	var events []Event
 	if moreEvents {

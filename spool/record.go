@@ -117,8 +117,9 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 	final := make([]bool, rec.NRcpt)
 	changed := make([]bool, rec.NRcpt)
 	reported := make([]bool, rec.NRcpt)
-	hadEvents := false // any attempt recorded before: events beyond "received"
-	var events []Event // under e/ if the message stays queued, else in its summary
+	rcpts := make([]Recipient, rec.NRcpt) // as this transaction leaves them
+	hadEvents := false                    // any attempt recorded before: events beyond "received"
+	var events []Event                    // under e/ if the message stays queued, else in its summary
 	for _, res := range results {
 		if res.Rcpt < 0 || res.Rcpt >= rec.NRcpt {
 			return "", fmt.Errorf("recipient %d of %d", res.Rcpt, rec.NRcpt)
@@ -129,6 +130,7 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 			return "", err
 		}
 		reported[n] = true
+		rcpts[n] = r
 		hadEvents = hadEvents || r.Attempts > 0
 		if r.Status == StatusDelivered || r.Status == StatusFailed {
 			final[n] = true
@@ -151,6 +153,7 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 				}
 			}
 		}
+		rcpts[n] = r
 		enc, err := encodeRcpt(&r)
 		if err != nil {
 			return "", err
@@ -186,6 +189,7 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 		if err != nil {
 			return "", err
 		}
+		rcpts[n] = r
 		hadEvents = hadEvents || r.Attempts > 0
 		final[n] = r.Status == StatusDelivered || r.Status == StatusFailed
 	}
@@ -207,7 +211,7 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 			return dsnID, txn.Commit()
 		}
 	}
-	if err := s.retire(txn, id, rec, hadEvents, events); err != nil {
+	if err := s.retire(txn, id, rec, rcpts, hadEvents, events); err != nil {
 		return "", err
 	}
 	return dsnID, txn.Commit()
@@ -248,10 +252,11 @@ func (s *Spool) putOutgoing(txn *wtxn, dsn *Outgoing, changed []bool) (string, e
 // keys computed from the message record, so no iterator is needed, except
 // for events when earlier attempts (or operator actions) wrote some.
 // First it keeps the message's summary for the history window
-// (keepHistory), with final: this transaction's events, never stored.
-func (s *Spool) retire(txn *wtxn, id string, rec *msgRecord, hadEvents bool, final []Event) error {
+// (keepHistory), with rcpts (nil: as stored) and final, this
+// transaction's events, never stored.
+func (s *Spool) retire(txn *wtxn, id string, rec *msgRecord, rcpts []Recipient, hadEvents bool, final []Event) error {
 	hadEvents = hadEvents || rec.ExtraEvents
-	if err := s.keepHistory(txn, id, rec, hadEvents, final); err != nil {
+	if err := s.keepHistory(txn, id, rec, rcpts, hadEvents, final); err != nil {
 		return err
 	}
 	keys := [][]byte{msgKey(id)}
