@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,6 +198,9 @@ func Open(opts Options) (*Spool, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
 	}
+	if err := removeEmptyLogs(opts.Dir, log); err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
+	}
 	db, err := badger.Open(badgerOptions(opts.Dir, log, opts.badgerSyncWrites))
 	if err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
@@ -239,6 +244,33 @@ func Open(opts Options) (*Spool, error) {
 		go s.gcLoop(gc)
 	}
 	return s, nil
+}
+
+// removeEmptyLogs deletes empty write-ahead-log (.mem) and value-log
+// (.vlog) files. Badger creates such a file and then sizes it, so a kill
+// between the two leaves one behind, and badger.Open then fails on it
+// ("Create a new file": badger issue #2207, unfixed in v4.9.6); our crash
+// test hit it. An empty log holds nothing, so removing it loses nothing.
+func removeEmptyLogs(dir string, log *slog.Logger) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() || info.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return err
+		}
+		log.Warn("spool: removed an empty log file left by a crash", "file", name)
+	}
+	return nil
 }
 
 // badgerOptions tunes Badger for a small daemon: a spool holds at most a
