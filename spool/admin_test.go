@@ -418,3 +418,72 @@ func TestHistoryKeepsEveryRecipient(t *testing.T) {
 		}
 	}
 }
+
+// A message stored before the "received" event was made from the
+// envelope has it under e/: it is read once, kept in the history, and
+// deleted with the message.
+func TestStoredReceivedEvent(t *testing.T) {
+	clk := newClock(t0)
+	s := openHistory(t, clk)
+	id := mustEnqueue(t, s, env1(), rcpt1("<a@c.test>"), []byte("x"))
+	s.fresh.drop(id)
+	err := s.update(func(txn *wtxn) error {
+		rec, err := getMsgRecord(txn, id)
+		if err != nil {
+			return err
+		}
+		rec.InlineReceived = false
+		if err := txn.Set(msgKey(id), encodeMessage(rec)); err != nil {
+			return err
+		}
+		ev := receivedEvent(rec)
+		ev.Text = "stored " + ev.Text
+		idv, _ := parseID(id)
+		return txn.Set(eventKey(id, idv), encodeEvent(&ev))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Events(id)
+	if err != nil || kinds(evs) != "received" || !strings.HasPrefix(evs[0].Text, "stored from <a@a.test>") {
+		t.Fatalf("Events = %+v, %v", evs, err)
+	}
+	if _, err := s.Record(context.Background(), id, []Result{{Rcpt: 0, Status: StatusDelivered, Reply: "250 ok"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, s) // the stored event went with the message
+	h, err := s.History(id)
+	if err != nil || kinds(h.Events) != "received,delivered" || !strings.HasPrefix(h.Events[0].Text, "stored ") {
+		t.Fatalf("History = %+v, %v", h, err)
+	}
+}
+
+// A new message's "received" event comes from its envelope: one event,
+// no e/ key.
+func TestReceivedEventFromEnvelope(t *testing.T) {
+	clk := newClock(t0)
+	s := openHistory(t, clk)
+	env := env1()
+	env.AuthUser = "alice"
+	id := mustEnqueue(t, s, env, []Recipient{{To: "<a@c.test>"}, {To: "<b@c.test>"}}, []byte("hello"))
+	evs, err := s.Events(id)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("Events = %+v, %v", evs, err)
+	}
+	want := Event{At: t0, Kind: EventReceived, Rcpt: -1, Text: "from <a@a.test> size 5 rcpts 2 client 192.0.2.1 helo a.test auth alice"}
+	if got := evs[0]; !got.At.Equal(want.At) || got.Kind != want.Kind || got.Rcpt != want.Rcpt || got.Text != want.Text {
+		t.Errorf("received event %+v, want %+v", got, want)
+	}
+	n := 0
+	s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: eventPrefix(id)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if n != 0 {
+		t.Errorf("%d e/ keys stored, want 0", n)
+	}
+}

@@ -145,6 +145,10 @@ type msgRecord struct {
 	// (appended field), so retiring must look for e/ keys even when no
 	// recipient was ever attempted.
 	ExtraEvents bool
+	// InlineReceived: the "received" event is not stored under e/ but
+	// made from this record (receivedEvent); true for every message
+	// stored since (appended field). Older records have it under e/.
+	InlineReceived bool
 }
 
 func encodeMessage(m *msgRecord) []byte {
@@ -160,7 +164,8 @@ func encodeMessage(m *msgRecord) []byte {
 	e.uvarint(uint64(m.Size))
 	e.uvarint(uint64(m.NRcpt))
 	e.uvarint(uint64(m.ChunkSize))
-	e.bool(m.ExtraEvents) // appended field: absent in older records
+	e.bool(m.ExtraEvents)    // appended fields: absent in older records
+	e.bool(m.InlineReceived) //
 	return e.b
 }
 
@@ -180,6 +185,9 @@ func decodeMessage(b []byte) (*msgRecord, error) {
 	chunk := d.uvarint("chunk size")
 	if d.err == nil && len(d.b) > 0 {
 		m.ExtraEvents = d.bool("extra events")
+	}
+	if d.err == nil && len(d.b) > 0 {
+		m.InlineReceived = d.bool("inline received")
 	}
 	if d.err != nil {
 		return nil, d.err

@@ -15,8 +15,9 @@ import (
 
 // Enqueue stores a message in ONE Badger transaction: the envelope m/<id>,
 // the body b/<id>/<n>, every recipient r/<id>/<n> (status pending, due
-// now), one schedule key t/<due>/<id>/<n> per recipient (none while the
-// message is held), and a "received" event e/<id>/<seq>. It returns the new
+// now) and one schedule key t/<due>/<id>/<n> per recipient (none while the
+// message is held); its "received" event is made from the envelope when
+// read (receivedEvent), not stored. It returns the new
 // message ID only after that transaction is durable on disk; many
 // concurrent Enqueues share one fsync (group commit).
 //
@@ -81,23 +82,21 @@ func (s *Spool) enqueue(ctx context.Context, id string, env Envelope, rcpts []Re
 	if env.Received.IsZero() {
 		env.Received = now
 	}
-	var v uint64
-	var err error
 	if id == "" {
 		s.writeGate.RLock()
-		v, err = s.ids.next()
+		v, err := s.ids.next()
 		s.writeGate.RUnlock()
 		if err != nil {
 			return "", fmt.Errorf("spool: enqueue: %w", err)
 		}
 		id = formatID(v)
-	} else if v, err = parseID(id); err != nil {
+	} else if _, err := parseID(id); err != nil {
 		return "", fmt.Errorf("spool: enqueue %q: %w", id, err)
 	}
 	if s.group != nil {
 		s.group.enter()
 	}
-	if err := s.commitMessage(id, v, now, &env, rcpts, body); err != nil {
+	if err := s.commitMessage(id, now, &env, rcpts, body); err != nil {
 		if s.group != nil {
 			s.group.leave()
 		}
@@ -109,14 +108,14 @@ func (s *Spool) enqueue(ctx context.Context, id string, env Envelope, rcpts []Re
 	return id, nil
 }
 
-func (s *Spool) commitMessage(id string, idv uint64, now time.Time, env *Envelope, rcpts []Recipient, body []byte) error {
+func (s *Spool) commitMessage(id string, now time.Time, env *Envelope, rcpts []Recipient, body []byte) error {
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
 	defer s.floor.leave(s.floor.enter())
 	txn := s.newWriteTxn()
 	defer txn.Discard()
 	s.fresh.reserve(id)
-	m, err := putMessage(txn, id, idv, now, s.floor.at(now), env, rcpts, body)
+	m, err := putMessage(txn, id, s.floor.at(now), env, rcpts, body)
 	if err == nil {
 		err = txn.Commit()
 	}
@@ -132,11 +131,13 @@ func (s *Spool) commitMessage(id string, idv uint64, now time.Time, env *Envelop
 // at due (unix nanoseconds), and returns the message as Get will read it
 // back. It is separate from the commit so that a later transaction
 // (retiring the last recipient and queueing the DSN it owes) can create a
-// message atomically with other changes.
-func putMessage(txn *wtxn, id string, idv uint64, now time.Time, due uint64, env *Envelope, rcpts []Recipient, body []byte) (*Message, error) {
+// message atomically with other changes. Its "received" event is not a
+// key of its own: receivedEvent makes it from the envelope, which saves
+// writing and deleting one key per message.
+func putMessage(txn *wtxn, id string, due uint64, env *Envelope, rcpts []Recipient, body []byte) (*Message, error) {
 	dueAt := time.Unix(0, int64(due))
 
-	rec := msgRecord{Envelope: *env, Size: int64(len(body)), NRcpt: len(rcpts), ChunkSize: ChunkSize}
+	rec := msgRecord{Envelope: *env, Size: int64(len(body)), NRcpt: len(rcpts), ChunkSize: ChunkSize, InlineReceived: true}
 	if err := txn.Set(msgKey(id), encodeMessage(&rec)); err != nil {
 		return nil, err
 	}
@@ -166,14 +167,16 @@ func putMessage(txn *wtxn, id string, idv uint64, now time.Time, due uint64, env
 			}
 		}
 	}
-	text := fmt.Sprintf("from %s size %d rcpts %d client %s helo %s", env.From, len(body), len(rcpts), env.Client, env.Helo)
-	if env.AuthUser != "" {
-		text += " auth " + env.AuthUser
+	return m, nil
+}
+
+// receivedEvent is the first event of every message: its acceptance.
+func receivedEvent(rec *msgRecord) Event {
+	text := fmt.Sprintf("from %s size %d rcpts %d client %s helo %s", rec.From, rec.Size, rec.NRcpt, rec.Client, rec.Helo)
+	if rec.AuthUser != "" {
+		text += " auth " + rec.AuthUser
 	}
-	// The message ID is itself a fresh generator value, so it serves as the
-	// sequence number of the first event.
-	ev := Event{At: now, Kind: EventReceived, Rcpt: -1, Text: text}
-	return m, txn.Set(eventKey(id, idv), encodeEvent(&ev))
+	return Event{At: rec.Received, Kind: EventReceived, Rcpt: -1, Text: text}
 }
 
 // syncSoon makes everything committed so far durable within

@@ -23,7 +23,9 @@
 //	r/<id>/<n uint32 BE>                      recipient record n: path, params, status, attempts,
 //	                                          last reply, next attempt
 //	t/<due uint64 BE>/<id>/<n uint32 BE>      empty; the schedule index, due = Unix nanoseconds
-//	e/<id>/<seq uint64 BE>                    event record: time, kind, recipient (-1: message), text
+//	e/<id>/<seq uint64 BE>                    event record: time, kind, recipient (-1: message), text;
+//	                                          the first, "received", is made from m/<id> instead
+//	                                          (InlineReceived; stored under e/ before that field)
 //	x/<user>/<seq uint64 BE>                  local mailbox entry: Return-Path and Delivered-To
 //	                                          header lines, then the body (user names must
 //	                                          not contain '/')
@@ -34,8 +36,8 @@
 //	                                          envelope, final recipient records, every event;
 //	                                          Badger TTL of Options.History ([admin] history)
 //
-// A message is m/<id> with all its b/ and r/ keys; Enqueue writes them, one
-// t/ key per recipient and the first e/ key in one transaction, so a
+// A message is m/<id> with all its b/ and r/ keys; Enqueue writes them and
+// one t/ key per recipient in one transaction, so a
 // message is wholly present or wholly absent. Recipient n keeps its r/ key
 // (and its index) until the whole message is deleted; its status says
 // whether it is still pending.
@@ -48,7 +50,7 @@
 // handing out an ID at or above s/idhigh, the generator durably raises
 // s/idhigh by ten seconds of ID space, and Open resumes above it (and
 // above the highest m/ key). The same generator supplies event sequence
-// numbers (the first event's seq is the message ID's own value) and
+// numbers (a stored "received" event's seq is the message ID's own value) and
 // mailbox sequence numbers, which serve as stable POP3 UIDs.
 //
 // # Invariants

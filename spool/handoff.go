@@ -38,8 +38,7 @@ func (s *Spool) EnqueueOnce(ctx context.Context, id, token string, ttl time.Dura
 	if err := s.brokenErr(); err != nil {
 		return "", fmt.Errorf("spool: enqueue: %w", err)
 	}
-	v, err := parseID(id)
-	if err != nil {
+	if _, err := parseID(id); err != nil {
 		return "", fmt.Errorf("spool: enqueue %q: %w", id, err)
 	}
 	now := s.now()
@@ -49,7 +48,7 @@ func (s *Spool) EnqueueOnce(ctx context.Context, id, token string, ttl time.Dura
 	if s.group != nil {
 		s.group.enter()
 	}
-	prev, err := s.commitOnce(id, v, token, ttl, now, &env, rcpts, body)
+	prev, err := s.commitOnce(id, token, ttl, now, &env, rcpts, body)
 	if err != nil {
 		if s.group != nil {
 			s.group.leave()
@@ -69,7 +68,7 @@ func (s *Spool) EnqueueOnce(ctx context.Context, id, token string, ttl time.Dura
 
 // commitOnce returns the earlier message ID when every recipient is a
 // repeat, "" when it stored a message.
-func (s *Spool) commitOnce(id string, v uint64, token string, ttl time.Duration, now time.Time, env *Envelope, rcpts []Recipient, body []byte) (string, error) {
+func (s *Spool) commitOnce(id string, token string, ttl time.Duration, now time.Time, env *Envelope, rcpts []Recipient, body []byte) (string, error) {
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
 	defer s.floor.leave(s.floor.enter())
@@ -98,7 +97,7 @@ func (s *Spool) commitOnce(id string, v uint64, token string, ttl time.Duration,
 		return prev, nil
 	}
 	s.fresh.reserve(id)
-	m, err := putMessage(txn, id, v, now, s.floor.at(now), env, fresh, body)
+	m, err := putMessage(txn, id, s.floor.at(now), env, fresh, body)
 	for i := 0; err == nil && i < len(fresh); i++ {
 		err = txn.SetEntry(badger.NewEntry(handoffKey(token, fresh[i].To), []byte(id)).WithTTL(ttl))
 	}

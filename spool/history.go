@@ -103,8 +103,9 @@ func decodeRetired(id string, b []byte) (*Retired, error) {
 // events of this transaction that are never stored under e/. It does
 // nothing when the history window is 0.
 //
-// Reading the events costs one Get for a message that never had more
-// than its "received" event, and an iterator otherwise, as in retire.
+// Reading the events costs nothing for a message that never had more than
+// its "received" event (one Get for one stored before InlineReceived),
+// and an iterator otherwise, as in retire.
 func (s *Spool) keepHistory(txn *wtxn, id string, rec *msgRecord, rcpts []Recipient, moreEvents bool, final []Event) error {
 	if s.history <= 0 {
 		return nil
@@ -120,6 +121,9 @@ func (s *Spool) keepHistory(txn *wtxn, id string, rec *msgRecord, rcpts []Recipi
 		}
 	}
 	var events []Event
+	if rec.InlineReceived {
+		events = append(events, receivedEvent(rec))
+	}
 	if moreEvents {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: eventPrefix(id), PrefetchValues: true, PrefetchSize: 16})
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -134,7 +138,7 @@ func (s *Spool) keepHistory(txn *wtxn, id string, rec *msgRecord, rcpts []Recipi
 			}
 		}
 		it.Close()
-	} else if idv, err := parseID(id); err == nil {
+	} else if idv, err := parseID(id); err == nil && !rec.InlineReceived {
 		item, err := txn.Get(eventKey(id, idv))
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):

@@ -258,6 +258,12 @@ func (s *Spool) Events(id string) ([]Event, error) {
 	}
 	var out []Event
 	err = s.db.View(func(txn *badger.Txn) error {
+		switch rec, err := getMsgRecord(txn, cid); {
+		case err == nil && rec.InlineReceived:
+			out = append(out, receivedEvent(rec))
+		case err != nil && !errors.Is(err, ErrNotFound):
+			return err
+		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: eventPrefix(cid), PrefetchValues: true, PrefetchSize: 16})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

@@ -242,7 +242,7 @@ func (s *Spool) putOutgoing(txn *wtxn, dsn *Outgoing, changed []bool) (string, e
 	if env.Received.IsZero() {
 		env.Received = now
 	}
-	if _, err := putMessage(txn, id, v, now, s.floor.at(now), &env, dsn.Recipients, dsn.Body); err != nil {
+	if _, err := putMessage(txn, id, s.floor.at(now), &env, dsn.Recipients, dsn.Body); err != nil {
 		return "", err
 	}
 	return id, nil
@@ -266,7 +266,7 @@ func (s *Spool) retire(txn *wtxn, id string, rec *msgRecord, rcpts []Recipient, 
 	for n := 0; n < rec.NRcpt; n++ {
 		keys = append(keys, rcptKey(id, uint32(n)))
 	}
-	if idv, err := parseID(id); err == nil {
+	if idv, err := parseID(id); err == nil && !rec.InlineReceived {
 		keys = append(keys, eventKey(id, idv)) // the "received" event
 	}
 	if hadEvents {

@@ -793,9 +793,10 @@ func TestCodecRejectsCorruption(t *testing.T) {
 	if got, err := decodeRcpt(r); err != nil || got.Status != StatusDeferred || got.Attempts != 3 || !got.NextAttempt.Equal(t0) || got.LastReply != "451 later" {
 		t.Fatalf("decodeRcpt = %+v, %v", got, err)
 	}
-	// Every truncation is an error, never a panic. (The last byte of m is
-	// an appended optional field: without it m reads as an older record.)
-	for i := 0; i < len(m)-1; i++ {
+	// Every truncation is an error, never a panic. (The last two bytes of
+	// m are appended optional fields: without them m reads as an older
+	// record.)
+	for i := 0; i < len(m)-2; i++ {
 		if _, err := decodeMessage(m[:i]); err == nil {
 			t.Errorf("decodeMessage(truncated to %d): no error", i)
 		}
