@@ -108,33 +108,35 @@ func (c *freshCache) dropLocked(id string) {
 	}
 }
 
-// message returns a copy of the cached message, which the caller may
-// change.
-func (c *freshCache) message(id string) (*Message, bool) {
+// get returns the published entry of id. What it returns is never
+// changed after publication, so callers may read it without the lock.
+func (c *freshCache) get(id string) (*Message, []byte, bool) {
 	if c.max <= 0 {
-		return nil, false
+		return nil, nil, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.m[id]
 	if e == nil || e.msg == nil {
+		return nil, nil, false
+	}
+	return e.msg, e.body, true
+}
+
+// message returns a copy of the cached message, which the caller may
+// change.
+func (c *freshCache) message(id string) (*Message, bool) {
+	cached, _, ok := c.get(id)
+	if !ok {
 		return nil, false
 	}
-	m := *e.msg
-	m.Recipients = append([]Recipient(nil), e.msg.Recipients...)
+	m := *cached
+	m.Recipients = append([]Recipient(nil), cached.Recipients...)
 	return &m, true
 }
 
 // body returns the cached body, shared: the caller must not change it.
 func (c *freshCache) body(id string) ([]byte, bool) {
-	if c.max <= 0 {
-		return nil, false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e := c.m[id]
-	if e == nil || e.msg == nil {
-		return nil, false
-	}
-	return e.body, true
+	_, body, ok := c.get(id)
+	return body, ok
 }
