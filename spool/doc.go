@@ -160,8 +160,9 @@
 // such a commit happened since the value log was last synced: every write
 // transaction is a wtxn, which counts those commits after they commit
 // (TestWritesGoThroughWtxn keeps other writes out of the package, and GC
-// adds to the count itself). Otherwise it fsyncs the newest WAL through a
-// descriptor it keeps open. After 10,000 small messages /proc/meminfo
+// adds to the count itself). Otherwise it fdatasyncs the newest WAL
+// through a descriptor it keeps open (fdatasync, as msync is: a WAL never
+// changes size, so only its timestamps are left unwritten). After 10,000 small messages /proc/meminfo
 // showed 216 kB dirty: the fsync writes what Badger wrote through its map.
 //
 // Value-log GC has a similar gap: RunValueLogGC copies live values forward
