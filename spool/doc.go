@@ -193,7 +193,7 @@
 // # Badger tuning
 //
 // For a small daemon that holds at most a few thousand messages in flight:
-// 8 MiB memtables, at most 3 (default 64 MiB x 5); 8 MiB block cache and
+// 4 MiB memtables, at most 3 (default 64 MiB x 5); 8 MiB block cache and
 // 4 MiB index cache (default 256 MiB and unbounded); 64 MiB value-log files
 // (default 1 GiB) so GC returns space in reasonable steps; ValueThreshold
 // 64 KiB so ordinary mail stays in the LSM tree and only large bodies go to
