@@ -23,7 +23,9 @@ import (
 // concurrent Enqueues share one fsync (group commit).
 //
 // The Status, Attempts, LastReply and NextAttempt fields of rcpts are
-// ignored. env.Received is set from the clock when zero.
+// ignored. env.Received is set from the clock when zero. The spool may
+// keep body in memory (see freshCache): the caller must not change it
+// afterwards.
 //
 // Any error means the caller must not acknowledge the message (SMTP: 451
 // 4.3.0). The message is then either absent or wholly present, never in
