@@ -571,6 +571,11 @@ func TestSTLS(t *testing.T) {
 		t.Errorf("RETR over TLS: %q", body)
 	}
 	c.expect("QUIT", "+OK")
+	// The maildrop is unlocked when the session ends, a moment after the
+	// +OK: the server closing the connection says it has.
+	if !c.closed() {
+		t.Fatal("the server kept the connection open after QUIT")
+	}
 
 	// Implicit TLS: a listener wrapped by the caller.
 	s := &Server{Hostname: "pop.test", Backend: b, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
