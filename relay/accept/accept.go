@@ -1,7 +1,9 @@
 // Package accept is what the relay's protocol servers (SMTP, POP3) share
 // around their sessions: the accept loop, which backs off on temporary
-// errors such as running out of file descriptors, and the Group of
-// listeners and sessions that Shutdown and Close reach.
+// errors such as running out of file descriptors, the Group of listeners
+// and sessions that Shutdown and Close reach, and the Reader under each
+// session's buffered reader, which times out a silent peer and ends an
+// idle session when the Group stops.
 package accept
 
 import (

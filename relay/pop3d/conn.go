@@ -8,15 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
-)
 
-var errShuttingDown = errors.New("pop3d: shutting down")
+	"github.com/relay-mta/relay/relay/accept"
+)
 
 // Session states of RFC 1939 §3. UPDATE is not a state a command can be
 // received in: it is what QUIT does in TRANSACTION.
@@ -36,10 +34,8 @@ type conn struct {
 
 	br *bufio.Reader
 	bw *bufio.Writer
-	dr deadlineReader
+	dr accept.Reader // under br: deadlines, and the stop of idle reads
 	dw deadlineWriter
-
-	idle atomic.Bool // waiting for a command with nothing buffered
 
 	tls          *tls.ConnectionState
 	state        state
@@ -54,21 +50,6 @@ type conn struct {
 	deleted []bool
 }
 
-// deadlineReader sets a fresh read deadline before every read, so the
-// idle timeout measures the client's silence, not the session's length.
-type deadlineReader struct{ c *conn }
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	d.c.raw.SetReadDeadline(time.Now().Add(d.c.idleTimeout()))
-	// Checked after setting the deadline: Shutdown sets its flag before it
-	// moves the deadline of idle connections into the past, so one of the
-	// two always stops an idle read.
-	if d.c.srv.group.Stopping() && d.c.idle.Load() {
-		return 0, errShuttingDown
-	}
-	return d.c.nc.Read(p)
-}
-
 // deadlineWriter bounds each write, so that a client that stops reading
 // in the middle of a RETR does not hold its maildrop locked for ever.
 type deadlineWriter struct{ c *conn }
@@ -81,7 +62,8 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, raw: nc, nc: nc}
 	c.log = s.logger().With("client", nc.RemoteAddr().String())
-	c.dr = deadlineReader{c: c}
+	c.dr.Conn, c.dr.Src, c.dr.Group = nc, nc, &s.group
+	c.dr.Timeout = c.idleTimeout()
 	c.dw = deadlineWriter{c: c}
 	c.br = bufio.NewReaderSize(&c.dr, 4096)
 	c.bw = bufio.NewWriterSize(&c.dw, 32<<10)
@@ -97,11 +79,7 @@ func (c *conn) Abort() { c.raw.Close() }
 
 // WakeIfIdle implements accept.Session: a session waiting for a command
 // sees its read time out, and ends as the server is stopping.
-func (c *conn) WakeIfIdle() {
-	if c.idle.Load() {
-		c.raw.SetReadDeadline(time.Unix(1, 0))
-	}
-}
+func (c *conn) WakeIfIdle() { c.dr.WakeIfIdle() }
 
 func (c *conn) serve(overLimit bool) {
 	defer c.nc.Close()
@@ -153,7 +131,7 @@ func (c *conn) serve(overLimit bool) {
 func (c *conn) readFailed(err error) {
 	var ne net.Error
 	switch {
-	case errors.Is(err, errShuttingDown) || (c.srv.group.Stopping() && errors.Is(err, os.ErrDeadlineExceeded)):
+	case c.dr.Stopped(err):
 		c.errReply("[SYS/TEMP] Server shutting down, try again later")
 	case errors.As(err, &ne) && ne.Timeout():
 		c.errReply("Autologout: idle for too long")
@@ -175,8 +153,8 @@ func (c *conn) readCommand() ([]byte, error) {
 		if err := c.bw.Flush(); err != nil {
 			return nil, err
 		}
-		c.idle.Store(true)
-		defer c.idle.Store(false)
+		c.dr.Idle.Store(true)
+		defer c.dr.Idle.Store(false)
 	}
 	limit := orDefault(c.srv.MaxLineLength, DefaultMaxLineLength)
 	tooLong := false
@@ -360,7 +338,7 @@ func (c *conn) stls(cmd command) {
 	st := tc.ConnectionState()
 	// Nothing learnt before TLS carries over (RFC 2595 §4): a USER sent in
 	// the clear is forgotten.
-	c.nc, c.tls, c.user = tc, &st, ""
+	c.nc, c.tls, c.user, c.dr.Src = tc, &st, "", tc
 	c.br.Reset(&c.dr)
 	c.bw.Reset(&c.dw)
 }

@@ -7,18 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/relay-mta/relay/envelope"
+	"github.com/relay-mta/relay/relay/accept"
 )
-
-var errShuttingDown = errors.New("smtpd: shutting down")
 
 // conn is the state of one SMTP connection.
 type conn struct {
@@ -29,9 +26,7 @@ type conn struct {
 
 	br *bufio.Reader
 	bw *bufio.Writer
-	dr deadlineReader
-
-	idle atomic.Bool // waiting for a command with nothing buffered
+	dr accept.Reader // under br: deadlines, and the stop of idle reads
 
 	sess     Session
 	tls      *tls.ConnectionState
@@ -55,29 +50,6 @@ type conn struct {
 	bdat       *bdatState
 }
 
-// deadlineReader sets a fresh read deadline before every read of the
-// connection, so a timeout measures the client's silence, not the length
-// of the session.
-type deadlineReader struct {
-	c       *conn
-	timeout time.Duration
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	dl := time.Now().Add(d.timeout)
-	if end := d.c.sessionEnd; !end.IsZero() && end.Before(dl) {
-		dl = end
-	}
-	d.c.raw.SetReadDeadline(dl)
-	// Checked after setting the deadline: Shutdown sets its flag before it
-	// moves the deadline of idle connections into the past, so one of the
-	// two always stops an idle read.
-	if d.c.srv.group.Stopping() && d.c.idle.Load() {
-		return 0, errShuttingDown
-	}
-	return d.c.nc.Read(p)
-}
-
 // Buffers are pooled: a client that opens a connection per message (as
 // many MTAs and smtp-source do) would otherwise cost 32 KiB of garbage per
 // message.
@@ -89,7 +61,8 @@ var (
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, raw: nc, nc: nc}
 	c.log = s.logger().With("client", nc.RemoteAddr().String())
-	c.dr = deadlineReader{c: c, timeout: orDefault(s.CommandTimeout, DefaultCommandTimeout)}
+	c.dr.Conn, c.dr.Src, c.dr.Group = nc, nc, &s.group
+	c.dr.Timeout = orDefault(s.CommandTimeout, DefaultCommandTimeout)
 	if size := orDefault(s.MaxLineLength, DefaultMaxLineLength) + 2; size > 16<<10 {
 		c.br = bufio.NewReaderSize(&c.dr, size)
 	} else {
@@ -117,16 +90,13 @@ func (c *conn) Abort() { c.raw.Close() }
 
 // WakeIfIdle implements accept.Session: a session waiting for a command
 // sees its read time out, and ends as the server is stopping.
-func (c *conn) WakeIfIdle() {
-	if c.idle.Load() {
-		c.raw.SetReadDeadline(time.Unix(1, 0))
-	}
-}
+func (c *conn) WakeIfIdle() { c.dr.WakeIfIdle() }
 
 func (c *conn) serve(refuse *Reply) {
 	defer c.release()
 	defer c.nc.Close()
 	c.sessionEnd = time.Now().Add(orDefault(c.srv.SessionTimeout, DefaultSessionTimeout))
+	c.dr.Limit = c.sessionEnd
 	// A client that stops reading our replies cannot hold us past the
 	// session limit either.
 	c.raw.SetWriteDeadline(c.sessionEnd)
@@ -148,7 +118,7 @@ func (c *conn) serve(refuse *Reply) {
 	info := ConnInfo{RemoteAddr: c.nc.RemoteAddr(), LocalAddr: c.nc.LocalAddr()}
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		info.ImplicitTLS = true
-		tc.SetDeadline(time.Now().Add(c.dr.timeout))
+		tc.SetDeadline(time.Now().Add(c.dr.Timeout))
 		if err := tc.Handshake(); err != nil {
 			c.log.Info("smtpd: TLS handshake failed", "err", err)
 			return
@@ -198,7 +168,7 @@ func (c *conn) readFailed(err error) {
 	c.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	var ne net.Error
 	switch {
-	case errors.Is(err, errShuttingDown) || (c.srv.group.Stopping() && errors.Is(err, os.ErrDeadlineExceeded)):
+	case c.dr.Stopped(err):
 		c.writeReply(reply(421, "4.3.2", "%s Service shutting down, try again later", c.srv.Hostname))
 	case errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(c.sessionEnd):
 		c.writeReply(reply(421, "4.4.2", "%s Session time limit exceeded, closing connection", c.srv.Hostname))
@@ -222,8 +192,8 @@ func (c *conn) readCommand() ([]byte, error) {
 		if err := c.bw.Flush(); err != nil {
 			return nil, err
 		}
-		c.idle.Store(true)
-		defer c.idle.Store(false)
+		c.dr.Idle.Store(true)
+		defer c.dr.Idle.Store(false)
 	}
 	line, tooLong, err := c.readLine(orDefault(c.srv.MaxLineLength, DefaultMaxLineLength))
 	if err != nil {
@@ -241,7 +211,7 @@ func (c *conn) readCommand() ([]byte, error) {
 // CRLF and, leniently, a bare LF end a command line; commands carry no
 // message content, so leniency here cannot smuggle anything.
 func (c *conn) readLine(limit int) (line []byte, tooLong bool, err error) {
-	c.dr.timeout = orDefault(c.srv.CommandTimeout, DefaultCommandTimeout)
+	c.dr.Timeout = orDefault(c.srv.CommandTimeout, DefaultCommandTimeout)
 	for {
 		frag, err := c.br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
@@ -581,7 +551,7 @@ func (c *conn) data(arg string) {
 	}
 	c.writeReply(reply(354, "", "Start mail input; end with <CRLF>.<CRLF>"))
 	c.bw.Flush()
-	c.dr.timeout = orDefault(c.srv.DataTimeout, DefaultDataTimeout)
+	c.dr.Timeout = orDefault(c.srv.DataTimeout, DefaultDataTimeout)
 	msg, res, err := readDotData(c.br, orDefault(c.srv.MaxMessageSize, DefaultMaxMessageSize))
 	if err != nil {
 		// The connection is gone or silent mid-message; nothing was accepted.
@@ -652,7 +622,7 @@ func (c *conn) startTLS(arg string) {
 	st := tc.ConnectionState()
 	// RFC 3207 §4.2: discard all knowledge obtained from the client.
 	c.reset()
-	c.nc, c.tls = tc, &st
+	c.nc, c.tls, c.dr.Src = tc, &st, tc
 	c.helo, c.esmtp, c.authUser = "", false, ""
 	c.br.Reset(&c.dr)
 	c.bw.Reset(tc)

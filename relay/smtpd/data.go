@@ -134,7 +134,7 @@ func (c *conn) bdatCmd(arg string) {
 	// The chunk is read whatever the verdict, so that its bytes are never
 	// taken for commands (RFC 3030 §3).
 	ok := c.bdat != nil || (c.esmtp && c.checkReadyForDataQuiet())
-	c.dr.timeout = orDefault(c.srv.DataTimeout, DefaultDataTimeout)
+	c.dr.Timeout = orDefault(c.srv.DataTimeout, DefaultDataTimeout)
 	var sink io.Writer = io.Discard
 	maxSize := orDefault(c.srv.MaxMessageSize, DefaultMaxMessageSize)
 	if ok {
