@@ -15,7 +15,7 @@ import "sync"
 // nothing. It is bounded in bytes and forgets its oldest entries first.
 type freshCache struct {
 	mu    sync.Mutex
-	max   int // bytes; 0 turns the cache off
+	max   int // bytes; 0 or less turns the cache off
 	bytes int
 	m     map[string]*freshEntry
 	order []string // IDs in reservation order; may name dropped entries
