@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/smtpd/smtptest"
 )
 
 // smallDisk mounts a tmpfs of the given size for a test; it skips the
@@ -62,10 +63,10 @@ func TestDiskFull(t *testing.T) {
 	}
 	f.Close()
 	time.Sleep(300 * time.Millisecond) // past the guard's recheck interval
-	c := dial(t, n.addr)
-	c.cmd("EHLO sender.test", "250 ")
-	c.cmd("MAIL FROM:<s@a.test>", "452 4.3.1")
-	c.cmd("MAIL FROM:<s@a.test> SIZE=1000", "452 4.3.1")
+	c := smtptest.Dial(t, n.addr)
+	c.Cmd("EHLO sender.test", "250 ")
+	c.Cmd("MAIL FROM:<s@a.test>", "452 4.3.1")
+	c.Cmd("MAIL FROM:<s@a.test> SIZE=1000", "452 4.3.1")
 	for _, id := range ids {
 		if _, err := n.r.Spool().Get(id); err != nil {
 			t.Fatalf("accepted message %s lost while the disk was full: %v", id, err)
@@ -74,10 +75,10 @@ func TestDiskFull(t *testing.T) {
 	// Space returns: accepted again, without a restart.
 	os.Remove(filler)
 	time.Sleep(300 * time.Millisecond)
-	c.cmd("MAIL FROM:<s@a.test>", "250 ")
-	c.cmd("RCPT TO:<u@elsewhere.test>", "250 ")
-	c.cmd("DATA", "354 ")
-	c.cmd("Subject: after\r\n\r\nx\r\n.", "250 ")
+	c.Cmd("MAIL FROM:<s@a.test>", "250 ")
+	c.Cmd("RCPT TO:<u@elsewhere.test>", "250 ")
+	c.Cmd("DATA", "354 ")
+	c.Cmd("Subject: after\r\n\r\nx\r\n.", "250 ")
 	if q := n.queued(); len(q) != 11 {
 		t.Fatalf("%d messages queued, want 11", len(q))
 	}

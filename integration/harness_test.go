@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -189,51 +187,4 @@ func (nxResolver) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
 
 func (nxResolver) LookupHost(_ context.Context, host string) ([]string, error) {
 	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-}
-
-// rawClient speaks SMTP line by line, for asserting exact replies.
-type rawClient struct {
-	t  *testing.T
-	nc net.Conn
-	r  *bufio.Reader
-}
-
-func dial(t *testing.T, addr string) *rawClient {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	c := &rawClient{t: t, nc: nc, r: bufio.NewReader(nc)}
-	c.expect("220 ")
-	return c
-}
-
-// expect reads one reply (skipping continuation lines) and checks its
-// start.
-func (c *rawClient) expect(prefix string) string {
-	c.t.Helper()
-	for {
-		line, err := c.r.ReadString('\n')
-		if err != nil {
-			c.t.Fatalf("read: %v", err)
-		}
-		if len(line) >= 4 && line[3] == '-' {
-			continue
-		}
-		if !strings.HasPrefix(line, prefix) {
-			c.t.Fatalf("want %q..., got %q", prefix, line)
-		}
-		return strings.TrimSpace(line)
-	}
-}
-
-func (c *rawClient) cmd(line, want string) string {
-	c.t.Helper()
-	if _, err := io.WriteString(c.nc, line+"\r\n"); err != nil {
-		c.t.Fatal(err)
-	}
-	return c.expect(want)
 }

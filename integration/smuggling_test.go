@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relay-mta/relay/relay/smtpd/smtptest"
 )
 
 // TestSMTPSmuggling sends the known smuggling shapes through relay A
@@ -26,15 +28,15 @@ func TestSMTPSmuggling(t *testing.T) {
 	}
 	accepted := 0
 	for name, p := range payloads {
-		c := dial(t, a.addr)
-		c.cmd("EHLO sender.test", "250 ")
-		c.cmd("MAIL FROM:<alice@a.test>", "250 ")
-		c.cmd("RCPT TO:<bob@b.test>", "250 ")
-		c.cmd("DATA", "354 ")
+		c := smtptest.Dial(t, a.addr)
+		c.Cmd("EHLO sender.test", "250 ")
+		c.Cmd("MAIL FROM:<alice@a.test>", "250 ")
+		c.Cmd("RCPT TO:<bob@b.test>", "250 ")
+		c.Cmd("DATA", "354 ")
 		smuggled := "MAIL FROM:<evil@a.test>\r\nRCPT TO:<bob@b.test>\r\nDATA\r\nSubject: smuggled " + name + "\r\n\r\nevil\r\n.\r\n"
 		// The smuggled transaction's own "\r\n.\r\n" is the real end of DATA.
-		io.WriteString(c.nc, "Subject: carrier "+name+"\r\n\r\nhello"+p+smuggled)
-		reply := c.expect("")
+		io.WriteString(c.Conn, "Subject: carrier "+name+"\r\n\r\nhello"+p+smuggled)
+		reply := c.Expect("")
 		switch {
 		case strings.HasPrefix(reply, "250 "):
 			accepted++
@@ -44,8 +46,8 @@ func TestSMTPSmuggling(t *testing.T) {
 		}
 		// The session is still in step: the smuggled commands were never
 		// read as commands.
-		c.cmd("NOOP", "250 ")
-		c.cmd("QUIT", "221 ")
+		c.Cmd("NOOP", "250 ")
+		c.Cmd("QUIT", "221 ")
 		t.Logf("%-9s A answered %q", name, reply)
 	}
 	time.Sleep(time.Second) // anything forwarded arrives now

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/smtpd/smtptest"
 	"github.com/relay-mta/relay/spool"
 )
 
@@ -112,28 +113,28 @@ func TestSourceRouteStripMode(t *testing.T) {
 
 func TestSourceRouteRejectMode(t *testing.T) {
 	n := newRouteNet(t, 140, func(c *config.Config) { c.SourceRoutes = config.SourceRoutesReject })
-	c := dial(t, n.b.addr)
-	c.cmd("EHLO a.test", "250 ")
-	c.cmd("MAIL FROM:<alice@a.test>", "250 ")
-	c.cmd("RCPT TO:<@b.test,@c.test:alice@d.test>", "550 5.7.1")
-	c.cmd("RCPT TO:<@c.test:alice@d.test>", "550 5.7.1")
-	c.cmd("RCPT TO:<@b.test:alice@b.test>", "250 ") // only our own name: no route left
+	c := smtptest.Dial(t, n.b.addr)
+	c.Cmd("EHLO a.test", "250 ")
+	c.Cmd("MAIL FROM:<alice@a.test>", "250 ")
+	c.Cmd("RCPT TO:<@b.test,@c.test:alice@d.test>", "550 5.7.1")
+	c.Cmd("RCPT TO:<@c.test:alice@d.test>", "550 5.7.1")
+	c.Cmd("RCPT TO:<@b.test:alice@b.test>", "250 ") // only our own name: no route left
 }
 
 func TestPercentHack(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		n := newRouteNet(t, map[bool]int{true: 150, false: 160}[on], func(c *config.Config) { c.PercentHack = on })
-		c := dial(t, n.b.addr)
-		c.cmd("EHLO a.test", "250 ")
-		c.cmd("MAIL FROM:<alice@a.test>", "250 ")
+		c := smtptest.Dial(t, n.b.addr)
+		c.Cmd("EHLO a.test", "250 ")
+		c.Cmd("MAIL FROM:<alice@a.test>", "250 ")
 		if !on {
 			// Off: '%' is an ordinary character of a local part.
-			c.cmd("RCPT TO:<alice%d.test@b.test>", "550 5.1.1")
+			c.Cmd("RCPT TO:<alice%d.test@b.test>", "550 5.1.1")
 			continue
 		}
-		c.cmd("RCPT TO:<alice%d.test@b.test>", "250 ")
-		c.cmd("DATA", "354 ")
-		c.cmd("Subject: percent\r\n\r\nhi\r\n.", "250 ")
+		c.Cmd("RCPT TO:<alice%d.test@b.test>", "250 ")
+		c.Cmd("DATA", "354 ")
+		c.Cmd("Subject: percent\r\n\r\nhi\r\n.", "250 ")
 		waitFor(t, 20*time.Second, "the message at D", func() bool { return len(n.d.mailboxRaw("alice")) == 1 })
 		if got := trace(n.d.mailboxRaw("alice")[0]); got[0] != "d.test <alice@d.test>" || got[1] != "b.test <alice%d.test@b.test>" {
 			t.Fatalf("percent hack trace:\n%s", strings.Join(got, "\n"))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/relay-mta/relay/dkim"
 	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/smtpd/smtptest"
 	"github.com/relay-mta/relay/spool"
 )
 
@@ -124,12 +125,12 @@ func TestDKIMSignsWhatItOriginates(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr, stop := runRelay(t, cfg)
-	c := dial(t, addr)
-	c.cmd("EHLO inside.test", "250 ")
-	signedID := c.send("<x@b.test>", []string{"<u@partner.test>"}, dkimMsg("Xavier <x@B.test>", "ours"))
-	otherID := c.send("<x@other.test>", []string{"<u@partner.test>"}, dkimMsg("x@other.test", "not ours"))
-	handoffID := c.send("<x@b.test>", []string{"<u@partner.test>"}, "X-Relay-Handoff: a.test 001ABCDEFGHJK\r\n"+dkimMsg("x@b.test", "handed over"))
-	presignedID := c.send("<x@b.test>", []string{"<u@partner.test>"}, string(presigned))
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO inside.test", "250 ")
+	signedID := c.Send("<x@b.test>", []string{"<u@partner.test>"}, dkimMsg("Xavier <x@B.test>", "ours"))
+	otherID := c.Send("<x@other.test>", []string{"<u@partner.test>"}, dkimMsg("x@other.test", "not ours"))
+	handoffID := c.Send("<x@b.test>", []string{"<u@partner.test>"}, "X-Relay-Handoff: a.test 001ABCDEFGHJK\r\n"+dkimMsg("x@b.test", "handed over"))
+	presignedID := c.Send("<x@b.test>", []string{"<u@partner.test>"}, string(presigned))
 	stop()
 
 	got := storedBodies(t, cfg, signedID, otherID, handoffID, presignedID)
@@ -158,12 +159,12 @@ func TestDKIMSignsOnlyForRelayClients(t *testing.T) {
 	_, path := newKey(t, cfg.DataDir, dkim.RSA)
 	cfg.DKIM.Sign = []config.DKIMSign{{Domain: "b.test", Selector: "s1", Key: path}}
 	addr, stop := runRelay(t, cfg)
-	c := dial(t, addr)
-	c.cmd("EHLO outside.test", "250 ")
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO outside.test", "250 ")
 	// partner.test is a relay domain: outsiders may send there.
-	outsiderID := c.send("<x@b.test>", []string{"<u@partner.test>"}, dkimMsg("x@b.test", "outsider"))
-	c.cmd("AUTH PLAIN AGFsaWNlAHB3LWFsaWNl", "235 2.7.0") // alice / pw-alice
-	authID := c.send("<alice@b.test>", []string{"<u@partner.test>"}, dkimMsg("alice@b.test", "authenticated"))
+	outsiderID := c.Send("<x@b.test>", []string{"<u@partner.test>"}, dkimMsg("x@b.test", "outsider"))
+	c.Cmd("AUTH PLAIN AGFsaWNlAHB3LWFsaWNl", "235 2.7.0") // alice / pw-alice
+	authID := c.Send("<alice@b.test>", []string{"<u@partner.test>"}, dkimMsg("alice@b.test", "authenticated"))
 	stop()
 	got := storedBodies(t, cfg, outsiderID, authID)
 	if got[0] != dkimMsg("x@b.test", "outsider") {
@@ -197,20 +198,20 @@ func TestDKIMVerifiesOnReceipt(t *testing.T) {
 	tamper := func(msg string) string { return strings.Replace(msg, "body of", "body 0f", 1) }
 
 	addr, stop := runRelay(t, cfg)
-	c := dial(t, addr)
-	c.cmd("EHLO mx.a.test", "250 ")
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO mx.a.test", "250 ")
 	ids := []string{
-		c.send("<x@a.test>", []string{"<u@partner.test>"}, signed(signA, dkimMsg("x@a.test", "intact"))),
-		c.send("<x@a.test>", []string{"<u@partner.test>"}, tamper(signed(signA, dkimMsg("x@a.test", "tampered")))),
-		c.send("<x@a.test>", []string{"<u@partner.test>"}, dkimMsg("x@a.test", "unsigned")),
-		c.send("<x@a.test>", []string{"<u@partner.test>"}, "Authentication-Results: B.TEST; dkim=pass header.d=bank.test\r\n"+
+		c.Send("<x@a.test>", []string{"<u@partner.test>"}, signed(signA, dkimMsg("x@a.test", "intact"))),
+		c.Send("<x@a.test>", []string{"<u@partner.test>"}, tamper(signed(signA, dkimMsg("x@a.test", "tampered")))),
+		c.Send("<x@a.test>", []string{"<u@partner.test>"}, dkimMsg("x@a.test", "unsigned")),
+		c.Send("<x@a.test>", []string{"<u@partner.test>"}, "Authentication-Results: B.TEST; dkim=pass header.d=bank.test\r\n"+
 			"Authentication-Results: mx.a.test; spf=pass\r\n"+dkimMsg("x@bank.test", "forged")),
-		c.send("<x@bank.test>", []string{"<u@partner.test>"}, signed(signBank, dkimMsg("x@bank.test", "bank intact"))),
+		c.Send("<x@bank.test>", []string{"<u@partner.test>"}, signed(signBank, dkimMsg("x@bank.test", "bank intact"))),
 	}
-	c.cmd("MAIL FROM:<x@bank.test>", "250 ")
-	c.cmd("RCPT TO:<u@partner.test>", "250 ")
-	c.cmd("DATA", "354 ")
-	c.cmd(tamper(signed(signBank, dkimMsg("x@bank.test", "bank tampered")))+".", "550 5.7.20 ")
+	c.Cmd("MAIL FROM:<x@bank.test>", "250 ")
+	c.Cmd("RCPT TO:<u@partner.test>", "250 ")
+	c.Cmd("DATA", "354 ")
+	c.Cmd(tamper(signed(signBank, dkimMsg("x@bank.test", "bank tampered")))+".", "550 5.7.20 ")
 	stop()
 
 	got := storedBodies(t, cfg, ids...)
@@ -238,8 +239,8 @@ func TestDKIMKeyLookupThroughResolver(t *testing.T) {
 	dns := &txtResolver{records: map[string]string{"good._domainkey.a.test": record(t, k)}}
 	cfg := queuedConfig(t)
 	addr, stop := runRelayOpts(t, cfg, Options{Resolver: dns})
-	c := dial(t, addr)
-	c.cmd("EHLO mx.a.test", "250 ")
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO mx.a.test", "250 ")
 	var ids []string
 	for _, sel := range []string{"good", "servfail", "missing"} {
 		s := &dkim.Signer{Domain: "a.test", Keys: []dkim.Key{{Selector: sel, Signer: k}}}
@@ -247,7 +248,7 @@ func TestDKIMKeyLookupThroughResolver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, c.send("<x@a.test>", []string{"<u@partner.test>"}, string(msg)))
+		ids = append(ids, c.Send("<x@a.test>", []string{"<u@partner.test>"}, string(msg)))
 	}
 	stop()
 	got := storedBodies(t, cfg, ids...)
@@ -331,9 +332,9 @@ func TestDSNsAreSigned(t *testing.T) {
 	_, path := newKey(t, cfg.DataDir, dkim.Ed25519)
 	cfg.DKIM.Sign = []config.DKIMSign{{Domain: "b.test", Selector: "s1", Key: path}}
 	r, _ := launch(t, cfg, Options{Resolver: &fakeResolver{}}, nil) // every name: NXDOMAIN
-	c := dial(t, r.SMTPAddrs()[0])
-	c.cmd("EHLO b.test", "250 ")
-	c.send("<alice@b.test>", []string{"<u@nowhere.test>"}, "Subject: will bounce\r\n\r\nx\r\n")
+	c := smtptest.Dial(t, r.SMTPAddrs()[0])
+	c.Cmd("EHLO b.test", "250 ")
+	c.Send("<alice@b.test>", []string{"<u@nowhere.test>"}, "Subject: will bounce\r\n\r\nx\r\n")
 	var dsn []byte
 	for deadline := time.Now().Add(10 * time.Second); dsn == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if box, _ := r.Spool().Mailbox("alice"); len(box) > 0 {

@@ -1,11 +1,9 @@
 package relay
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/smtpd/smtptest"
 	"github.com/relay-mta/relay/relay/users"
 	"github.com/relay-mta/relay/spool"
 	"golang.org/x/crypto/bcrypt"
@@ -85,72 +84,14 @@ func runRelay(t *testing.T, cfg *config.Config) (string, func()) {
 	return r.SMTPAddrs()[0], stop
 }
 
-type tclient struct {
-	t  *testing.T
-	nc net.Conn
-	r  *bufio.Reader
-}
-
-func dial(t *testing.T, addr string) *tclient {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	c := &tclient{t: t, nc: nc, r: bufio.NewReader(nc)}
-	c.expect("220 ")
-	return c
-}
-
-func (c *tclient) expect(prefix string) string {
-	c.t.Helper()
-	for {
-		line, err := c.r.ReadString('\n')
-		if err != nil {
-			c.t.Fatalf("read: %v", err)
-		}
-		if len(line) >= 4 && line[3] == '-' {
-			continue
-		}
-		if !strings.HasPrefix(line, prefix) {
-			c.t.Fatalf("want %q..., got %q", prefix, line)
-		}
-		return strings.TrimSpace(line)
-	}
-}
-
-// cmd sends a command and checks that the reply starts with want ("" for
-// any reply, which is returned).
-func (c *tclient) cmd(line, want string) string {
-	c.t.Helper()
-	if _, err := io.WriteString(c.nc, line+"\r\n"); err != nil {
-		c.t.Fatal(err)
-	}
-	return c.expect(want)
-}
-
-// send submits one message and returns the queue ID from the 250 reply.
-func (c *tclient) send(from string, to []string, body string) string {
-	c.t.Helper()
-	c.cmd("MAIL FROM:"+from, "250 ")
-	for _, r := range to {
-		c.cmd("RCPT TO:"+r, "250 ")
-	}
-	c.cmd("DATA", "354 ")
-	got := c.cmd(body+".", "250 2.0.0 OK: queued as ")
-	return got[strings.LastIndex(got, " ")+1:]
-}
-
 func TestOpenRelayRefused(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Aliases = []string{"[127.0.0.1]"}
 	addr, _ := runRelay(t, cfg)
-	session := func() *tclient {
-		c := dial(t, addr)
-		c.cmd("EHLO outside.test", "250 ")
-		c.cmd("MAIL FROM:<x@outside.test>", "250 ")
+	session := func() *smtptest.Client {
+		c := smtptest.Dial(t, addr)
+		c.Cmd("EHLO outside.test", "250 ")
+		c.Cmd("MAIL FROM:<x@outside.test>", "250 ")
 		return c
 	}
 	for _, rcpt := range []string{
@@ -170,58 +111,58 @@ func TestOpenRelayRefused(t *testing.T) {
 		"<u@partner.test.evil.test>",
 	} {
 		// A session per refusal: refusals count towards max_errors.
-		session().cmd("RCPT TO:"+rcpt, "554 5.7.1")
+		session().Cmd("RCPT TO:"+rcpt, "554 5.7.1")
 	}
 	// What an outsider may do.
 	c := session()
-	c.cmd("RCPT TO:<alice@b.test>", "250 ")
-	c.cmd("RCPT TO:<ALICE@B.Test>", "250 ")
-	c.cmd("RCPT TO:<postmaster>", "250 ")
-	c.cmd("RCPT TO:<postmaster@b.test>", "250 ")
-	c.cmd("RCPT TO:<u@partner.test>", "250 ")
-	c.cmd("RCPT TO:<@b.test:bob@b.test>", "250 ") // a route through us alone
-	c.cmd("RCPT TO:<carol@b.test>", "550 5.1.1")
+	c.Cmd("RCPT TO:<alice@b.test>", "250 ")
+	c.Cmd("RCPT TO:<ALICE@B.Test>", "250 ")
+	c.Cmd("RCPT TO:<postmaster>", "250 ")
+	c.Cmd("RCPT TO:<postmaster@b.test>", "250 ")
+	c.Cmd("RCPT TO:<u@partner.test>", "250 ")
+	c.Cmd("RCPT TO:<@b.test:bob@b.test>", "250 ") // a route through us alone
+	c.Cmd("RCPT TO:<carol@b.test>", "550 5.1.1")
 }
 
 func TestRelayClientsMayRelay(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.RelayNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	addr, _ := runRelay(t, cfg)
-	c := dial(t, addr)
-	c.cmd("EHLO inside.test", "250 ")
-	c.cmd("MAIL FROM:<x@inside.test>", "250 ")
-	c.cmd("RCPT TO:<u@elsewhere.test>", "250 ")
-	c.cmd("RCPT TO:<@c.test,@d.test:u@e.test>", "250 ")
-	c.cmd("RCPT TO:<carol@b.test>", "550 5.1.1") // still no such local user
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO inside.test", "250 ")
+	c.Cmd("MAIL FROM:<x@inside.test>", "250 ")
+	c.Cmd("RCPT TO:<u@elsewhere.test>", "250 ")
+	c.Cmd("RCPT TO:<@c.test,@d.test:u@e.test>", "250 ")
+	c.Cmd("RCPT TO:<carol@b.test>", "550 5.1.1") // still no such local user
 }
 
 func TestAuthenticatedClientsMayRelay(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.AllowInsecureAuth = true
 	addr, _ := runRelay(t, cfg)
-	c := dial(t, addr)
-	c.cmd("EHLO outside.test", "250 ")
-	c.cmd("AUTH PLAIN AGFsaWNlAHdyb25n", "535 5.7.8") // alice / wrong
-	c.cmd("MAIL FROM:<alice@b.test>", "250 ")
-	c.cmd("RCPT TO:<u@elsewhere.test>", "554 5.7.1")
-	c.cmd("RSET", "250 ")
-	c.cmd("AUTH PLAIN AGFsaWNlAHB3LWFsaWNl", "235 2.7.0") // alice / pw-alice
-	c.cmd("MAIL FROM:<alice@b.test>", "250 ")
-	c.cmd("RCPT TO:<u@elsewhere.test>", "250 ")
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO outside.test", "250 ")
+	c.Cmd("AUTH PLAIN AGFsaWNlAHdyb25n", "535 5.7.8") // alice / wrong
+	c.Cmd("MAIL FROM:<alice@b.test>", "250 ")
+	c.Cmd("RCPT TO:<u@elsewhere.test>", "554 5.7.1")
+	c.Cmd("RSET", "250 ")
+	c.Cmd("AUTH PLAIN AGFsaWNlAHB3LWFsaWNl", "235 2.7.0") // alice / pw-alice
+	c.Cmd("MAIL FROM:<alice@b.test>", "250 ")
+	c.Cmd("RCPT TO:<u@elsewhere.test>", "250 ")
 }
 
 func TestHopLimit(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxHops = 5
 	addr, _ := runRelay(t, cfg)
-	c := dial(t, addr)
-	c.cmd("EHLO a.test", "250 ")
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO a.test", "250 ")
 	hdrs := strings.Repeat("Received: from x by y; Sat, 21 Nov 2026 09:00:00 +0000\r\n", 4)
-	c.send("<a@a.test>", []string{"<alice@b.test>"}, hdrs+"Subject: four hops\r\n\r\nok\r\n")
-	c.cmd("MAIL FROM:<a@a.test>", "250 ")
-	c.cmd("RCPT TO:<alice@b.test>", "250 ")
-	c.cmd("DATA", "354 ")
-	c.cmd(hdrs+"Received: from z by y; Sat, 21 Nov 2026 09:00:00 +0000\r\nSubject: five\r\n\r\nloop\r\n.", "554 5.4.6")
+	c.Send("<a@a.test>", []string{"<alice@b.test>"}, hdrs+"Subject: four hops\r\n\r\nok\r\n")
+	c.Cmd("MAIL FROM:<a@a.test>", "250 ")
+	c.Cmd("RCPT TO:<alice@b.test>", "250 ")
+	c.Cmd("DATA", "354 ")
+	c.Cmd(hdrs+"Received: from z by y; Sat, 21 Nov 2026 09:00:00 +0000\r\nSubject: five\r\n\r\nloop\r\n.", "554 5.4.6")
 }
 
 // TestAcceptedSurviveRestart sends messages, stops the relay cleanly, and
@@ -232,12 +173,12 @@ func TestAcceptedSurviveRestart(t *testing.T) {
 	// Mail for partner.test goes to a closed port: it stays queued.
 	cfg.Routes = []config.Route{{Domain: "*", To: "127.0.0.1:1", Host: "127.0.0.1", Port: 1, TLS: config.TLSNone}}
 	addr, stop := runRelay(t, cfg)
-	c := dial(t, addr)
-	c.cmd("EHLO client.test", "250 ")
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO client.test", "250 ")
 	bodies := map[string]string{}
 	for i := 0; i < 20; i++ {
 		body := "Subject: restart " + strings.Repeat("x", i) + "\r\n\r\nbody\r\n"
-		bodies[c.send("<a@client.test>", []string{"<u@partner.test>"}, body)] = body
+		bodies[c.Send("<a@client.test>", []string{"<u@partner.test>"}, body)] = body
 	}
 	stop()
 
@@ -275,9 +216,9 @@ func TestDefaultsAcceptPostmaster(t *testing.T) {
 		t.Fatal("fresh data dir has a users file")
 	}
 	addr, _ := runRelay(t, cfg)
-	c := dial(t, addr)
-	c.cmd("EHLO client.test", "250 ")
-	c.send("<a@client.test>", []string{"<postmaster@localhost>"}, "Subject: hi\r\n\r\nhello\r\n")
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO client.test", "250 ")
+	c.Send("<a@client.test>", []string{"<postmaster@localhost>"}, "Subject: hi\r\n\r\nhello\r\n")
 }
 
 func TestHeaderSafe(t *testing.T) {
@@ -301,11 +242,11 @@ func TestHandoffTokenTrustedOnlyFromRelays(t *testing.T) {
 		}
 		cfg.Routes = []config.Route{{Domain: "*", To: "127.0.0.1:1", Host: "127.0.0.1", Port: 1, TLS: config.TLSNone}}
 		addr, stop := runRelay(t, cfg)
-		c := dial(t, addr)
-		c.cmd("EHLO a.test", "250 ")
+		c := smtptest.Dial(t, addr)
+		c.Cmd("EHLO a.test", "250 ")
 		msg := "X-Relay-Handoff: a.test 001ABCDEFGHJK\r\nSubject: once\r\n\r\nx\r\n"
-		id1 := c.send("<s@a.test>", []string{"<u@partner.test>"}, msg)
-		id2 := c.send("<s@a.test>", []string{"<u@partner.test>"}, msg)
+		id1 := c.Send("<s@a.test>", []string{"<u@partner.test>"}, msg)
+		id2 := c.Send("<s@a.test>", []string{"<u@partner.test>"}, msg)
 		stop()
 		sp, err := spool.Open(spool.Options{Dir: filepath.Join(cfg.DataDir, "spool"), GCInterval: -1})
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/relay/pop3d"
+	"github.com/relay-mta/relay/relay/smtpd/smtptest"
 )
 
 // TestRelayAbuseBattery sends address forms that relays have been tricked
@@ -55,14 +56,14 @@ func TestRelayAbuseBattery(t *testing.T) {
 		{"< u@elsewhere.test>", ""},         // a space inside the brackets
 	}
 	for _, f := range forms {
-		c := dial(t, addr)
-		c.cmd("EHLO outside.test", "250 ")
-		c.cmd("MAIL FROM:<x@outside.test>"+f.mailParams, "250 ")
-		got := c.cmd("RCPT TO:"+f.rcpt, "")
+		c := smtptest.Dial(t, addr)
+		c.Cmd("EHLO outside.test", "250 ")
+		c.Cmd("MAIL FROM:<x@outside.test>"+f.mailParams, "250 ")
+		got := c.Cmd("RCPT TO:"+f.rcpt, "")
 		if !strings.HasPrefix(got, "5") {
 			t.Errorf("RCPT TO:%s%s from outside: %q, want a 5xx", f.rcpt, f.mailParams, got)
 		}
-		c.nc.Close()
+		c.Conn.Close()
 	}
 	if len(forms) < 25 {
 		t.Fatalf("only %d forms", len(forms))
@@ -77,9 +78,9 @@ func TestAuthenticatedSenderRestriction(t *testing.T) {
 	cfg.AllowInsecureAuth = true
 	cfg.SenderDomains = map[string][]string{"alice": {"partner.test"}}
 	addr, _ := runRelay(t, cfg)
-	c := dial(t, addr)
-	c.cmd("EHLO client.test", "250 ")
-	c.cmd("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00alice\x00pw-alice")), "235 ")
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO client.test", "250 ")
+	c.Cmd("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00alice\x00pw-alice")), "235 ")
 	for from, want := range map[string]string{
 		"<alice@b.test>":         "250 ",
 		"<ALICE@b.test>":         "250 ",
@@ -89,8 +90,8 @@ func TestAuthenticatedSenderRestriction(t *testing.T) {
 		"<alice@elsewhere.test>": "553 5.7.1",
 		"<@b.test:alice@b.test>": "553 5.7.1",
 	} {
-		c.cmd("MAIL FROM:"+from, want)
-		c.cmd("RSET", "250 ")
+		c.Cmd("MAIL FROM:"+from, want)
+		c.Cmd("RSET", "250 ")
 	}
 }
 
@@ -106,24 +107,24 @@ func TestLoginThrottling(t *testing.T) {
 	wrong := "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00guess"))
 	right := "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00pw-alice"))
 	var took []time.Duration
-	c := dial(t, addr)
-	c.cmd("EHLO guesser.test", "250 ")
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO guesser.test", "250 ")
 	for i := 0; i < 10; i++ {
 		if i > 0 && i%5 == 0 { // max_errors would close the session first
-			c = dial(t, addr)
-			c.cmd("EHLO guesser.test", "250 ")
+			c = smtptest.Dial(t, addr)
+			c.Cmd("EHLO guesser.test", "250 ")
 		}
 		start := time.Now()
-		c.cmd(wrong, "535 5.7.8")
+		c.Cmd(wrong, "535 5.7.8")
 		took = append(took, time.Since(start))
 	}
 	if took[0] < 20*time.Millisecond || took[3] < 160*time.Millisecond || took[3] <= took[1] {
 		t.Fatalf("failed logins answered after %v: want growing delays from 20ms", took)
 	}
-	c = dial(t, addr)
-	c.cmd("EHLO guesser.test", "250 ")
-	c.cmd(right, "421 4.7.0")
-	if _, err := c.r.ReadByte(); err == nil {
+	c = smtptest.Dial(t, addr)
+	c.Cmd("EHLO guesser.test", "250 ")
+	c.Cmd(right, "421 4.7.0")
+	if _, err := c.R.ReadByte(); err == nil {
 		t.Fatal("connection still open after 421")
 	}
 	t.Logf("failed logins answered after %v; then banned", took)

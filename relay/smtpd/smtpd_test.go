@@ -20,6 +20,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/relay-mta/relay/envelope"
+	"github.com/relay-mta/relay/relay/smtpd/smtptest"
 )
 
 // recMsg is one message as the backend saw it.
@@ -132,17 +133,12 @@ type client struct {
 	r  *bufio.Reader
 }
 
+// dial connects and reads the greeting (smtptest.Dial); this package's
+// tests use their own reply helpers on the same connection.
 func dial(t *testing.T, addr string) *client {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	c := &client{t: t, nc: nc, r: bufio.NewReader(nc)}
-	c.expect("220 ")
-	return c
+	sc := smtptest.Dial(t, addr)
+	return &client{t: t, nc: sc.Conn, r: sc.R}
 }
 
 // readReply reads one (possibly multi-line) reply and returns its last line.
