@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/relay-mta/relay/envelope"
@@ -142,18 +143,25 @@ func Listen(path string) (net.Listener, error) {
 	return &socketListener{UnixListener: ul, path: path}, nil
 }
 
-// socketListener removes the socket file when closed.
+// socketListener removes the socket file when first closed. Only the
+// first Close: http.Server.Serve closes its listener again when it
+// returns, and by then the path may belong to a newer socket (a daemon
+// restarted in its place) that a second remove would take away.
 type socketListener struct {
 	*net.UnixListener
 	path string
+	once sync.Once
+	err  error
 }
 
 func (l *socketListener) Close() error {
-	err := l.UnixListener.Close()
-	if rerr := os.Remove(l.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
-		err = rerr
-	}
-	return err
+	l.once.Do(func() {
+		l.err = l.UnixListener.Close()
+		if rerr := os.Remove(l.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && l.err == nil {
+			l.err = rerr
+		}
+	})
+	return l.err
 }
 
 // --- handlers ---

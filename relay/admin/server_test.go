@@ -371,3 +371,24 @@ func TestMetrics(t *testing.T) {
 		t.Logf("metrics:\n%s", rec)
 	}
 }
+
+// Only the first Close removes the socket: http.Server.Serve closes its
+// listener again when it returns, and the path may be someone else's by
+// then.
+func TestListenerClosesOnce(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	l, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sock, []byte("newer"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if b, err := os.ReadFile(sock); err != nil || string(b) != "newer" {
+		t.Fatalf("a second Close took what is at the path now: %q, %v", b, err)
+	}
+}
