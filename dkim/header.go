@@ -216,3 +216,15 @@ func commentEnd(v string) int {
 	}
 	return -1
 }
+
+// splitHeader splits msg after the empty line that ends its header
+// section (at its end when it has none).
+func splitHeader(msg []byte) (header, rest []byte) {
+	_, end := headerFields(msg)
+	if end < len(msg) {
+		if i := bytes.IndexByte(msg[end:], '\n'); i >= 0 {
+			end += i + 1
+		}
+	}
+	return msg[:end], msg[end:]
+}

@@ -1,9 +1,11 @@
 package dkim
 
 import (
+	"bytes"
 	"crypto"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -63,14 +65,23 @@ func (s *Signer) Sign(msg []byte) ([]byte, error) {
 // occurs, and From once more than it occurs, so that a From added on the
 // way breaks the signature instead of changing the author a reader sees.
 func (s *Signer) Signatures(msg []byte) ([]byte, error) {
+	header, rest := splitHeader(msg)
+	return s.SignaturesParts(header, func() (io.Reader, error) { return bytes.NewReader(rest), nil })
+}
+
+// SignaturesParts is Signatures for a message given as its header section
+// (with the empty line that ends it, when there is one) and the rest,
+// which body returns a new reader of for each key, so that a body of any
+// size streams through the hashes.
+func (s *Signer) SignaturesParts(header []byte, body func() (io.Reader, error)) ([]byte, error) {
 	if s.Domain == "" || len(s.Keys) == 0 {
 		return nil, errors.New("dkim: signer without domain or keys")
 	}
-	fields, end := headerFields(msg)
-	if end == len(msg) {
+	fields, end := headerFields(header)
+	if end == len(header) {
 		// A message without a body may also lack the empty line after its
 		// header; go-msgauth needs it, and its canonical form is the same.
-		msg = append(append([]byte(nil), msg...), "\r\n"...)
+		header = append(header[:len(header):len(header)], "\r\n"...)
 	}
 	var expiration time.Time
 	if s.Expiration > 0 {
@@ -95,7 +106,14 @@ func (s *Signer) Signatures(msg []byte) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("dkim: sign for %s (selector %s): %w", s.Domain, k.Selector, err)
 		}
-		if _, err := signer.Write(msg); err != nil {
+		rest, err := body()
+		if err == nil {
+			_, err = signer.Write(header)
+		}
+		if err == nil {
+			_, err = io.Copy(signer, rest)
+		}
+		if err != nil {
 			signer.Close()
 			return nil, fmt.Errorf("dkim: sign for %s (selector %s): %w", s.Domain, k.Selector, err)
 		}

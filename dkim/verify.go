@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 
@@ -82,7 +83,15 @@ type Verifier struct {
 // ctx bounds the key lookups: one that runs out is a temperror. The error
 // is for a message that cannot be read at all.
 func (v *Verifier) Verify(ctx context.Context, msg []byte) ([]Result, error) {
-	fields, end := headerFields(msg)
+	header, rest := splitHeader(msg)
+	return v.VerifyParts(ctx, header, bytes.NewReader(rest))
+}
+
+// VerifyParts is Verify for a message given as its header section (up to,
+// and with, the empty line that ends it, when there is one) and a reader
+// of the rest, so that a body of any size streams through the hashes.
+func (v *Verifier) VerifyParts(ctx context.Context, header []byte, body io.Reader) ([]Result, error) {
+	fields, end := headerFields(header)
 	var sigs []field
 	for _, f := range fields {
 		if f.is(signatureField) {
@@ -92,14 +101,16 @@ func (v *Verifier) Verify(ctx context.Context, msg []byte) ([]Result, error) {
 	if len(sigs) == 0 {
 		return nil, nil
 	}
-	if end == len(msg) {
-		msg = append(append([]byte(nil), msg...), "\r\n"...) // see Signer.Signatures
+	msg := io.MultiReader(bytes.NewReader(header), body)
+	if end == len(header) {
+		// see Signer.Signatures
+		msg = io.MultiReader(bytes.NewReader(header), strings.NewReader("\r\n"), body)
 	}
 	max := v.MaxSignatures
 	if max <= 0 {
 		max = defaultMaxSignatures
 	}
-	verifs, err := msgauth.VerifyWithOptions(bytes.NewReader(msg), &msgauth.VerifyOptions{
+	verifs, err := msgauth.VerifyWithOptions(msg, &msgauth.VerifyOptions{
 		LookupTXT:        func(name string) ([]string, error) { return v.lookup(ctx, name) },
 		MaxVerifications: max,
 	})

@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -103,7 +104,7 @@ func (q *Queue) dsnFor(m *spool.Message, results []spool.Result, relayed map[int
 		}
 		return nil
 	}
-	body, err := q.o.Spool.Body(m.ID)
+	body, err := q.original(m.ID)
 	if err != nil {
 		q.log.Error("queue: DSN: read original", "id", m.ID, "err", err)
 		body = nil // the report itself matters more than the attachment
@@ -122,6 +123,19 @@ func (q *Queue) dsnFor(m *spool.Message, results []spool.Result, relayed map[int
 		Body:       msg,
 		For:        forIdx,
 	}
+}
+
+// original reads what a DSN may return of message id: all of it when it
+// is at most DSNMaxFull bytes, else its first DSNMaxFull+1 bytes, of
+// which composeDSN takes the header section. Memory stays bounded
+// whatever the size of the message.
+func (q *Queue) original(id string) ([]byte, error) {
+	b, err := q.o.Spool.OpenBody(id)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return io.ReadAll(io.LimitReader(b.NewReader(), int64(q.o.DSNMaxFull)+1))
 }
 
 // composeDSN renders the multipart/report of RFC 3464 and RFC 6522: a

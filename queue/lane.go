@@ -222,11 +222,12 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 			return nil
 		}
 	}
-	body, err := q.o.Spool.Body(j.msg.ID)
+	body, err := q.o.Spool.OpenBody(j.msg.ID)
 	if err != nil {
 		q.log.Error("queue: read body", "id", j.msg.ID, "err", err)
 		return sess
 	}
+	defer body.Close()
 	// The DSN parameters travel with each recipient (RFC 3461 §4).
 	rcpts := make([]string, len(j.outs))
 	for i := range j.outs {

@@ -126,7 +126,7 @@ type slowSession struct {
 	s slowDeliverer
 }
 
-func (s slowSession) Send(ctx context.Context, m *spool.Message, rcpts []string, body []byte) ([]Reply, error) {
+func (s slowSession) Send(ctx context.Context, m *spool.Message, rcpts []string, body *spool.Body) ([]Reply, error) {
 	<-s.s.gate
 	time.Sleep(s.s.delay)
 	return s.Session.Send(ctx, m, rcpts, body)

@@ -66,8 +66,9 @@ type Session interface {
 	// wire form, already rewritten by the Router) and returns one Reply per
 	// recipient, in order. A non-nil error means the session broke: the
 	// replies are then meaningless, the caller defers every recipient with
-	// that error's text and drops the session.
-	Send(ctx context.Context, msg *spool.Message, rcpts []string, body []byte) ([]Reply, error)
+	// that error's text and drops the session. body is read from its
+	// start with body.NewReader, as often as needed.
+	Send(ctx context.Context, msg *spool.Message, rcpts []string, body *spool.Body) ([]Reply, error)
 	// Remote names the peer for logs and events ("127.0.0.3:2525").
 	Remote() string
 	Close() error

@@ -85,7 +85,7 @@ type fakeSession struct {
 	hop Hop
 }
 
-func (s *fakeSession) Send(_ context.Context, m *spool.Message, rcpts []string, body []byte) ([]Reply, error) {
+func (s *fakeSession) Send(_ context.Context, m *spool.Message, rcpts []string, body *spool.Body) ([]Reply, error) {
 	s.d.mu.Lock()
 	defer s.d.mu.Unlock()
 	if s.d.attempts == nil {

@@ -527,7 +527,12 @@ type clientSession struct {
 	dirty  bool
 	broken bool // a Send failed mid-way: the protocol state is unknown
 	closed bool
+	// bodyBuf reads message bodies from the spool (writeMessage).
+	bodyBuf *bufio.Reader
 }
+
+// bodyReadBuf is the buffer a session reads bodies through.
+const bodyReadBuf = 32 << 10
 
 var _ queue.Session = (*clientSession)(nil)
 
@@ -539,7 +544,7 @@ func (s *clientSession) Remote() string { return s.remote }
 // command is every (accepted) recipient's reply. An I/O error, a timeout,
 // a 421 or a reply that makes no sense is an error: the session is then
 // unusable.
-func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []string, body []byte) ([]queue.Reply, error) {
+func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []string, body *spool.Body) ([]queue.Reply, error) {
 	if s.broken || s.closed {
 		return nil, fmt.Errorf("deliver: %s: session is no longer usable", s.remote)
 	}
@@ -566,7 +571,7 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 	if refuse := s.cannotCarry(p); refuse != nil {
 		return all(make([]queue.Reply, len(rcpts)), *refuse), nil
 	}
-	params, refuse, relayed := s.mailParams(p, levels, len(head)+len(body))
+	params, refuse, relayed := s.mailParams(p, levels, int64(len(head))+body.Size())
 	if refuse != nil {
 		return all(make([]queue.Reply, len(rcpts)), *refuse), nil
 	}
@@ -608,7 +613,7 @@ func all(replies []queue.Reply, r queue.Reply) []queue.Reply {
 
 // transact runs one mail transaction: [RSET], MAIL, RCPT for each line of
 // rcpts, DATA and the message. See Send for what the replies mean.
-func (s *clientSession) transact(mail string, rcpts []string, head, body []byte) ([]queue.Reply, error) {
+func (s *clientSession) transact(mail string, rcpts []string, head []byte, body *spool.Body) ([]queue.Reply, error) {
 	lines := make([]string, 0, len(rcpts)+3)
 	if s.dirty {
 		lines = append(lines, "RSET")
@@ -686,7 +691,10 @@ func (s *clientSession) transact(mail string, rcpts []string, head, body []byte)
 	}
 
 	s.conn.SetWriteDeadline(time.Now().Add(s.dataTimeout))
-	if err := writeMessage(s.bw, head, body); err != nil {
+	if s.bodyBuf == nil {
+		s.bodyBuf = bufio.NewReaderSize(nil, bodyReadBuf)
+	}
+	if err := writeMessage(s.bw, head, s.bodyBuf, body.NewReader()); err != nil {
 		return nil, s.fail("DATA", err)
 	}
 	r, err := s.readReply(s.dataTimeout)
@@ -786,9 +794,9 @@ func (s *clientSession) cannotCarry(p envelope.MailParams) *queue.Reply {
 // where the hop offers its extension. AUTH= is not passed on: it asserted
 // the sender's identity to this relay (RFC 4954 §5), and the next hop has
 // no reason to trust it. MT-PRIORITY and BY follow levelParams.
-func (s *clientSession) mailParams(p envelope.MailParams, l levels, size int) (out envelope.MailParams, refuse *queue.Reply, relayed bool) {
+func (s *clientSession) mailParams(p envelope.MailParams, l levels, size int64) (out envelope.MailParams, refuse *queue.Reply, relayed bool) {
 	if s.ext("SIZE") {
-		out.Size = int64(size)
+		out.Size = size
 	}
 	if p.Body == envelope.Body8BitMIME && s.ext("8BITMIME") {
 		out.Body = p.Body

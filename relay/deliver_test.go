@@ -104,7 +104,11 @@ func (s *recSession) Rcpt(to envelope.Path, p envelope.RcptParams) error {
 	return nil
 }
 
-func (s *recSession) Data(msg []byte) (string, error) {
+func (s *recSession) Data(r io.Reader) (string, error) {
+	msg, err := io.ReadAll(r)
+	if err != nil {
+		return "", err
+	}
 	if strings.Contains(string(msg), "REJECT") {
 		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Content refused"}
 	}
@@ -365,7 +369,7 @@ func mustDial(t *testing.T, d *Deliverer, hop queue.Hop) *clientSession {
 
 func mustSend(t *testing.T, s queue.Session, msg *spool.Message, rcpts ...string) []queue.Reply {
 	t.Helper()
-	replies, err := s.Send(context.Background(), msg, rcpts, []byte(testBody))
+	replies, err := s.Send(context.Background(), msg, rcpts, spool.BytesBody([]byte(testBody)))
 	if err != nil {
 		t.Fatalf("Send: %v", err)
 	}
@@ -476,7 +480,7 @@ func TestDeliverRefusals(t *testing.T) {
 
 	// A refused DATA is the answer of the accepted recipients only.
 	msg := testMessage("M3", "<s@a.test>", "")
-	got, err := s.Send(context.Background(), msg, []string{"<u1@d.test>", "<nobody@d.test>"}, []byte("Subject: REJECT\r\n\r\nx\r\n"))
+	got, err := s.Send(context.Background(), msg, []string{"<u1@d.test>", "<nobody@d.test>"}, spool.BytesBody([]byte("Subject: REJECT\r\n\r\nx\r\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -626,7 +630,7 @@ func TestWriteMessage(t *testing.T) {
 	} {
 		var b strings.Builder
 		w := bufio.NewWriter(&b)
-		if err := writeMessage(w, []byte(tc.in)); err != nil {
+		if err := writeMessage(w, nil, bufio.NewReaderSize(nil, 16), strings.NewReader(tc.in)); err != nil {
 			t.Fatal(err)
 		}
 		if b.String() != tc.want {
@@ -637,7 +641,7 @@ func TestWriteMessage(t *testing.T) {
 	// a line of its own: the body's leading dot is still doubled.
 	var b strings.Builder
 	w := bufio.NewWriter(&b)
-	if err := writeMessage(w, []byte("X-A: 1\r\n"), []byte(".b\r\nc")); err != nil {
+	if err := writeMessage(w, []byte("X-A: 1\r\n"), bufio.NewReaderSize(nil, 16), strings.NewReader(".b\r\nc")); err != nil {
 		t.Fatal(err)
 	}
 	if want := "X-A: 1\r\n..b\r\nc\r\n.\r\n"; b.String() != want {
@@ -864,7 +868,7 @@ func TestDeliver421AfterMail(t *testing.T) {
 		return "", false, false
 	}))
 	s := mustDial(t, testDeliverer(nil, nil), plainHop(addr))
-	replies, err := s.Send(context.Background(), testMessage("M1", "<s@a.test>", ""), []string{"<u@d.test>"}, []byte(testBody))
+	replies, err := s.Send(context.Background(), testMessage("M1", "<s@a.test>", ""), []string{"<u@d.test>"}, spool.BytesBody([]byte(testBody)))
 	if err == nil || queue.IsPermanent(err) {
 		t.Fatalf("Send = %v, %v; want a deferred error", replies, err)
 	}
@@ -872,7 +876,7 @@ func TestDeliver421AfterMail(t *testing.T) {
 		t.Errorf("error %q does not carry the 421", err)
 	}
 	// The session is spent.
-	if _, err := s.Send(context.Background(), testMessage("M2", "<s@a.test>", ""), []string{"<u@d.test>"}, []byte(testBody)); err == nil {
+	if _, err := s.Send(context.Background(), testMessage("M2", "<s@a.test>", ""), []string{"<u@d.test>"}, spool.BytesBody([]byte(testBody))); err == nil {
 		t.Error("second Send on a broken session succeeded")
 	}
 	if err := s.Close(); err != nil {
@@ -888,7 +892,7 @@ func TestDeliverConnectionLostInData(t *testing.T) {
 		return "", false, false
 	}))
 	s := mustDial(t, testDeliverer(nil, nil), plainHop(addr))
-	if _, err := s.Send(context.Background(), testMessage("M1", "<s@a.test>", ""), []string{"<u@d.test>"}, []byte(testBody)); err == nil {
+	if _, err := s.Send(context.Background(), testMessage("M1", "<s@a.test>", ""), []string{"<u@d.test>"}, spool.BytesBody([]byte(testBody))); err == nil {
 		t.Fatal("Send succeeded")
 	}
 }
@@ -930,7 +934,7 @@ func TestDeliverContextCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := s.Send(ctx, testMessage("M1", "<s@a.test>", ""), []string{"<u@d.test>"}, []byte(testBody))
+	_, err := s.Send(ctx, testMessage("M1", "<s@a.test>", ""), []string{"<u@d.test>"}, spool.BytesBody([]byte(testBody)))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Send = %v, want the context's error", err)
 	}
@@ -965,7 +969,7 @@ func TestDeliverBadInput(t *testing.T) {
 		{"<s@a.test>", "", []string{"u@d.test"}},
 		{"<s@a.test>", "", []string{"<u@d.test> NOTIFY=SOMETIMES"}},
 	} {
-		if _, err := s.Send(context.Background(), testMessage("M", tc.from, tc.params), tc.rcpts, []byte(testBody)); err == nil {
+		if _, err := s.Send(context.Background(), testMessage("M", tc.from, tc.params), tc.rcpts, spool.BytesBody([]byte(testBody))); err == nil {
 			t.Errorf("Send(from %q, params %q, rcpts %q) succeeded", tc.from, tc.params, tc.rcpts)
 		}
 	}

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -89,23 +90,29 @@ func (r *Relay) DKIMSigner(domain string) *dkim.Signer {
 	return r.dkim.signers[strings.TrimSuffix(strings.ToLower(domain), ".")]
 }
 
-// check applies the policy to msg, the message as the client sent it (our
-// hand-off line removed, our Received field not yet added), and returns
-// the message to store, or the SMTP error to answer. originate says the
-// relay is the message's entry point and may sign it. id and log only
-// name the message in log lines.
-func (p *dkimPolicy) check(id string, msg []byte, originate bool, log *slog.Logger) ([]byte, error) {
-	var head []byte // fields to put in front of msg
+// check applies the policy to a message as the client sent it (our
+// hand-off line removed, our Received field not yet added), given as its
+// header section and the rest, which body returns a new reader of each
+// time. It returns the header to store: the fields the policy adds, then
+// the client's header section as kept; or the SMTP error to answer.
+// originate says the relay is the message's entry point and may sign it.
+// id and log only name the message in log lines.
+func (p *dkimPolicy) check(id string, header []byte, body func() (io.Reader, error), originate bool, log *slog.Logger) ([]byte, error) {
+	var head []byte // fields to put in front of the message
 	if p.verifier != nil {
+		rest, err := body()
+		if err != nil {
+			return nil, err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), dkimTimeout)
-		results, err := p.verifier.Verify(ctx, msg)
+		results, err := p.verifier.VerifyParts(ctx, header, rest)
 		cancel()
 		if err != nil {
 			log.Warn("dkim: cannot verify", "id", id, "err", err)
 		}
 		// Verified first: a signature may cover the very fields removed.
 		var forged int
-		if msg, forged = dkim.RemoveAuthResults(msg, p.hostname); forged > 0 {
+		if header, forged = dkim.RemoveAuthResults(header, p.hostname); forged > 0 {
 			log.Info("dkim: removed Authentication-Results claiming to be ours", "id", id, "fields", forged)
 		}
 		if len(results) > 0 {
@@ -121,7 +128,7 @@ func (p *dkimPolicy) check(id string, msg []byte, originate bool, log *slog.Logg
 		}
 	}
 	if originate {
-		sigs, signer, err := p.sign(msg)
+		sigs, signer, err := p.sign(header, body)
 		if err != nil {
 			// As Postfix does when its signing milter fails: the client
 			// tries again, and no mail the domain expects signed leaves
@@ -138,10 +145,7 @@ func (p *dkimPolicy) check(id string, msg []byte, originate bool, log *slog.Logg
 			head = append(head, sigs...)
 		}
 	}
-	if head == nil {
-		return msg, nil
-	}
-	return append(head, msg...), nil
+	return append(head, header...), nil
 }
 
 // refused returns the first reject_failures domain with a failed and no
@@ -166,18 +170,18 @@ func (p *dkimPolicy) refused(results []dkim.Result) string {
 // them, or nil when its From domain has no key or it already carries a
 // signature of that domain (signed once, even when it comes back to us
 // through another MTA).
-func (p *dkimPolicy) sign(msg []byte) ([]byte, *dkim.Signer, error) {
+func (p *dkimPolicy) sign(header []byte, body func() (io.Reader, error)) ([]byte, *dkim.Signer, error) {
 	if len(p.signers) == 0 {
 		return nil, nil, nil
 	}
-	domain, err := dkim.FromDomain(msg)
+	domain, err := dkim.FromDomain(header)
 	if err != nil {
 		return nil, nil, nil // no single author domain: nothing we may sign for
 	}
 	s := p.signers[domain]
-	if s == nil || dkim.SignedBy(msg, domain) {
+	if s == nil || dkim.SignedBy(header, domain) {
 		return nil, nil, nil
 	}
-	sigs, err := s.Signatures(msg)
+	sigs, err := s.SignaturesParts(header, body)
 	return sigs, s, err
 }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"github.com/relay-mta/relay/spool"
 	"net"
 	"os"
 	"os/exec"
@@ -63,7 +64,7 @@ func TestDeliverToPostfixSink(t *testing.T) {
 	body := "Subject: dots\r\n\r\n.one\r\n..two\r\n.\r\nend\r\n"
 	for _, id := range []string{"S1", "S2"} {
 		msg := testMessage(id, "<s@a.test>", " BODY=8BITMIME RET=HDRS ENVID=env+2B"+id)
-		replies, err := s.Send(t.Context(), msg, []string{"<u@d.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig@d.test", "<v@d.test>"}, []byte(body))
+		replies, err := s.Send(t.Context(), msg, []string{"<u@d.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig@d.test", "<v@d.test>"}, spool.BytesBody([]byte(body)))
 		if err != nil {
 			t.Fatalf("Send %s: %v", id, err)
 		}

@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -173,17 +175,25 @@ func (s *session) checkRcpt(to envelope.Path) error {
 	return errRelayDenied
 }
 
-func (s *session) Data(msg []byte) (string, error) {
-	token, msg := splitHandoff(msg)
+// maxHeaderBytes bounds the header section kept in memory for the
+// policy (hand-off field, hop count, DKIM); a header section longer than
+// that is stored and forwarded, but its excess is treated as body, as
+// Postfix's header_size_limit does.
+const maxHeaderBytes = 256 << 10
+
+func (s *session) Data(r io.Reader) (string, error) {
+	br := bufio.NewReaderSize(r, 32<<10)
+	header, err := readHeader(br, maxHeaderBytes)
+	if err != nil {
+		return "", err
+	}
+	token, header := splitHandoff(header)
 	if !s.mayRelay() {
 		token = "" // only relays we trust may suppress a copy
 	}
-	if n := countReceived(msg); n >= s.r.cfg.MaxHops {
+	if n := countReceived(header); n >= s.r.cfg.MaxHops {
 		s.log.Info("smtp: message refused", "from", s.from.String(), "reason", "hop limit", "received_headers", n)
 		return "", errTooManyHops
-	}
-	if !s.r.disk.room(int64(len(msg))) {
-		return "", errNoSpace
 	}
 	now := s.r.now()
 	id, err := s.r.spool.NewMessageID()
@@ -191,9 +201,20 @@ func (s *session) Data(msg []byte) (string, error) {
 		s.log.Error("smtp: cannot store message", "err", err)
 		return "", fmt.Errorf("relay: new message ID: %w", err)
 	}
+	// The body streams into the spool as it arrives (spool.Draft): memory
+	// does not grow with the message.
+	draft := s.r.spool.NewDraft(id)
+	defer draft.Discard()
+	if _, err := io.Copy(draft, br); err != nil {
+		if errors.Is(err, spool.ErrNoSpace) || errors.Is(err, syscall.ENOSPC) {
+			s.log.Warn("smtp: message refused: data_dir short of space", "id", id)
+			return "", errNoSpace
+		}
+		return "", err // the client's refusal or lost connection, or ours
+	}
 	// DKIM (relay/dkim.go): verify what arrives, sign what we originate;
 	// mail handed over by one of our relays (a token) was signed at entry.
-	if msg, err = s.r.dkim.check(id, msg, s.mayRelay() && token == "", s.log); err != nil {
+	if header, err = s.r.dkim.check(id, header, draft.Reader, s.mayRelay() && token == "", s.log); err != nil {
 		return "", err
 	}
 	forRcpt := ""
@@ -202,8 +223,8 @@ func (s *session) Data(msg []byte) (string, error) {
 	}
 	hdr := receivedHeader(s.helo.Name, s.ip.String(), s.r.cfg.Hostname,
 		withProtocol(s.helo.ESMTP, s.helo.TLS != nil, s.user != "", s.params.SMTPUTF8), id, forRcpt, now)
-	body := make([]byte, 0, len(hdr)+len(msg))
-	body = append(append(body, hdr...), msg...)
+	head := make([]byte, 0, len(hdr)+len(header))
+	head = append(append(head, hdr...), header...)
 	env := spool.Envelope{
 		From:       s.from.String(),
 		MailParams: s.params.String(),
@@ -211,15 +232,15 @@ func (s *session) Data(msg []byte) (string, error) {
 		Client:     s.ip.String(),
 		Helo:       s.helo.Name,
 		AuthUser:   s.user,
-		Hops:       countReceived(body),
+		Hops:       countReceived(head),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// The token is remembered a little longer than the sender can retry.
-	stored, err := s.r.spool.EnqueueOnce(ctx, id, token, s.r.cfg.Queue.Lifetime+time.Hour, env, s.rcpts, body)
+	stored, err := s.r.spool.EnqueueDraft(ctx, token, s.r.cfg.Queue.Lifetime+time.Hour, env, s.rcpts, head, draft)
 	if err != nil {
 		s.log.Error("smtp: cannot store message", "id", id, "err", err)
-		if errors.Is(err, syscall.ENOSPC) {
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, spool.ErrNoSpace) {
 			return "", errNoSpace
 		}
 		return "", fmt.Errorf("relay: store message: %w", err)
@@ -233,8 +254,28 @@ func (s *session) Data(msg []byte) (string, error) {
 	for i, r := range s.rcpts {
 		tos[i] = r.To
 	}
-	s.log.Info("accepted", "id", id, "from", env.From, "to", strings.Join(tos, ","), "size", len(body), "helo", s.helo.Name)
+	s.log.Info("accepted", "id", id, "from", env.From, "to", strings.Join(tos, ","), "size", int64(len(head))+draft.Size(), "helo", s.helo.Name)
 	return id, nil
+}
+
+// readHeader reads the header section of a message: its lines up to and
+// with the empty line that ends it, or up to max bytes (then the rest is
+// body), or the whole message when it has no empty line.
+func readHeader(br *bufio.Reader, max int) ([]byte, error) {
+	var h []byte
+	for len(h) < max {
+		line, err := br.ReadSlice('\n')
+		h = append(h, line...)
+		switch {
+		case err == io.EOF:
+			return h, nil
+		case err != nil && err != bufio.ErrBufferFull:
+			return nil, err
+		case err == nil && (len(line) == 2 && line[0] == '\r' || len(line) == 1):
+			return h, nil // the empty line
+		}
+	}
+	return h, nil
 }
 
 func (s *session) Reset() {

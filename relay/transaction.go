@@ -151,31 +151,76 @@ func (s *clientSession) roundTrip(lines []string, timeout time.Duration, stop fu
 	return replies, nil
 }
 
-// writeMessage writes parts, one after the other, as DATA content (RFC
-// 5321 §4.5.2): a dot at the start of a line is doubled, a bare LF
-// becomes CRLF, the last line of each part is ended, and the terminating
-// "." follows. Passing the header fields we add as a part of their own
-// spares a copy of the body.
-func writeMessage(w *bufio.Writer, parts ...[]byte) error {
-	for _, body := range parts {
-		for len(body) > 0 {
-			if body[0] == '.' {
+// writeMessage writes head, then body, as DATA content (RFC 5321
+// §4.5.2): a dot at the start of a line is doubled, a bare LF becomes
+// CRLF, the last line of each is ended, and the terminating "." follows.
+// The body streams through br (reset to it here), so a message of any
+// size costs the buffers only; head, the header fields we add, goes in
+// front without a copy of the body.
+func writeMessage(w *bufio.Writer, head []byte, br *bufio.Reader, body io.Reader) error {
+	for len(head) > 0 {
+		if head[0] == '.' {
+			w.WriteByte('.')
+		}
+		i := bytes.IndexByte(head, '\n')
+		if i < 0 {
+			w.Write(head)
+			w.WriteString("\r\n")
+			break
+		}
+		if i > 0 && head[i-1] == '\r' {
+			w.Write(head[:i+1])
+		} else {
+			w.Write(head[:i])
+			w.WriteString("\r\n")
+		}
+		head = head[i+1:]
+	}
+	br.Reset(body)
+	lineStart := true
+	heldCR := false // a fragment ended in CR: written once we know what follows
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(frag) > 0 {
+			if heldCR && frag[0] != '\n' {
+				w.WriteByte('\r')
+			}
+			if lineStart && frag[0] == '.' {
 				w.WriteByte('.')
 			}
-			i := bytes.IndexByte(body, '\n')
-			if i < 0 {
-				w.Write(body)
-				w.WriteString("\r\n")
-				break
-			}
-			if i > 0 && body[i-1] == '\r' {
-				w.Write(body[:i+1])
+			heldCR = false
+			if n := len(frag) - 1; frag[n] == '\n' {
+				switch {
+				case n > 0 && frag[n-1] == '\r':
+					w.Write(frag)
+				default:
+					w.Write(frag[:n]) // bare LF, or the LF after a held CR
+					w.WriteString("\r\n")
+				}
+				lineStart = true
 			} else {
-				w.Write(body[:i])
-				w.WriteString("\r\n")
+				if frag[n] == '\r' {
+					frag, heldCR = frag[:n], true
+				}
+				w.Write(frag)
+				lineStart = false
 			}
-			body = body[i+1:]
 		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if heldCR {
+		w.WriteByte('\r')
+	}
+	if !lineStart || heldCR {
+		w.WriteString("\r\n")
 	}
 	w.WriteString(".\r\n")
 	return w.Flush()

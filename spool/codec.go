@@ -149,6 +149,10 @@ type msgRecord struct {
 	// made from this record (receivedEvent); true for every message
 	// stored since (appended field). Older records have it under e/.
 	InlineReceived bool
+	// BodyFile: the body is a file under bodies/ (appended field; see
+	// body.go), with its first HeadSize bytes under b/<id>/0.
+	BodyFile bool
+	HeadSize int64
 }
 
 func encodeMessage(m *msgRecord) []byte {
@@ -166,6 +170,10 @@ func encodeMessage(m *msgRecord) []byte {
 	e.uvarint(uint64(m.ChunkSize))
 	e.bool(m.ExtraEvents)    // appended fields: absent in older records
 	e.bool(m.InlineReceived) //
+	if m.BodyFile {
+		e.bool(true)
+		e.uvarint(uint64(m.HeadSize))
+	}
 	return e.b
 }
 
@@ -189,10 +197,14 @@ func decodeMessage(b []byte) (*msgRecord, error) {
 	if d.err == nil && len(d.b) > 0 {
 		m.InlineReceived = d.bool("inline received")
 	}
+	if d.err == nil && len(d.b) > 0 {
+		m.BodyFile = d.bool("body file")
+		m.HeadSize = int64(d.uvarint("head size"))
+	}
 	if d.err != nil {
 		return nil, d.err
 	}
-	if size > 1<<50 || nrcpt > 1<<31 || chunk > 1<<31 || (size > 0 && chunk == 0) {
+	if size > 1<<50 || nrcpt > 1<<31 || chunk > 1<<31 || (size > 0 && chunk == 0) || m.HeadSize < 0 || m.HeadSize > int64(size) {
 		return nil, fmt.Errorf("%w: implausible sizes", errCorrupt)
 	}
 	m.Size, m.NRcpt, m.ChunkSize = int64(size), int(nrcpt), int(chunk)

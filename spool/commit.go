@@ -35,7 +35,8 @@ import (
 // all further Enqueues, because after an fsync error the kernel may have
 // dropped dirty pages and a later successful fsync proves nothing.
 func (s *Spool) Enqueue(ctx context.Context, env Envelope, rcpts []Recipient, body []byte) (string, error) {
-	return s.enqueue(ctx, "", env, rcpts, body)
+	id, _, err := s.enqueue(ctx, "", env, rcpts, inline(body))
+	return id, err
 }
 
 // EnqueueID is Enqueue under an ID from NewMessageID, for callers that
@@ -45,8 +46,28 @@ func (s *Spool) EnqueueID(ctx context.Context, id string, env Envelope, rcpts []
 	if id == "" {
 		return errors.New("spool: enqueue: empty message ID")
 	}
-	_, err := s.enqueue(ctx, id, env, rcpts, body)
+	_, _, err := s.enqueue(ctx, id, env, rcpts, inline(body))
 	return err
+}
+
+// EnqueueDraft stores the message whose body is head followed by what
+// was written to d, under d's ID, as EnqueueOnce does (token "" for
+// none). The body file, if d has one, is made durable before the
+// transaction that names it commits. Afterwards d is spent: on success
+// the message owns its file; on failure the file is removed unless the
+// message was committed (a failed sync: it may still be delivered).
+func (s *Spool) EnqueueDraft(ctx context.Context, token string, ttl time.Duration, env Envelope, rcpts []Recipient, head []byte, d *Draft) (string, error) {
+	defer d.Discard()
+	if err := d.finish(); err != nil {
+		return "", err
+	}
+	c := content{body: head, file: d.filed, fileSize: d.size}
+	if !d.filed {
+		c = inline(append(head[:len(head):len(head)], d.mem...))
+	}
+	id, committed, err := s.enqueueOnce(ctx, d.id, token, ttl, env, rcpts, c)
+	d.stored = committed && id == d.id
+	return id, err
 }
 
 // NewMessageID returns a fresh message ID for EnqueueID.
@@ -58,27 +79,21 @@ func (s *Spool) NewMessageID() (string, error) {
 	return formatID(v), nil
 }
 
-func (s *Spool) enqueue(ctx context.Context, id string, env Envelope, rcpts []Recipient, body []byte) (string, error) {
+// enqueue stores a message; committed says whether its transaction
+// committed (even when the sync that followed failed).
+func (s *Spool) enqueue(ctx context.Context, id string, env Envelope, rcpts []Recipient, c content) (string, bool, error) {
 	if err := s.begin(); err != nil {
-		return "", fmt.Errorf("spool: enqueue: %w", err)
+		return "", false, fmt.Errorf("spool: enqueue: %w", err)
 	}
 	defer s.end()
 	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("spool: enqueue: %w", err)
+		return "", false, fmt.Errorf("spool: enqueue: %w", err)
 	}
-	if env.From == "" {
-		return "", errors.New(`spool: enqueue: empty reverse path (the null path is "<>")`)
-	}
-	if len(rcpts) == 0 {
-		return "", errors.New("spool: enqueue: no recipients")
-	}
-	for i := range rcpts {
-		if rcpts[i].To == "" {
-			return "", fmt.Errorf("spool: enqueue: recipient %d: empty forward path", i)
-		}
+	if err := checkNew(env, rcpts); err != nil {
+		return "", false, err
 	}
 	if err := s.brokenErr(); err != nil {
-		return "", fmt.Errorf("spool: enqueue: %w", err)
+		return "", false, fmt.Errorf("spool: enqueue: %w", err)
 	}
 
 	now := s.now()
@@ -90,35 +105,51 @@ func (s *Spool) enqueue(ctx context.Context, id string, env Envelope, rcpts []Re
 		v, err := s.ids.next()
 		s.writeGate.RUnlock()
 		if err != nil {
-			return "", fmt.Errorf("spool: enqueue: %w", err)
+			return "", false, fmt.Errorf("spool: enqueue: %w", err)
 		}
 		id = formatID(v)
 	} else if _, err := parseID(id); err != nil {
-		return "", fmt.Errorf("spool: enqueue %q: %w", id, err)
+		return "", false, fmt.Errorf("spool: enqueue %q: %w", id, err)
 	}
 	if s.group != nil {
 		s.group.enter()
 	}
-	if err := s.commitMessage(id, now, &env, rcpts, body); err != nil {
+	if err := s.commitMessage(id, now, &env, rcpts, c); err != nil {
 		if s.group != nil {
 			s.group.leave()
 		}
-		return "", fmt.Errorf("spool: enqueue %s: %w", id, err)
+		return "", false, fmt.Errorf("spool: enqueue %s: %w", id, err)
 	}
 	if err := s.waitCommitted(ctx); err != nil {
-		return "", fmt.Errorf("spool: enqueue %s: %w", id, err)
+		return "", true, fmt.Errorf("spool: enqueue %s: %w", id, err)
 	}
-	return id, nil
+	return id, true, nil
 }
 
-func (s *Spool) commitMessage(id string, now time.Time, env *Envelope, rcpts []Recipient, body []byte) error {
+// checkNew checks the envelope of a message to store.
+func checkNew(env Envelope, rcpts []Recipient) error {
+	if env.From == "" {
+		return errors.New(`spool: enqueue: empty reverse path (the null path is "<>")`)
+	}
+	if len(rcpts) == 0 {
+		return errors.New("spool: enqueue: no recipients")
+	}
+	for i := range rcpts {
+		if rcpts[i].To == "" {
+			return fmt.Errorf("spool: enqueue: recipient %d: empty forward path", i)
+		}
+	}
+	return nil
+}
+
+func (s *Spool) commitMessage(id string, now time.Time, env *Envelope, rcpts []Recipient, c content) error {
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
 	defer s.floor.leave(s.floor.enter())
 	txn := s.newWriteTxn()
 	defer txn.Discard()
 	s.fresh.reserve(id)
-	m, err := putMessage(txn, id, s.floor.at(now), env, rcpts, body)
+	m, err := putMessage(txn, id, s.floor.at(now), env, rcpts, c)
 	if err == nil {
 		err = txn.Commit()
 	}
@@ -126,7 +157,7 @@ func (s *Spool) commitMessage(id string, now time.Time, env *Envelope, rcpts []R
 		s.fresh.drop(id)
 		return err
 	}
-	s.fresh.publish(m, body)
+	s.fresh.publish(m, c)
 	return nil
 }
 
@@ -137,10 +168,16 @@ func (s *Spool) commitMessage(id string, now time.Time, env *Envelope, rcpts []R
 // message atomically with other changes. Its "received" event is not a
 // key of its own: receivedEvent makes it from the envelope, which saves
 // writing and deleting one key per message.
-func putMessage(txn *wtxn, id string, due uint64, env *Envelope, rcpts []Recipient, body []byte) (*Message, error) {
+//
+// A filed body (c.file) keeps its head under b/<id>/0 and the rest in its
+// body file, which the caller has made durable.
+func putMessage(txn *wtxn, id string, due uint64, env *Envelope, rcpts []Recipient, c content) (*Message, error) {
 	dueAt := time.Unix(0, int64(due))
-
-	rec := msgRecord{Envelope: *env, Size: int64(len(body)), NRcpt: len(rcpts), ChunkSize: ChunkSize, InlineReceived: true}
+	body := c.body
+	rec := msgRecord{Envelope: *env, Size: c.size(), NRcpt: len(rcpts), ChunkSize: ChunkSize, InlineReceived: true}
+	if c.file {
+		rec.BodyFile, rec.HeadSize = true, int64(len(body))
+	}
 	if err := txn.Set(msgKey(id), encodeMessage(&rec)); err != nil {
 		return nil, err
 	}
@@ -229,6 +266,10 @@ func (s *Spool) doSync() error {
 	if err := s.brokenErr(); err != nil {
 		return err
 	}
+	// Body files of messages retired before this sync may go once it
+	// has made their retirement durable, not before: a crash would undo
+	// the retirement and leave the message without its body.
+	removals := s.takeRemovals()
 	var err error
 	if s.syncWrap != nil {
 		err = s.syncWrap(s.syncStorage)
@@ -236,6 +277,11 @@ func (s *Spool) doSync() error {
 		err = s.syncStorage()
 	}
 	s.syncs.Add(1)
+	if err == nil {
+		for _, id := range removals {
+			s.removeBody(id)
+		}
+	}
 	if err != nil {
 		s.broken.CompareAndSwap(nil, &err)
 		s.log.Error("spool: storage sync failed; refusing new messages until restart", "err", err)

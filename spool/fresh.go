@@ -24,7 +24,7 @@ type freshCache struct {
 
 type freshEntry struct {
 	msg  *Message // nil until published
-	body []byte
+	body []byte   // nil for a filed body, which is read from its file
 	size int
 }
 
@@ -62,9 +62,13 @@ func (c *freshCache) reserve(id string) {
 // publish makes the committed message m and its body available, unless a
 // transaction touched it since reserve. The cache keeps body: the caller
 // must not change it afterwards.
-func (c *freshCache) publish(m *Message, body []byte) {
+func (c *freshCache) publish(m *Message, ct content) {
 	if c.max <= 0 {
 		return
+	}
+	body := ct.body
+	if ct.file {
+		body = nil
 	}
 	size := len(body) + 256
 	for i := range m.Recipients {
@@ -76,7 +80,7 @@ func (c *freshCache) publish(m *Message, body []byte) {
 	if e == nil || e.msg != nil {
 		return
 	}
-	if body == nil {
+	if body == nil && !ct.file {
 		body = []byte{} // as read back from Badger
 	}
 	// A full slice expression: a caller appending to the body it got
@@ -136,7 +140,8 @@ func (c *freshCache) message(id string) (*Message, bool) {
 }
 
 // body returns the cached body, shared: the caller must not change it.
+// A filed body is not cached.
 func (c *freshCache) body(id string) ([]byte, bool) {
 	_, body, ok := c.get(id)
-	return body, ok
+	return body, ok && body != nil
 }

@@ -115,7 +115,7 @@ func TestFreshCacheDropBeforePublish(t *testing.T) {
 	c := newFreshCache(1 << 20)
 	c.reserve("A")
 	c.drop("A")
-	c.publish(&Message{ID: "A"}, []byte("x"))
+	c.publish(&Message{ID: "A"}, inline([]byte("x")))
 	if _, ok := c.message("A"); ok {
 		t.Fatal("published after a drop")
 	}
@@ -132,7 +132,7 @@ func TestFreshCacheBounded(t *testing.T) {
 	for i := range 10000 {
 		id := fmt.Sprint(i)
 		c.reserve(id)
-		c.publish(&Message{ID: id}, body)
+		c.publish(&Message{ID: id}, inline(body))
 		if c.bytes > c.max {
 			t.Fatalf("after %d: %d bytes cached, bound %d", i, c.bytes, c.max)
 		}
@@ -146,7 +146,7 @@ func TestFreshCacheBounded(t *testing.T) {
 	for i := range 100000 {
 		id := fmt.Sprint("d", i)
 		c.reserve(id)
-		c.publish(&Message{ID: id}, body)
+		c.publish(&Message{ID: id}, inline(body))
 		c.drop(id)
 	}
 	if n := len(c.order) - c.head; n > 2*len(c.m)+65 {

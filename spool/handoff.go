@@ -28,18 +28,32 @@ func handoffKey(token, rcpt string) []byte {
 // written and the earlier message's ID is returned, so the sender's retry
 // after a lost 250 gets its 250 without a second copy.
 func (s *Spool) EnqueueOnce(ctx context.Context, id, token string, ttl time.Duration, env Envelope, rcpts []Recipient, body []byte) (string, error) {
+	if id == "" {
+		return "", errors.New("spool: enqueue: empty message ID")
+	}
+	stored, _, err := s.enqueueOnce(ctx, id, token, ttl, env, rcpts, inline(body))
+	return stored, err
+}
+
+// enqueueOnce is EnqueueOnce for any content; committed says whether a
+// transaction storing the message committed (even when the sync that
+// followed failed).
+func (s *Spool) enqueueOnce(ctx context.Context, id, token string, ttl time.Duration, env Envelope, rcpts []Recipient, c content) (string, bool, error) {
 	if token == "" {
-		return id, s.EnqueueID(ctx, id, env, rcpts, body)
+		return s.enqueue(ctx, id, env, rcpts, c)
 	}
 	if err := s.begin(); err != nil {
-		return "", fmt.Errorf("spool: enqueue: %w", err)
+		return "", false, fmt.Errorf("spool: enqueue: %w", err)
 	}
 	defer s.end()
+	if err := checkNew(env, rcpts); err != nil {
+		return "", false, err
+	}
 	if err := s.brokenErr(); err != nil {
-		return "", fmt.Errorf("spool: enqueue: %w", err)
+		return "", false, fmt.Errorf("spool: enqueue: %w", err)
 	}
 	if _, err := parseID(id); err != nil {
-		return "", fmt.Errorf("spool: enqueue %q: %w", id, err)
+		return "", false, fmt.Errorf("spool: enqueue %q: %w", id, err)
 	}
 	now := s.now()
 	if env.Received.IsZero() {
@@ -48,27 +62,27 @@ func (s *Spool) EnqueueOnce(ctx context.Context, id, token string, ttl time.Dura
 	if s.group != nil {
 		s.group.enter()
 	}
-	prev, err := s.commitOnce(id, token, ttl, now, &env, rcpts, body)
+	prev, err := s.commitOnce(id, token, ttl, now, &env, rcpts, c)
 	if err != nil {
 		if s.group != nil {
 			s.group.leave()
 		}
-		return "", fmt.Errorf("spool: enqueue %s: %w", id, err)
+		return "", false, fmt.Errorf("spool: enqueue %s: %w", id, err)
 	}
 	// Also when nothing was written: the earlier copy may still be waiting
 	// for its sync, and the 250 must not overtake it.
 	if err := s.waitCommitted(ctx); err != nil {
-		return "", fmt.Errorf("spool: enqueue %s: %w", id, err)
+		return "", prev == "", fmt.Errorf("spool: enqueue %s: %w", id, err)
 	}
 	if prev != "" {
-		return prev, nil
+		return prev, false, nil
 	}
-	return id, nil
+	return id, true, nil
 }
 
 // commitOnce returns the earlier message ID when every recipient is a
 // repeat, "" when it stored a message.
-func (s *Spool) commitOnce(id string, token string, ttl time.Duration, now time.Time, env *Envelope, rcpts []Recipient, body []byte) (string, error) {
+func (s *Spool) commitOnce(id string, token string, ttl time.Duration, now time.Time, env *Envelope, rcpts []Recipient, c content) (string, error) {
 	s.writeGate.RLock()
 	defer s.writeGate.RUnlock()
 	defer s.floor.leave(s.floor.enter())
@@ -97,7 +111,7 @@ func (s *Spool) commitOnce(id string, token string, ttl time.Duration, now time.
 		return prev, nil
 	}
 	s.fresh.reserve(id)
-	m, err := putMessage(txn, id, s.floor.at(now), env, fresh, body)
+	m, err := putMessage(txn, id, s.floor.at(now), env, fresh, c)
 	for i := 0; err == nil && i < len(fresh); i++ {
 		err = txn.SetEntry(badger.NewEntry(handoffKey(token, fresh[i].To), []byte(id)).WithTTL(ttl))
 	}
@@ -108,6 +122,6 @@ func (s *Spool) commitOnce(id string, token string, ttl time.Duration, now time.
 		s.fresh.drop(id)
 		return "", err
 	}
-	s.fresh.publish(m, body)
+	s.fresh.publish(m, c)
 	return "", nil
 }

@@ -72,9 +72,26 @@ func getRcpt(txn getter, id string, n uint32) (Recipient, error) {
 	return r, nil
 }
 
-// Body returns the body of message id, exactly as given to Enqueue. The
+// Body returns the body of message id in memory, exactly as stored. The
 // caller must not change it: it may be the very slice Enqueue was given.
+// A filed body is read whole: delivery and the like use OpenBody.
 func (s *Spool) Body(id string) ([]byte, error) {
+	b, err := s.OpenBody(id)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	body, err := b.ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("spool: body %s: %w", id, err)
+	}
+	return body, nil
+}
+
+// OpenBody returns the body of message id, to read with Body.NewReader
+// whatever its size. Close it when done; a body opened before its
+// message retires stays readable until then.
+func (s *Spool) OpenBody(id string) (*Body, error) {
 	if err := s.begin(); err != nil {
 		return nil, fmt.Errorf("spool: body %s: %w", id, err)
 	}
@@ -84,33 +101,48 @@ func (s *Spool) Body(id string) ([]byte, error) {
 		return nil, fmt.Errorf("spool: body %q: %w", id, ErrNotFound)
 	}
 	if body, ok := s.fresh.body(cid); ok {
-		return body, nil
+		return &Body{head: body, size: int64(len(body))}, nil
 	}
-	var body []byte
+	var b *Body
 	err = s.db.View(func(txn *badger.Txn) error {
 		rec, err := getMsgRecord(txn, cid)
 		if err != nil {
 			return err
 		}
-		body, err = readBody(txn, cid, rec)
+		b, err = s.readBody(txn, cid, rec)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("spool: body %s: %w", cid, err)
 	}
-	return body, nil
+	return b, nil
+}
+
+// readBody opens the body of a message inside txn.
+func (s *Spool) readBody(txn getter, id string, rec *msgRecord) (*Body, error) {
+	if rec.BodyFile {
+		return s.openBodyFile(txn, id, rec)
+	}
+	body, err := readChunks(txn, id, rec)
+	if err != nil {
+		return nil, err
+	}
+	return &Body{head: body, size: int64(len(body))}, nil
 }
 
 // chunkCount is the number of b/ keys of a message.
 func chunkCount(rec *msgRecord) int {
-	if rec.Size == 0 {
+	switch {
+	case rec.BodyFile && rec.HeadSize > 0:
+		return 1
+	case rec.BodyFile, rec.Size == 0:
 		return 0
 	}
 	return int((rec.Size + int64(rec.ChunkSize) - 1) / int64(rec.ChunkSize))
 }
 
-// readBody concatenates the body chunks of a message inside txn.
-func readBody(txn getter, id string, rec *msgRecord) ([]byte, error) {
+// readChunks concatenates the body chunks of an inline body inside txn.
+func readChunks(txn getter, id string, rec *msgRecord) ([]byte, error) {
 	body := make([]byte, 0, rec.Size)
 	for n := 0; n < chunkCount(rec); n++ {
 		item, err := txn.Get(chunkKey(id, uint32(n)))

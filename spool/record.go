@@ -163,7 +163,7 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 		}
 		if res.Mailbox != "" && res.Status == StatusDelivered {
 			if body == nil {
-				if body, err = readBody(txn, id, rec); err != nil {
+				if body, err = s.mailboxBody(txn, id, rec); err != nil {
 					return "", err
 				}
 			}
@@ -242,7 +242,7 @@ func (s *Spool) putOutgoing(txn *wtxn, dsn *Outgoing, changed []bool) (string, e
 	if env.Received.IsZero() {
 		env.Received = now
 	}
-	if _, err := putMessage(txn, id, s.floor.at(now), &env, dsn.Recipients, dsn.Body); err != nil {
+	if _, err := putMessage(txn, id, s.floor.at(now), &env, dsn.Recipients, inline(dsn.Body)); err != nil {
 		return "", err
 	}
 	return id, nil
@@ -281,7 +281,20 @@ func (s *Spool) retire(txn *wtxn, id string, rec *msgRecord, rcpts []Recipient, 
 			return err
 		}
 	}
+	if rec.BodyFile {
+		txn.afterCommit(func() { s.retireBody(id) })
+	}
 	return nil
+}
+
+// mailboxBody reads the body of a message for a local mailbox.
+func (s *Spool) mailboxBody(txn getter, id string, rec *msgRecord) ([]byte, error) {
+	b, err := s.readBody(txn, id, rec)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return b.ReadAll()
 }
 
 // DueAfter is Due continuing after the entry after (from the start when

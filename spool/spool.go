@@ -100,6 +100,9 @@ type Options struct {
 	// History is how long the summary of a retired message is kept for
 	// `relay queue show` (h/<id>, see History); 0 keeps none.
 	History time.Duration
+	// Space, when not nil, counts the bytes of drafts against the disk
+	// reserve as they are written (Draft.Write).
+	Space Space
 
 	// Test and benchmark hooks (unexported, so only this package sets them).
 	badgerSyncWrites bool                                 // let Badger fsync every write batch itself
@@ -118,7 +121,7 @@ const ChunkSize = 1 << 20
 
 // valueThreshold: values of at least this size go to the value log, smaller
 // ones stay in the LSM tree (so ordinary mail bodies never touch the value log).
-const valueThreshold = 64 << 10
+const valueThreshold = 512 << 10
 
 // durability modes
 const (
@@ -175,6 +178,13 @@ type Spool struct {
 	gcStop chan struct{}
 	gcDone chan struct{}
 
+	// space guards the disk reserve for drafts; nil: no guard.
+	space Space
+	// removals are body files of retired messages waiting for the sync
+	// that makes their retirement durable (retireBody).
+	removeMu sync.Mutex
+	removals []string
+
 	// writes counts committed writes; compacted is its value at the last
 	// idle compaction (gcLoop only).
 	writes    atomic.Uint64
@@ -213,6 +223,7 @@ func Open(opts Options) (*Spool, error) {
 		now:      now,
 		syncWrap: opts.syncWrap,
 		history:  opts.History,
+		space:    opts.Space,
 		fresh:    newFreshCache(cmp.Or(opts.freshBytes, defaultFreshBytes)),
 	}
 	switch {
@@ -234,6 +245,10 @@ func Open(opts Options) (*Spool, error) {
 	if err := s.recover(); err != nil {
 		s.stopSyncer()
 		return nil, errors.Join(fmt.Errorf("spool: open %s: %w", opts.Dir, err), db.Close())
+	}
+	if err := s.sweepBodies(); err != nil {
+		s.stopSyncer()
+		return nil, errors.Join(fmt.Errorf("spool: open %s: bodies: %w", opts.Dir, err), db.Close())
 	}
 	gc := opts.GCInterval
 	if gc == 0 {
@@ -303,11 +318,13 @@ func badgerOptions(dir string, log *slog.Logger, syncWrites bool) badger.Options
 	o.Compression = options.None
 	o.BaseTableSize = 1 << 20
 	o.TableSizeMultiplier = 1
-	// 64 MiB value-log files (default 1 GiB) so value-log GC can give disk
-	// space back after a burst in reasonable steps.
-	o.ValueLogFileSize = 64 << 20
-	// Bodies below 64 KiB (most mail) live in the LSM tree; larger ones are
-	// stored as 1 MiB chunks in the value log.
+	// Bodies larger than InlineMax are files of their own (body.go), so
+	// only values of 512 KiB or more (Badger allows at most 0.6 of a table)
+	// use the
+	// value log: local mailbox copies of large messages, and large DSNs.
+	// Its files are small (default 1 GiB) so that GC gives their space
+	// back in small steps.
+	o.ValueLogFileSize = 8 << 20
 	o.ValueThreshold = valueThreshold
 	o.NumCompactors = 2 // Badger's minimum
 	o.MetricsEnabled = false

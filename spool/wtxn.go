@@ -10,8 +10,9 @@ import badger "github.com/dgraph-io/badger/v4"
 // writes out of the package.
 type wtxn struct {
 	*badger.Txn
-	s   *Spool
-	big bool // a value for the value log was set
+	s     *Spool
+	big   bool     // a value for the value log was set
+	after []func() // run once the transaction has committed
 }
 
 // getter is what the read helpers need of a transaction, read-only
@@ -62,5 +63,15 @@ func (t *wtxn) Commit() error {
 	if t.big {
 		t.s.bigCommits.Add(1) // also after an error: it may have written
 	}
+	if err == nil {
+		for _, fn := range t.after {
+			fn()
+		}
+	}
+	t.after = nil
 	return err
 }
+
+// afterCommit runs fn once the transaction has committed, and never if it
+// does not: a body file is removed only when no key names it any more.
+func (t *wtxn) afterCommit(fn func()) { t.after = append(t.after, fn) }

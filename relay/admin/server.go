@@ -234,6 +234,10 @@ func (s *Server) matches(m *spool.Message, f api.Filter, now time.Time) bool {
 	return false
 }
 
+// maxShownHeader bounds what `relay queue show` reads of a message to
+// find its header section.
+const maxShownHeader = 1 << 20
+
 func (s *Server) show(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.resolve(w, r.PathValue("id"))
 	if !ok {
@@ -243,8 +247,11 @@ func (s *Server) show(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		out := s.message(m, true)
-		if body, err := s.o.Spool.Body(id); err == nil {
-			out.Headers = headerSection(body)
+		if body, err := s.o.Spool.OpenBody(id); err == nil {
+			// The header section only: never the whole of a large body.
+			head, _ := io.ReadAll(io.LimitReader(body.NewReader(), maxShownHeader))
+			body.Close()
+			out.Headers = headerSection(head)
 		}
 		evs, err := s.o.Spool.Events(id)
 		if err != nil {

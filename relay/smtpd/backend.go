@@ -12,6 +12,7 @@ package smtpd
 
 import (
 	"crypto/tls"
+	"io"
 	"net"
 
 	"github.com/relay-mta/relay/envelope"
@@ -60,12 +61,19 @@ type Session interface {
 	// Rcpt adds a recipient; the route, quoting and "<postmaster>" are
 	// preserved.
 	Rcpt(to envelope.Path, p envelope.RcptParams) error
-	// Data receives the whole message: dot-unstuffed, CRLF line endings
-	// only (bare CR and LF were refused before this call), within the size
-	// limit. The Session may keep msg. On success it returns the queue ID
-	// for the "250 2.0.0 OK: queued as ID" reply; that reply must mean the
-	// message is safely stored.
-	Data(msg []byte) (queueID string, err error)
+	// Data receives the message as it arrives (DATA dot-unstuffed, or the
+	// BDAT chunks one after the other) from r. r returns io.EOF at the end
+	// of a message that passed this package's checks (size limit, CRLF
+	// line ends only, no NUL, no line over MaxLineOctets); otherwise it
+	// returns the refusal (an *smtp.SMTPError) or the read error that
+	// ended the connection, and Data must store nothing and return an
+	// error. Data may return early with an error (no space, say); the
+	// rest of the message is then read and dropped. On success it returns
+	// the queue ID for the "250 2.0.0 OK: queued as ID" reply, which must
+	// mean the message is safely stored. For BDAT, Data runs in a
+	// goroutine of its own while the connection's goroutine feeds it; no
+	// other Session method is called until it has returned.
+	Data(r io.Reader) (queueID string, err error)
 	// Reset abandons the current transaction (RSET, EHLO, end of DATA,
 	// STARTTLS).
 	Reset()

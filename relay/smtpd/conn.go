@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/relay-mta/relay/envelope"
 	"github.com/relay-mta/relay/relay/accept"
 )
@@ -47,7 +48,7 @@ type conn struct {
 	mailParams envelope.MailParams
 	rcpts      int
 	rcptTried  bool
-	bdat       *bdatState
+	bdat       *bdatStream // a BDAT message in progress
 }
 
 // Buffers are pooled: a client that opens a connection per message (as
@@ -105,6 +106,10 @@ func (c *conn) serve(refuse *Reply) {
 			c.log.Error("smtpd: panic serving connection", "panic", v, "stack", string(debug.Stack()))
 			c.writeReply(reply(421, "4.3.0", "%s Internal error, closing connection", c.srv.Hostname))
 			c.bw.Flush()
+		}
+		if c.bdat != nil {
+			c.bdat.abort(errBDATAborted)
+			c.bdat = nil
 		}
 		if c.sess != nil {
 			c.sess.Close()
@@ -300,6 +305,9 @@ func (c *conn) dispatch(line string) {
 
 // reset abandons the transaction, keeping the greeting and authentication.
 func (c *conn) reset() {
+	if c.bdat != nil {
+		c.bdat.abort(errBDATAborted)
+	}
 	if c.mailFrom != nil || c.bdat != nil {
 		c.sess.Reset()
 	}
@@ -552,36 +560,40 @@ func (c *conn) data(arg string) {
 	c.writeReply(reply(354, "", "Start mail input; end with <CRLF>.<CRLF>"))
 	c.bw.Flush()
 	c.dr.Timeout = orDefault(c.srv.DataTimeout, DefaultDataTimeout)
-	msg, res, err := readDotData(c.br, orDefault(c.srv.MaxMessageSize, DefaultMaxMessageSize))
-	if err != nil {
-		// The connection is gone or silent mid-message; nothing was accepted.
-		c.readFailed(err)
+	d := newDotReader(c.br, orDefault(c.srv.MaxMessageSize, DefaultMaxMessageSize))
+	id, err := c.sess.Data(d)
+	end := time.Now()
+	refusal, rerr := d.drain()
+	if rerr != nil {
+		// The connection is gone or silent mid-message; nothing was
+		// accepted (Data saw the same error and stored nothing).
+		c.readFailed(rerr)
 		c.quit = true
+		c.reset()
 		return
 	}
-	c.finishMessage(msg, res)
+	c.finishMessage(id, err, refusal, end)
 }
 
-// finishMessage answers the end of a message and hands it to the Backend
-// when it passed every check.
-func (c *conn) finishMessage(msg []byte, res dataResult) {
+// finishMessage answers the end of a message: its refusal by the checks
+// of this package, else the Backend's verdict. end is when the Backend
+// was given the last of the message.
+func (c *conn) finishMessage(id string, err error, refusal *smtp.SMTPError, end time.Time) {
 	defer c.reset()
 	switch {
-	case res.tooBig:
-		c.writeReply(reply(552, "5.3.4", "Message size exceeds fixed limit of %d bytes", orDefault(c.srv.MaxMessageSize, DefaultMaxMessageSize)))
+	case refusal != nil:
+		c.writeReply(errorReply(refusal))
 		return
-	case res.bareLF || res.bareCR:
-		c.writeReply(reply(550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF"))
-		return
-	}
-	start := time.Now()
-	id, err := c.sess.Data(msg)
-	if err != nil {
+	case err != nil:
 		c.writeReply(errorReply(err))
+		return
+	case id == "":
+		// A Session that stopped reading early must say why.
+		c.writeReply(errorReply(errIncomplete))
 		return
 	}
 	if c.srv.Metrics != nil {
-		c.srv.Metrics.Accepted(time.Since(start))
+		c.srv.Metrics.Accepted(time.Since(end))
 	}
 	c.writeReply(reply(250, "2.0.0", "OK: queued as %s", id))
 }

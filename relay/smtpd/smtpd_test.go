@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"strings"
@@ -96,7 +97,11 @@ func (s *recSession) Rcpt(to envelope.Path, p envelope.RcptParams) error {
 	return nil
 }
 
-func (s *recSession) Data(msg []byte) (string, error) {
+func (s *recSession) Data(r io.Reader) (string, error) {
+	msg, err := io.ReadAll(r)
+	if err != nil {
+		return "", err
+	}
 	s.cur.body = msg
 	s.b.mu.Lock()
 	defer s.b.mu.Unlock()
@@ -296,6 +301,11 @@ func TestDataRefusesBareLineEndings(t *testing.T) {
 		// following "MAIL FROM" stays message text, not a command.
 		{"smuggled end", "a\r\n\n.\nMAIL FROM:<evil@x.test>\r\n.\r\n"},
 		{"dot LF end", "a\r\n.\n\r\n.\r\n"},
+		// What we forward must be valid SMTP (RFC 5321 §4.5.3.1.6): no
+		// line over 998 octets, no NUL, in the header or the body.
+		{"long header line", "Subject: " + strings.Repeat("x", 990) + "\r\n\r\nb\r\n.\r\n"},
+		{"long body line", "S: x\r\n\r\n" + strings.Repeat("y", 100000) + "\r\n.\r\n"},
+		{"NUL", "S: x\r\n\r\na\x00b\r\n.\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &recBackend{}
@@ -312,6 +322,27 @@ func TestDataRefusesBareLineEndings(t *testing.T) {
 				t.Fatalf("backend got %d messages", n)
 			}
 		})
+	}
+}
+
+// TestLineLimitExact: a line of exactly 998 octets passes.
+func TestLineLimitExact(t *testing.T) {
+	b := &recBackend{}
+	addr := startServer(t, &Server{Backend: b})
+	c := dial(t, addr)
+	c.cmd("EHLO c.test", "250 ")
+	c.cmd("MAIL FROM:<a@b.test>", "250 ")
+	c.cmd("RCPT TO:<u@d.test>", "250 ")
+	c.cmd("DATA", "354 ")
+	c.send("S: x\r\n\r\n" + strings.Repeat("y", MaxLineOctets) + "\r\n.\r\n")
+	c.expect("250 2.0.0")
+	c.cmd("MAIL FROM:<a@b.test>", "250 ")
+	c.cmd("RCPT TO:<u@d.test>", "250 ")
+	c.cmd("DATA", "354 ")
+	c.send("S: x\r\n\r\n" + strings.Repeat("y", MaxLineOctets+1) + "\r\n.\r\n")
+	c.expect("550 5.6.0 Message contains a line longer than 998")
+	if n := len(b.messages()); n != 1 {
+		t.Fatalf("backend got %d messages", n)
 	}
 }
 
@@ -353,6 +384,14 @@ func TestBDAT(t *testing.T) {
 	if m := b.messages(); len(m) != 1 || string(m[0].body) != "Subject: x\r\n\r\n.hi\r\n" {
 		t.Fatalf("messages = %+v", m)
 	}
+	// A line over 998 octets across two chunks, and a NUL, refuse the
+	// message at the chunk that shows it.
+	c.cmd("MAIL FROM:<a@b.test>", "250 ")
+	c.cmd("RCPT TO:<u@d.test>", "250 ")
+	c.send("BDAT 30\r\n" + strings.Repeat("z", 30))
+	c.expect("250 ")
+	c.send("BDAT 8 LAST\r\na\x00bc\r\n\r\n")
+	c.expect("550 5.6.0 Message contains NUL")
 	// Bare LF inside a chunk refuses the message.
 	c.cmd("MAIL FROM:<a@b.test>", "250 ")
 	c.cmd("RCPT TO:<u@d.test>", "250 ")
