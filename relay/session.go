@@ -28,6 +28,7 @@ var (
 	errTooManyHops = smtpError(554, 5, 4, 6, "Too many hops (mail loop?)")
 	errAuthFailed  = smtpError(535, 5, 7, 8, "Authentication credentials invalid")
 	errLoginBanned = smtpError(421, 4, 7, 0, "Too many failed logins from your address, try again later")
+	errAuthzid     = smtpError(535, 5, 7, 8, "Authorization identity (authzid) must be empty or the authentication identity")
 	errNoSpace     = smtpError(452, 4, 3, 1, "Insufficient system storage, try again later")
 )
 
@@ -59,8 +60,15 @@ func (s *session) Hello(h smtpd.HelloInfo) error {
 	return nil
 }
 
-func (s *session) Auth(_, username, password string) error {
-	if s.r.logins.banned(s.ip) {
+func (s *session) Auth(identity, username, password string) error {
+	if identity != "" && !strings.EqualFold(identity, username) {
+		// RFC 4616 §2: an authzid asks to act as someone else. Nobody may
+		// here; ignoring it would log the client in as a user it did not
+		// ask to be. Refused before any password is checked.
+		s.log.Info("smtp: authentication refused: authorization identity differs", "authzid", identity, "user", username)
+		return errAuthzid
+	}
+	if !s.r.logins.begin(s.ip) {
 		s.log.Warn("smtp: login refused: address banned after failed logins", "user", username)
 		return errLoginBanned
 	}
