@@ -153,7 +153,7 @@ func (s *session) checkRcpt(to envelope.Path) error {
 			return smtpError(550, 5, 7, 1, "Source routes are not accepted here")
 		case cfg.SourceRoutes == config.SourceRoutesStrip:
 			to = to.WithoutRoute() // delivered as the plain mailbox: judged as one
-		case !s.mayRelay() && !cfg.IsRelayDomain(to.Route[0]):
+		case !s.mayRelay() && !s.routeStaysHome(to):
 			return errRelayDenied
 		case !cfg.RouteLiterals && strings.HasPrefix(to.Route[0], "["):
 			return smtpError(550, 5, 7, 1, "Address literals are not accepted in source routes")
@@ -179,6 +179,28 @@ func (s *session) checkRcpt(to envelope.Path) error {
 		return nil
 	}
 	return errRelayDenied
+}
+
+// routeStaysHome reports whether a source route (our own hops already
+// done) takes mail only where an outsider may send it: every remaining
+// hop a relay domain, since the mail goes to each in turn, and the final
+// destination, the mailbox domain after every hop, a local or relay
+// domain, with no routing hidden in the local part. A route whose first
+// hop is a relay domain but which ends elsewhere
+// (<@relayed.test:victim@remote.test>) would make the next relay, which
+// trusts us, hand the mail to the world.
+func (s *session) routeStaysHome(to envelope.Path) bool {
+	cfg := s.r.cfg
+	for _, hop := range to.Route {
+		if !cfg.IsRelayDomain(hop) {
+			return false
+		}
+	}
+	domain := strings.ToLower(strings.TrimSuffix(to.Domain, "."))
+	if strings.ContainsAny(to.Local, "@%!") {
+		return false
+	}
+	return cfg.IsLocalDomain(domain) || cfg.IsRelayDomain(domain)
 }
 
 func (s *session) Data(msg []byte) (string, error) {
