@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"net"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -85,4 +86,78 @@ func FuzzChunkSize(f *testing.F) {
 			t.Fatalf("%q: negative size %d", s, n)
 		}
 	})
+}
+
+// TestReservedSlotsAndEviction: outside clients together never hold the
+// slots reserved for privileged ones; a privileged client arriving at a
+// full server takes the slot of the longest-idle outside session, which
+// is told why; an outsider arriving then is refused.
+func TestReservedSlotsAndEviction(t *testing.T) {
+	trusted := func(ip netip.Addr) bool { return ip.String() == "127.0.20.60" }
+	addr := startServerOn(t, &Server{MaxConnections: 10, ReservedConnections: 2, StressConnections: 100, Trusted: trusted}, "127.0.20.1:0")
+	var outside []*client
+	for i := 0; i < 8; i++ {
+		c := session(t, "127.0.20.61", addr)
+		c.expect("220 ")
+		outside = append(outside, c)
+	}
+	// The outsiders' share is full; a ninth one cannot take a reserved slot
+	// (the others have not been idle for a second yet).
+	session(t, "127.0.20.62", addr).expect("421 4.7.0 mx.test Too many connections")
+	for i := 0; i < 2; i++ {
+		c := session(t, "127.0.20.60", addr)
+		c.expect("220 ")
+		c.cmd("EHLO inside.test", "250 ")
+	}
+	time.Sleep(20 * time.Millisecond)
+	outside[0].cmd("NOOP", "250 ") // no longer the longest idle
+	// Full: the next privileged client takes the slot of outside[1].
+	start := time.Now()
+	c := session(t, "127.0.20.60", addr)
+	c.expect("220 ")
+	c.cmd("EHLO inside.test", "250 ")
+	c.cmd("MAIL FROM:<a@b.test>", "250 ")
+	c.cmd("RCPT TO:<u@b.test>", "250 ")
+	c.cmd("DATA", "354 ")
+	c.cmd("Subject: x\r\n\r\nhi\r\n.", "250 2.0.0")
+	c.cmd("QUIT", "221 ")
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("privileged transaction on a full server took %v", d)
+	}
+	outside[1].expect("421 4.7.0 mx.test closing idle session, server busy")
+	outside[0].cmd("NOOP", "250 ")
+	outside[2].cmd("NOOP", "250 ")
+}
+
+// TestStressMode: from StressConnections open sessions on, an outside
+// session gets StressTimeout to send a command, and outside sessions
+// idle longer are closed when a new client arrives; privileged sessions
+// keep the normal timeout.
+func TestStressMode(t *testing.T) {
+	trusted := func(ip netip.Addr) bool { return ip.String() == "127.0.20.70" }
+	addr := startServerOn(t, &Server{MaxConnections: 100, StressConnections: 5, StressTimeout: 300 * time.Millisecond,
+		CommandTimeout: time.Minute, Trusted: trusted}, "127.0.20.1:0")
+	in := session(t, "127.0.20.70", addr)
+	in.expect("220 ")
+	var early []*client
+	for i := 0; i < 3; i++ { // below stress: their reads wait a minute
+		c := session(t, "127.0.20.71", addr)
+		c.expect("220 ")
+		early = append(early, c)
+	}
+	time.Sleep(400 * time.Millisecond)
+	// A fifth connection: under stress now; the early ones have been idle
+	// past the stress timeout and go to make room.
+	late := session(t, "127.0.20.72", addr)
+	late.expect("220 ")
+	for _, c := range early {
+		c.expect("421 4.7.0 mx.test closing idle session, server busy")
+	}
+	// The late one waits for a command under stress: 300ms, not a minute.
+	start := time.Now()
+	late.expect("421 4.4.2")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("an outside session under stress waited %v for a command", d)
+	}
+	in.cmd("NOOP", "250 ") // the privileged session is still there
 }
