@@ -161,3 +161,27 @@ func TestStressMode(t *testing.T) {
 	}
 	in.cmd("NOOP", "250 ") // the privileged session is still there
 }
+
+// TestAuthMakesSessionPrivileged: a session that authenticates leaves
+// the outsiders' share and is never closed to make room.
+func TestAuthMakesSessionPrivileged(t *testing.T) {
+	trusted := func(ip netip.Addr) bool { return ip.String() == "127.0.20.80" }
+	addr := startServerOn(t, &Server{MaxConnections: 4, ReservedConnections: 1, StressConnections: 100,
+		EnableAuth: true, AllowInsecureAuth: true, Trusted: trusted}, "127.0.20.1:0")
+	authed := session(t, "127.0.20.81", addr)
+	authed.expect("220 ")
+	authed.cmd("EHLO c.test", "250 ")
+	authed.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==", "235 ")
+	var outside []*client
+	for i := 0; i < 3; i++ { // the outsiders' share is 3, and alice is not in it
+		c := session(t, "127.0.20.82", addr)
+		c.expect("220 ")
+		outside = append(outside, c)
+	}
+	// Full. A privileged client takes the slot of an idle outsider, not
+	// alice's, though hers has been idle longest.
+	in := session(t, "127.0.20.80", addr)
+	in.expect("220 ")
+	outside[0].expect("421 4.7.0 mx.test closing idle session, server busy")
+	authed.cmd("NOOP", "250 ")
+}
