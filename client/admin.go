@@ -114,6 +114,16 @@ func (a *Admin) Stats(ctx context.Context) (*api.Stats, error) {
 	return &st, nil
 }
 
+// Unban lifts the login ban of the client address addr (and forgets its
+// failed logins) in the running daemon.
+func (a *Admin) Unban(ctx context.Context, addr string) (*api.Unban, error) {
+	var u api.Unban
+	if err := a.do(ctx, http.MethodDelete, api.Version+"/bans/"+url.PathEscape(addr), &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
 // do runs one request and decodes its JSON answer into out.
 func (a *Admin) do(ctx context.Context, method, path string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, "http://relay"+path, nil)

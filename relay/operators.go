@@ -129,6 +129,7 @@ func (r *Relay) serveOperators() {
 			Queue:   r.queue,
 			NextHop: r.nextHop,
 			Retry:   queue.RetryPolicy{Min: r.cfg.Queue.RetryMin, Max: r.cfg.Queue.RetryMax, Lifetime: r.cfg.Queue.Lifetime},
+			Unban:   r.logins.unban,
 			Metrics: o.metrics.Handler(),
 			Logger:  r.log,
 			Now:     r.now,

@@ -111,9 +111,9 @@ func (b *pop3Backend) Login(c pop3d.ConnInfo, username, password string) (pop3d.
 	// Failed logins per address are shared with SMTP AUTH: guessing is
 	// slowed, then banned, whichever protocol it uses.
 	ip := addrOf(c.RemoteAddr)
-	if b.r.logins.banned(ip) {
+	if !b.r.logins.begin(ip) {
 		b.r.log.Warn("pop3: login refused: address banned after failed logins", "user", username, "client", c.RemoteAddr.String())
-		return nil, pop3d.ErrAuthFailed
+		return nil, pop3d.ErrBlocked
 	}
 	// Authenticate costs the same bcrypt work for unknown names, so the
 	// response time does not tell which names exist.

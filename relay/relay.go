@@ -148,12 +148,18 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		CommandTimeout:    cfg.SMTP.CommandTimeout,
 		DataTimeout:       cfg.SMTP.DataTimeout,
 		MaxConnsPerIP:     cfg.SMTP.MaxConnsPerIP,
-		ExemptFromIPLimit: cfg.InRelayNetworks,
-		MaxCommands:       cfg.SMTP.MaxCommands,
-		MaxSessionRcpts:   cfg.SMTP.MaxSessionRecipients,
-		SessionTimeout:    cfg.SMTP.SessionTimeout,
-		TarpitAfter:       tarpitAfter(cfg.SMTP.TarpitAfter),
-		TarpitDelay:       cfg.SMTP.TarpitDelay,
+		// relay_networks clients are privileged from their first byte;
+		// authenticated ones become so at AUTH (smtpd.Server.Trusted).
+		Trusted:              cfg.InRelayNetworks,
+		MaxConnsPerTrustedIP: cfg.SMTP.MaxConnsPerTrustedIP,
+		ReservedConnections:  reservedConnections(cfg.SMTP.MaxConnections, cfg.SMTP.ReservedPercent),
+		StressConnections:    max(cfg.SMTP.MaxConnections*cfg.SMTP.StressPercent/100, 1),
+		StressTimeout:        cfg.SMTP.StressTimeout,
+		MaxCommands:          cfg.SMTP.MaxCommands,
+		MaxSessionRcpts:      cfg.SMTP.MaxSessionRecipients,
+		SessionTimeout:       cfg.SMTP.SessionTimeout,
+		TarpitAfter:          tarpitAfter(cfg.SMTP.TarpitAfter),
+		TarpitDelay:          cfg.SMTP.TarpitDelay,
 	}
 	r.pop3 = r.newPOP3Server(tlsConfig)
 	return r, nil
@@ -266,6 +272,16 @@ func tarpitAfter(n int) int {
 		return -1
 	}
 	return n
+}
+
+// reservedConnections maps reserved_percent onto smtpd's
+// ReservedConnections (negative: none; 0 would mean the default): at
+// least one slot when the percentage is not 0.
+func reservedConnections(maxConns, percent int) int {
+	if percent == 0 {
+		return -1
+	}
+	return max(maxConns*percent/100, 1)
 }
 
 // dsnSigner signs the relay's DSNs with the DKIM key for its hostname's

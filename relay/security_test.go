@@ -150,7 +150,7 @@ func TestLoginThrottlingSharedWithPOP3(t *testing.T) {
 	}
 	b := &pop3Backend{r: &Relay{logins: l, log: slog.New(slog.NewTextHandler(io.Discard, nil))}, inUse: map[string]bool{}}
 	_, err := b.Login(pop3d.ConnInfo{RemoteAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}, "alice", "pw-alice")
-	if !errors.Is(err, pop3d.ErrAuthFailed) {
-		t.Fatalf("banned address logged in over POP3: %v", err)
+	if !errors.Is(err, pop3d.ErrBlocked) {
+		t.Fatalf("banned address over POP3: %v, want pop3d.ErrBlocked", err)
 	}
 }

@@ -30,6 +30,7 @@ var (
 	errTooManyHops = smtpError(554, 5, 4, 6, "Too many hops (mail loop?)")
 	errAuthFailed  = smtpError(535, 5, 7, 8, "Authentication credentials invalid")
 	errLoginBanned = smtpError(421, 4, 7, 0, "Too many failed logins from your address, try again later")
+	errAuthzid     = smtpError(535, 5, 7, 8, "Authorization identity (authzid) must be empty or the authentication identity")
 	errNoSpace     = smtpError(452, 4, 3, 1, "Insufficient system storage, try again later")
 )
 
@@ -61,8 +62,15 @@ func (s *session) Hello(h smtpd.HelloInfo) error {
 	return nil
 }
 
-func (s *session) Auth(_, username, password string) error {
-	if s.r.logins.banned(s.ip) {
+func (s *session) Auth(identity, username, password string) error {
+	if identity != "" && !strings.EqualFold(identity, username) {
+		// RFC 4616 §2: an authzid asks to act as someone else. Nobody may
+		// here; ignoring it would log the client in as a user it did not
+		// ask to be. Refused before any password is checked.
+		s.log.Info("smtp: authentication refused: authorization identity differs", "authzid", identity, "user", username)
+		return errAuthzid
+	}
+	if !s.r.logins.begin(s.ip) {
 		s.log.Warn("smtp: login refused: address banned after failed logins", "user", username)
 		return errLoginBanned
 	}
@@ -147,7 +155,7 @@ func (s *session) checkRcpt(to envelope.Path) error {
 			return smtpError(550, 5, 7, 1, "Source routes are not accepted here")
 		case cfg.SourceRoutes == config.SourceRoutesStrip:
 			to = to.WithoutRoute() // delivered as the plain mailbox: judged as one
-		case !s.mayRelay() && !cfg.IsRelayDomain(to.Route[0]):
+		case !s.mayRelay() && !s.routeStaysHome(to):
 			return errRelayDenied
 		case !cfg.RouteLiterals && strings.HasPrefix(to.Route[0], "["):
 			return smtpError(550, 5, 7, 1, "Address literals are not accepted in source routes")
@@ -173,6 +181,28 @@ func (s *session) checkRcpt(to envelope.Path) error {
 		return nil
 	}
 	return errRelayDenied
+}
+
+// routeStaysHome reports whether a source route (our own hops already
+// done) takes mail only where an outsider may send it: every remaining
+// hop a relay domain, since the mail goes to each in turn, and the final
+// destination, the mailbox domain after every hop, a local or relay
+// domain, with no routing hidden in the local part. A route whose first
+// hop is a relay domain but which ends elsewhere
+// (<@relayed.test:victim@remote.test>) would make the next relay, which
+// trusts us, hand the mail to the world.
+func (s *session) routeStaysHome(to envelope.Path) bool {
+	cfg := s.r.cfg
+	for _, hop := range to.Route {
+		if !cfg.IsRelayDomain(hop) {
+			return false
+		}
+	}
+	domain := strings.ToLower(strings.TrimSuffix(to.Domain, "."))
+	if strings.ContainsAny(to.Local, "@%!") {
+		return false
+	}
+	return cfg.IsLocalDomain(domain) || cfg.IsRelayDomain(domain)
 }
 
 // maxHeaderBytes bounds the header section kept in memory for the

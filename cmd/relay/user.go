@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/relay-mta/relay/relay/users"
 	"github.com/urfave/cli/v3"
@@ -50,8 +51,47 @@ func userCommand() *cli.Command {
 					})
 				},
 			},
+			{
+				Name:  "unban",
+				Usage: "lift the login ban of a client address in the running daemon",
+				Description: "After ten failed logins (SMTP AUTH or POP3) within 15 minutes an address\n" +
+					"is refused for 15 minutes. unban lifts that at once and forgets the\n" +
+					"address's failed logins. The daemon is reached through its admin socket:\n" +
+					"--admin SOCKET, or the [admin] socket of --config FILE.",
+				ArgsUsage: "ADDRESS",
+				Flags: []cli.Flag{
+					configFlag,
+					&cli.StringFlag{Name: "admin", Usage: "the daemon's admin `SOCKET` (instead of the one --config names)"},
+				},
+				Action: userUnban,
+			},
 		},
 	}
+}
+
+// userUnban is `relay user unban ADDRESS`.
+func userUnban(ctx context.Context, cmd *cli.Command) error {
+	if cmd.Args().Len() != 1 {
+		return errors.New("user unban: give exactly one client ADDRESS")
+	}
+	ip, err := netip.ParseAddr(cmd.Args().First())
+	if err != nil || ip.Zone() != "" {
+		return fmt.Errorf("user unban: %q is not an IP address", cmd.Args().First())
+	}
+	a, err := adminClient(cmd)
+	if err != nil {
+		return fmt.Errorf("user unban: %w", err)
+	}
+	u, err := a.Unban(ctx, ip.String())
+	if err != nil {
+		return fmt.Errorf("user unban %s: %w", ip, err)
+	}
+	if u.Forgotten {
+		fmt.Printf("%s: login ban lifted, failed logins forgotten\n", u.Address)
+	} else {
+		fmt.Printf("%s: was not banned and had no failed logins\n", u.Address)
+	}
+	return nil
 }
 
 // editUser runs one edit of the users file named by the configuration;

@@ -13,6 +13,10 @@ import (
 // its Group is stopping.
 var ErrStopping = errors.New("server stopping")
 
+// ErrEvicted ends a read of a session that waits for a command after
+// Evict: the server wants its slot for another client.
+var ErrEvicted = errors.New("session evicted to make room")
+
 // Reader is the reading side of a session's connection. Before every
 // read it sets a fresh read deadline, so that a timeout measures the
 // peer's silence, not the length of the session. While the session waits
@@ -27,6 +31,7 @@ type Reader struct {
 	Timeout time.Duration // each read's deadline, from the time it starts
 	Limit   time.Time     // no deadline later than this; zero: none
 	Idle    atomic.Bool   // the session waits for a command, nothing buffered
+	Evicted atomic.Bool   // set by Evict: end the session at its next wait for a command
 }
 
 func (r *Reader) Read(p []byte) (int, error) {
@@ -35,8 +40,15 @@ func (r *Reader) Read(p []byte) (int, error) {
 		dl = r.Limit
 	}
 	r.Conn.SetReadDeadline(dl)
-	if r.Group.Stopping() && r.Idle.Load() {
-		return 0, ErrStopping
+	if r.Idle.Load() {
+		// Checked after the deadline is set: Shutdown and Evict set their
+		// flag before they move the deadline, so one of the two ends the read.
+		if r.Group.Stopping() {
+			return 0, ErrStopping
+		}
+		if r.Evicted.Load() {
+			return 0, ErrEvicted
+		}
 	}
 	return r.Src.Read(p)
 }
@@ -47,6 +59,13 @@ func (r *Reader) WakeIfIdle() {
 	if r.Idle.Load() {
 		r.Conn.SetReadDeadline(time.Unix(1, 0))
 	}
+}
+
+// Evict ends the session's wait for a command, now if it is waiting,
+// else when it next waits: the server closes it to make room.
+func (r *Reader) Evict() {
+	r.Evicted.Store(true)
+	r.WakeIfIdle()
 }
 
 // Stopped reports whether err ended a read because the group is

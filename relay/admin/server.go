@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,6 +49,10 @@ type Options struct {
 	NextHop func(to string) string
 	// Retry is the queue's retry policy, for the schedule `show` prints.
 	Retry queue.RetryPolicy
+	// Unban lifts the login ban of a client address and forgets its
+	// failed logins, reporting whether there was anything to forget; nil:
+	// DELETE /v1/bans answers 501.
+	Unban func(netip.Addr) bool
 	// Metrics is served at /metrics on the socket too; nil: not served.
 	Metrics http.Handler
 	Logger  *slog.Logger     // nil: discard
@@ -81,6 +86,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST "+api.Version+"/messages/{id}/{action}", s.act)
 	s.mux.HandleFunc("POST "+api.Version+"/retry", s.retryAll)
 	s.mux.HandleFunc("GET "+api.Version+"/stats", s.stats)
+	s.mux.HandleFunc("DELETE "+api.Version+"/bans/{address}", s.unban)
 	if o.Metrics != nil {
 		s.mux.Handle("GET /metrics", o.Metrics)
 	}
@@ -479,6 +485,24 @@ func headerSection(body []byte) string {
 		end += 2
 	}
 	return string(body[:min(end, maxHeaders)])
+}
+
+// unban lifts a login ban (relay user unban). The daemon holds the bans
+// in memory, so this is the one way to reach them.
+func (s *Server) unban(w http.ResponseWriter, r *http.Request) {
+	if s.o.Unban == nil {
+		writeError(w, http.StatusNotImplemented, errors.New("this daemon keeps no login bans"))
+		return
+	}
+	ip, err := netip.ParseAddr(r.PathValue("address"))
+	if err != nil || ip.Zone() != "" {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%q is not an IP address", r.PathValue("address")))
+		return
+	}
+	ip = ip.Unmap()
+	forgotten := s.o.Unban(ip)
+	s.o.Logger.Info("admin: login ban lifted", "client", ip.String(), "forgotten", forgotten)
+	writeJSON(w, api.Unban{Address: ip.String(), Forgotten: forgotten})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

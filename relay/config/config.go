@@ -153,8 +153,20 @@ type SMTP struct {
 	// sessions over all listeners.
 	MaxConnections int
 	// MaxConnsPerIP (max_conns_per_ip) limits concurrent sessions from one
-	// client address.
-	MaxConnsPerIP int
+	// client address; MaxConnsPerTrustedIP (max_conns_per_trusted_ip)
+	// from one address in relay_networks.
+	MaxConnsPerIP        int
+	MaxConnsPerTrustedIP int
+	// ReservedPercent (reserved_percent) of max_connections is kept for
+	// relay_networks and authenticated clients: outside clients together
+	// never hold more than the rest.
+	ReservedPercent int
+	// StressPercent (stress_percent) of max_connections open puts the
+	// server under stress: outside sessions get StressTimeout
+	// (stress_timeout) rather than CommandTimeout to send a command, and
+	// those idle longer are closed as new clients arrive.
+	StressPercent int
+	StressTimeout time.Duration
 	// MaxCommands (max_commands) ends a session after that many commands.
 	MaxCommands int
 	// MaxSessionRecipients (max_session_recipients) limits accepted

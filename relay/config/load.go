@@ -133,6 +133,10 @@ type fileSMTP struct {
 	DataTimeout    string   `toml:"data_timeout"`
 	MaxConnections int64    `toml:"max_connections"`
 	MaxConnsPerIP  int64    `toml:"max_conns_per_ip"`
+	MaxConnsTrust  int64    `toml:"max_conns_per_trusted_ip"`
+	ReservedPct    int64    `toml:"reserved_percent"`
+	StressPct      int64    `toml:"stress_percent"`
+	StressTimeout  string   `toml:"stress_timeout"`
 	MaxCommands    int64    `toml:"max_commands"`
 	MaxSessionRcpt int64    `toml:"max_session_recipients"`
 	SessionTimeout string   `toml:"session_timeout"`

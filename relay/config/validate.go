@@ -143,6 +143,16 @@ func (v *validator) smtp(c *Config, fc *fileConfig) {
 	c.SMTP.DataTimeout = v.duration(p("smtp", "data_timeout"), s.DataTimeout, 1)
 	c.SMTP.MaxConnections = v.count(p("smtp", "max_connections"), s.MaxConnections, 1)
 	c.SMTP.MaxConnsPerIP = v.count(p("smtp", "max_conns_per_ip"), s.MaxConnsPerIP, 1)
+	c.SMTP.MaxConnsPerTrustedIP = v.count(p("smtp", "max_conns_per_trusted_ip"), s.MaxConnsTrust, 1)
+	c.SMTP.ReservedPercent = v.count(p("smtp", "reserved_percent"), s.ReservedPct, 0)
+	if c.SMTP.ReservedPercent > 90 {
+		v.errorf(p("smtp", "reserved_percent"), "%d is more than 90 (outside clients need slots too)", c.SMTP.ReservedPercent)
+	}
+	c.SMTP.StressPercent = v.count(p("smtp", "stress_percent"), s.StressPct, 1)
+	if c.SMTP.StressPercent > 100 {
+		v.errorf(p("smtp", "stress_percent"), "%d is more than 100", c.SMTP.StressPercent)
+	}
+	c.SMTP.StressTimeout = v.duration(p("smtp", "stress_timeout"), s.StressTimeout, 1)
 	c.SMTP.MaxCommands = v.count(p("smtp", "max_commands"), s.MaxCommands, 1)
 	c.SMTP.MaxSessionRecipients = v.count(p("smtp", "max_session_recipients"), s.MaxSessionRcpt, 1)
 	c.SMTP.SessionTimeout = v.duration(p("smtp", "session_timeout"), s.SessionTimeout, 1)

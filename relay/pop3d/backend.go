@@ -22,6 +22,8 @@
 //     timed out, server shutdown) removes nothing.
 //   - A second session for a maildrop that is in use is told
 //     "-ERR [IN-USE]" (RFC 2449 §8.1.1) when the Backend says ErrInUse.
+//   - A client the Backend blocks (ErrBlocked) is told "-ERR [SYS/TEMP]"
+//     that the block is temporary, and the server hangs up.
 //   - Failed logins are answered more slowly each time (per client
 //     address, so reconnecting does not reset the delay; a Backend that
 //     throttles by itself can turn this off), and after MaxAuthFailures
@@ -58,6 +60,11 @@ var (
 	// ErrInUse: the credentials are right but another session holds the
 	// maildrop ("-ERR [IN-USE]").
 	ErrInUse = errors.New("pop3d: maildrop in use")
+	// ErrBlocked: the client's address is temporarily blocked (too many
+	// failed logins); the credentials were not checked. Answered
+	// "-ERR [SYS/TEMP]" (RFC 3206 §4) and the connection closed, so that a
+	// user with the right password learns to wait rather than to doubt it.
+	ErrBlocked = errors.New("pop3d: address temporarily blocked")
 )
 
 // Backend opens maildrops. It is called from many connections at once.

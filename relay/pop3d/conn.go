@@ -377,6 +377,11 @@ func (c *conn) passCmd(cmd command) {
 	case errors.Is(err, ErrAuthFailed):
 		c.loginFailed(user)
 		return
+	case errors.Is(err, ErrBlocked):
+		c.log.Info("pop3d: login refused: address blocked", "user", user)
+		c.failReply("[SYS/TEMP] Too many failed logins from your address: temporarily blocked, try again later")
+		c.quit = true
+		return
 	case errors.Is(err, ErrInUse):
 		c.log.Info("pop3d: maildrop in use", "user", user)
 		c.failReply("[IN-USE] Mailbox is locked by another POP3 session")

@@ -70,6 +70,7 @@ func (c *conn) auth(arg string) {
 			return
 		case done:
 			c.authUser = user
+			c.trusted.Store(true) // a privileged session from now on
 			c.writeReply(reply(235, "2.7.0", "Authentication successful"))
 			return
 		}

@@ -7,10 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -29,13 +32,21 @@ type conn struct {
 	bw *bufio.Writer
 	dr accept.Reader // under br: deadlines, and the stop of idle reads
 
-	sess     Session
-	tls      *tls.ConnectionState
-	helo     string
-	esmtp    bool
-	authUser string
-	errors   int
-	quit     bool
+	sess Session
+	ip   netip.Addr
+	// trusted is set for a privileged session (Server.Trusted, or AUTH),
+	// read by the Server's accounting of slots from other goroutines.
+	trusted atomic.Bool
+	// idleSince is when the session began to wait for a command (Unix
+	// nanoseconds), 0 while it is busy; read by the Server to choose
+	// which session to close under load.
+	idleSince atomic.Int64
+	tls       *tls.ConnectionState
+	helo      string
+	esmtp     bool
+	authUser  string
+	errors    int
+	quit      bool
 
 	sessionEnd   time.Time // SessionTimeout after the connection began
 	commands     int
@@ -84,6 +95,34 @@ func (c *conn) release() {
 	c.bw.Reset(nil)
 	writerPool.Put(c.bw)
 	c.br, c.bw = nil, nil
+}
+
+// evict closes the session at its (current or next) wait for a command,
+// with "421 4.7.0 ... server busy": the server needs its slot.
+func (c *conn) evict() { c.dr.Evict() }
+
+// evicted reports whether evict was called; such a session no longer
+// counts as holding a slot.
+func (c *conn) evicted() bool { return c.dr.Evicted.Load() }
+
+// idleFor is how long the session has been waiting for a command at now;
+// 0 when it is busy.
+func (c *conn) idleFor(now time.Time) time.Duration {
+	since := c.idleSince.Load()
+	if since == 0 {
+		return 0
+	}
+	return now.Sub(time.Unix(0, since))
+}
+
+// commandTimeout is how long the session may take to send a command:
+// under stress an outside session gets the short StressTimeout.
+func (c *conn) commandTimeout() time.Duration {
+	d := orDefault(c.srv.CommandTimeout, DefaultCommandTimeout)
+	if !c.trusted.Load() && c.srv.stressed() {
+		d = min(d, c.srv.stressTimeout())
+	}
+	return d
 }
 
 // Abort implements accept.Session: it closes the connection at once.
@@ -173,6 +212,8 @@ func (c *conn) readFailed(err error) {
 	c.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	var ne net.Error
 	switch {
+	case errors.Is(err, accept.ErrEvicted) || c.evicted() && errors.Is(err, os.ErrDeadlineExceeded):
+		c.writeReply(reply(421, "4.7.0", "%s closing idle session, server busy", c.srv.Hostname))
 	case c.dr.Stopped(err):
 		c.writeReply(reply(421, "4.3.2", "%s Service shutting down, try again later", c.srv.Hostname))
 	case errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(c.sessionEnd):
@@ -197,8 +238,12 @@ func (c *conn) readCommand() ([]byte, error) {
 		if err := c.bw.Flush(); err != nil {
 			return nil, err
 		}
+		c.idleSince.Store(time.Now().UnixNano())
 		c.dr.Idle.Store(true)
-		defer c.dr.Idle.Store(false)
+		defer func() {
+			c.dr.Idle.Store(false)
+			c.idleSince.Store(0)
+		}()
 	}
 	line, tooLong, err := c.readLine(orDefault(c.srv.MaxLineLength, DefaultMaxLineLength))
 	if err != nil {
@@ -216,7 +261,7 @@ func (c *conn) readCommand() ([]byte, error) {
 // CRLF and, leniently, a bare LF end a command line; commands carry no
 // message content, so leniency here cannot smuggle anything.
 func (c *conn) readLine(limit int) (line []byte, tooLong bool, err error) {
-	c.dr.Timeout = orDefault(c.srv.CommandTimeout, DefaultCommandTimeout)
+	c.dr.Timeout = c.commandTimeout()
 	for {
 		frag, err := c.br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {

@@ -248,7 +248,7 @@ func (b *bdatStream) finish() (string, error) {
 
 func (c *conn) bdatCmd(arg string) {
 	sizeText, last, _ := strings.Cut(strings.TrimSpace(arg), " ")
-	size, err := strconv.ParseInt(sizeText, 10, 64)
+	size, err := strconv.ParseInt(chunkDigits(sizeText), 10, 64)
 	if err != nil || size < 0 || (last != "" && !strings.EqualFold(strings.TrimSpace(last), "LAST")) {
 		// Without a size the chunk cannot be skipped: the rest of the
 		// input can no longer be told apart from commands.

@@ -52,6 +52,8 @@ func FuzzSession(f *testing.F) {
 		"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<u@c>\r\nDATA\r\na\n.\nb\r\n..\r\n.\r\n",
 		"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<u@c>\r\nBDAT 99999999999999999999\r\n",
 		"STARTTLS\r\nVRFY x\r\nEXPN y\r\nHELP\r\nRSET\r\nNOOP\r\n\r\n \r\n",
+		"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<u@c>\r\nBDAT +5 LAST\r\nhello",
+		"EHLO a\r\nAUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\nAUTH PLAIN YWxpY2UAYWxpY2UAc2VjcmV0\r\n", // authzid bob, then alice, for alice
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))

@@ -127,16 +127,16 @@ func TestTarpit(t *testing.T) {
 	}
 }
 
-// TestPerIPLimitExemption: addresses the relay trusts (its own networks)
-// are not held to the per-address limit, as in Postfix.
-func TestPerIPLimitExemption(t *testing.T) {
-	addr := startServer(t, &Server{MaxConnsPerIP: 2, ExemptFromIPLimit: func(ip netip.Addr) bool { return ip.String() == "127.0.0.1" }})
+// TestPerIPLimitTrusted: addresses the relay trusts (its own networks)
+// have a per-address limit of their own, larger than the outsiders' one
+// but a limit all the same.
+func TestPerIPLimitTrusted(t *testing.T) {
+	addr := startServerOn(t, &Server{MaxConnsPerIP: 2, MaxConnsPerTrustedIP: 5, Trusted: func(ip netip.Addr) bool { return ip.String() == "127.0.20.31" }}, "127.0.20.1:0")
 	for i := 0; i < 5; i++ {
-		dial(t, addr) // from 127.0.0.1: each gets its 220
+		session(t, "127.0.20.31", addr).expect("220 ")
 	}
-	dialFrom(t, "127.0.0.2", addr)
-	dialFrom(t, "127.0.0.2", addr)
-	nc := dialFrom(t, "127.0.0.2", addr)
-	c := &client{t: t, nc: nc, r: bufio.NewReader(nc)}
-	c.expect("421 4.7.0")
+	session(t, "127.0.20.31", addr).expect("421 4.7.0 mx.test Too many connections from your address")
+	session(t, "127.0.20.32", addr).expect("220 ")
+	session(t, "127.0.20.32", addr).expect("220 ")
+	session(t, "127.0.20.32", addr).expect("421 4.7.0 mx.test Too many connections from your address")
 }

@@ -18,21 +18,23 @@ import (
 // Default limits, used when the corresponding Server field is zero. They
 // follow Postfix where RFC 5321 leaves the choice to the server.
 const (
-	DefaultMaxLineLength  = 2048             // command line, CRLF excluded (Postfix line_length_limit)
-	DefaultMaxRecipients  = 100              // RFC 5321 §4.5.3.1.8 minimum
-	DefaultMaxMessageSize = 25 << 20         // bytes after dot-unstuffing
-	DefaultMaxErrors      = 10               // 5xx replies before 421 and close
-	DefaultMaxConnections = 500              // concurrent connections per Server
-	DefaultMaxConnsPerIP  = 50               // concurrent connections from one client address (Postfix's default)
-	DefaultMaxCommands    = 10000            // commands in one session
-	DefaultMaxSessionRcpt = 1000             // accepted RCPTs in one session
-	DefaultSessionTimeout = 30 * time.Minute // whole session, however busy
-	DefaultTarpitAfter    = 3                // refused RCPTs before replies slow down
-	DefaultTarpitDelay    = time.Second      // added per further refusal, up to maxTarpit
-	maxTarpit             = 10 * time.Second
-	DefaultCommandTimeout = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
-	DefaultDataTimeout    = 10 * time.Minute // RFC 5321 §4.5.3.2.6, per read
-	maxAuthLineLength     = 12288            // RFC 4954 §4
+	DefaultMaxLineLength        = 2048             // command line, CRLF excluded (Postfix line_length_limit)
+	DefaultMaxRecipients        = 100              // RFC 5321 §4.5.3.1.8 minimum
+	DefaultMaxMessageSize       = 25 << 20         // bytes after dot-unstuffing
+	DefaultMaxErrors            = 10               // 5xx replies before 421 and close
+	DefaultMaxConnections       = 500              // concurrent connections per Server
+	DefaultMaxConnsPerIP        = 50               // concurrent connections from one client address (Postfix's default)
+	DefaultMaxConnsPerTrustedIP = 250              // the same for a Trusted address
+	DefaultStressTimeout        = 10 * time.Second // command timeout of outside sessions under stress (Postfix: ${stress?10})
+	DefaultMaxCommands          = 10000            // commands in one session
+	DefaultMaxSessionRcpt       = 1000             // accepted RCPTs in one session
+	DefaultSessionTimeout       = 30 * time.Minute // whole session, however busy
+	DefaultTarpitAfter          = 3                // refused RCPTs before replies slow down
+	DefaultTarpitDelay          = time.Second      // added per further refusal, up to maxTarpit
+	maxTarpit                   = 10 * time.Second
+	DefaultCommandTimeout       = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
+	DefaultDataTimeout          = 10 * time.Minute // RFC 5321 §4.5.3.2.6, per read
+	maxAuthLineLength           = 12288            // RFC 4954 §4
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -62,11 +64,31 @@ type Server struct {
 	CommandTimeout time.Duration
 	DataTimeout    time.Duration
 	// MaxConnsPerIP limits concurrent connections from one client
-	// address, so one host cannot take every slot. Addresses for which
-	// ExemptFromIPLimit returns true (the relay's own networks, as with
-	// Postfix's smtpd_client_event_limit_exceptions) are not counted.
-	MaxConnsPerIP     int
-	ExemptFromIPLimit func(netip.Addr) bool
+	// address, so one host cannot take every slot; an address for which
+	// Trusted returns true (the relay's own networks) is held to
+	// MaxConnsPerTrustedIP instead, larger but not unlimited.
+	MaxConnsPerIP        int
+	MaxConnsPerTrustedIP int
+	// Trusted reports whether a client address is privileged (the relay's
+	// networks). A session is privileged from its start when Trusted says
+	// so, and from a successful AUTH on; every other session is an outside
+	// one. nil: nobody is trusted by address.
+	Trusted func(netip.Addr) bool
+	// ReservedConnections of the MaxConnections slots are kept for
+	// privileged sessions: outside sessions together hold at most
+	// MaxConnections-ReservedConnections, so a flood of outside
+	// connections never locks out the relay's own clients. 0: a tenth of
+	// MaxConnections; negative: none.
+	ReservedConnections int
+	// From StressConnections open sessions on (0: three quarters of
+	// MaxConnections) the server is under stress, as Postfix's stress
+	// mode: outside sessions wait StressTimeout (0: 10s) rather than
+	// CommandTimeout for a command, and those idle longer are closed as
+	// new connections arrive. At any load, a connection that finds no
+	// free slot closes the longest-idle outside session to take its place
+	// ("421 4.7.0 closing idle session, server busy").
+	StressConnections int
+	StressTimeout     time.Duration
 	// MaxCommands ends a session after this many commands.
 	MaxCommands int
 	// MaxSessionRcpts limits accepted recipients over a whole session.
@@ -87,7 +109,10 @@ type Server struct {
 	mu     sync.Mutex
 	active atomic.Int64
 	perIP  map[netip.Addr]int // under mu
-	idle   chan net.Conn      // to a worker waiting for its next connection; made under mu
+	// sessions are the admitted connections, for the accounting of
+	// slots; under mu.
+	sessions map[*conn]struct{}
+	idle     chan net.Conn // to a worker waiting for its next connection; made under mu
 }
 
 // workerIdle is how long a connection's goroutine waits for the next
@@ -152,33 +177,128 @@ func (s *Server) worker(nc net.Conn) {
 func (s *Server) ServeConn(nc net.Conn) {
 	c := newConn(s, nc)
 	defer s.group.Add(c)()
-	n := s.active.Add(1)
+	s.active.Add(1)
 	defer s.active.Add(-1)
 	ip := addrIP(nc.RemoteAddr())
+	c.ip = ip
+	c.trusted.Store(s.Trusted != nil && s.Trusted(ip))
+	if refuse := s.admit(c); refuse != nil {
+		c.serve(refuse)
+		return
+	}
+	defer s.leave(c)
+	c.serve(nil)
+}
+
+// minEvictIdle is how long an outside session must have waited for a
+// command before a new outside connection may take its slot: a working
+// client is never that slow between commands, an idle one is.
+const minEvictIdle = time.Second
+
+// admit takes a slot for c, closing the longest-idle outside session
+// when that is the only way, or returns the refusal to send.
+func (s *Server) admit(c *conn) *Reply {
+	maxConns := orDefault(s.MaxConnections, DefaultMaxConnections)
+	reserved := s.ReservedConnections
+	switch {
+	case reserved == 0:
+		reserved = maxConns / 10
+	case reserved < 0:
+		reserved = 0
+	}
+	stressAt := orDefault(s.StressConnections, maxConns*3/4)
+	now := time.Now()
+	trusted := c.trusted.Load()
+
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.perIP == nil {
 		s.perIP = make(map[netip.Addr]int)
+		s.sessions = make(map[*conn]struct{})
 	}
-	s.perIP[ip]++
-	fromIP := s.perIP[ip]
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		if s.perIP[ip]--; s.perIP[ip] <= 0 {
-			delete(s.perIP, ip)
+	open, outside := 0, 0
+	for o := range s.sessions {
+		if o.evicted() {
+			continue
 		}
-		s.mu.Unlock()
-	}()
-	var refuse *Reply
-	switch {
-	case n > int64(orDefault(s.MaxConnections, DefaultMaxConnections)):
-		r := reply(421, "4.7.0", "%s Too many connections, try again later", s.Hostname)
-		refuse = &r
-	case fromIP > orDefault(s.MaxConnsPerIP, DefaultMaxConnsPerIP) && (s.ExemptFromIPLimit == nil || !s.ExemptFromIPLimit(ip)):
-		r := reply(421, "4.7.0", "%s Too many connections from your address, try again later", s.Hostname)
-		refuse = &r
+		open++
+		if !o.trusted.Load() {
+			outside++
+		}
 	}
-	c.serve(refuse)
+	if open+1 >= stressAt {
+		// Under stress with c: outside sessions idle past the short timeout
+		// go now, whatever their reads were promised when the load was low.
+		for o := range s.sessions {
+			if !o.trusted.Load() && !o.evicted() && o.idleFor(now) >= s.stressTimeout() {
+				o.evict()
+				open--
+				outside--
+			}
+		}
+	}
+	perIPMax := orDefault(s.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	if trusted {
+		perIPMax = orDefault(s.MaxConnsPerTrustedIP, DefaultMaxConnsPerTrustedIP)
+	}
+	if s.perIP[c.ip] >= perIPMax {
+		r := reply(421, "4.7.0", "%s Too many connections from your address, try again later", s.Hostname)
+		return &r
+	}
+	if open >= maxConns || (!trusted && outside >= maxConns-reserved) {
+		minIdle := minEvictIdle
+		if trusted {
+			minIdle = 0 // the reserved share is theirs: any idle outsider yields
+		}
+		victim := s.longestIdleOutsideLocked(now, minIdle)
+		if victim == nil {
+			r := reply(421, "4.7.0", "%s Too many connections, try again later", s.Hostname)
+			return &r
+		}
+		victim.evict()
+	}
+	s.perIP[c.ip]++
+	s.sessions[c] = struct{}{}
+	return nil
+}
+
+// leave gives back c's slot.
+func (s *Server) leave(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
+		delete(s.perIP, c.ip)
+	}
+	delete(s.sessions, c)
+}
+
+// longestIdleOutsideLocked is the outside session that has waited
+// longest for a command, at least minIdle; nil when there is none.
+func (s *Server) longestIdleOutsideLocked(now time.Time, minIdle time.Duration) *conn {
+	var (
+		victim *conn
+		most   = minIdle
+	)
+	for o := range s.sessions {
+		if o.trusted.Load() || o.evicted() {
+			continue
+		}
+		if d := o.idleFor(now); d >= most && d > 0 {
+			victim, most = o, d
+		}
+	}
+	return victim
+}
+
+// stressed reports whether the server is under stress: outside sessions
+// then get StressTimeout to send a command.
+func (s *Server) stressed() bool {
+	maxConns := orDefault(s.MaxConnections, DefaultMaxConnections)
+	return s.active.Load() >= int64(orDefault(s.StressConnections, maxConns*3/4))
+}
+
+func (s *Server) stressTimeout() time.Duration {
+	return orDefault(s.StressTimeout, DefaultStressTimeout)
 }
 
 // addrIP is the IP of a connection's remote address (the zero Addr for

@@ -14,6 +14,8 @@
 //	POST /v1/messages/{id}/{action}   Change; action is hold, release, retry, delete or bounce
 //	POST /v1/retry                    []Change: retry every queued message that is not held
 //	GET  /v1/stats                    Stats
+//	DELETE /v1/bans/{address}         Unban: lift the login ban of a client address and
+//	                                  forget its failed logins (`relay user unban`)
 //	GET  /metrics                     Prometheus text format (also on [admin] metrics_listen)
 //
 // Errors are an HTTP status with an Error body: 404 for an unknown
@@ -142,6 +144,14 @@ type Stats struct {
 	// Oldest is the oldest queued message; null when the queue is empty.
 	Oldest     *Oldest `json:"oldest"`
 	SpoolBytes int64   `json:"spool_bytes"` // disk used by the spool
+}
+
+// Unban is the answer to DELETE /v1/bans/{address}.
+type Unban struct {
+	Address string `json:"address"` // the client address, normalised
+	// Forgotten is true when the address was banned or had failed logins
+	// to forget; false when there was nothing (the answer is still OK).
+	Forgotten bool `json:"forgotten"`
 }
 
 // Oldest names the oldest queued message.
