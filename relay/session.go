@@ -76,7 +76,7 @@ func (s *session) Auth(_, username, password string) error {
 }
 
 func (s *session) Mail(from envelope.Path, p envelope.MailParams) error {
-	if !s.r.disk.room(p.Size) {
+	if !s.r.spool.Space().Room(p.Size) {
 		return errNoSpace
 	}
 	if s.user != "" && !s.mayUseSender(from) {
@@ -182,9 +182,13 @@ func (s *session) Data(msg []byte) (string, error) {
 		s.log.Info("smtp: message refused", "from", s.from.String(), "reason", "hop limit", "received_headers", n)
 		return "", errTooManyHops
 	}
-	if !s.r.disk.room(int64(len(msg))) {
+	// Counted against the reserve at once, so that sessions ending DATA
+	// together cannot all pass one free-space figure (spool/diskspace).
+	reserved := int64(len(msg))
+	if !s.r.spool.Space().Reserve(reserved) {
 		return "", errNoSpace
 	}
+	defer s.r.spool.Space().Release(reserved)
 	now := s.r.now()
 	id, err := s.r.spool.NewMessageID()
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/relay-mta/relay/spool/diskspace"
 )
 
 // ErrNotFound is returned (wrapped) when a message does not exist.
@@ -100,6 +101,12 @@ type Options struct {
 	// History is how long the summary of a retired message is kept for
 	// `relay queue show` (h/<id>, see History); 0 keeps none.
 	History time.Duration
+	// MinFree is the free space new mail must leave in Dir's filesystem
+	// (Space().Reserve refuses below it); the ballast comes on top.
+	MinFree int64
+	// Ballast is the size of the ballast file (doc.go, "Disk space"): 0
+	// means diskspace.DefaultBallast, negative none.
+	Ballast int64
 
 	// Test and benchmark hooks (unexported, so only this package sets them).
 	badgerSyncWrites bool                                 // let Badger fsync every write batch itself
@@ -175,6 +182,8 @@ type Spool struct {
 	gcStop chan struct{}
 	gcDone chan struct{}
 
+	space *diskspace.Guard // keeps Badger from meeting a full disk
+
 	// writes counts committed writes; compacted is its value at the last
 	// idle compaction (gcLoop only).
 	writes    atomic.Uint64
@@ -199,14 +208,33 @@ func Open(opts Options) (*Spool, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
 	}
+	if err := MakePrivate(opts.Dir); err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
+	}
 	if err := removeEmptyLogs(opts.Dir, log); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
 	}
-	db, err := badger.Open(badgerOptions(opts.Dir, log, opts.badgerSyncWrites))
+	bopts := badgerOptions(opts.Dir, log, opts.badgerSyncWrites)
+	space, err := diskspace.Open(opts.Dir, diskspace.Options{
+		Reserve:  opts.MinFree,
+		Ballast:  opts.Ballast,
+		Prealloc: preallocStep(bopts),
+		Logger:   log,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
 	}
+	if free, _, _ := space.Free(); free < openNeed(bopts) {
+		space.Close()
+		return nil, &NoSpaceError{Dir: opts.Dir, Free: free, Need: openNeed(bopts)}
+	}
+	db, err := badger.Open(bopts)
+	if err != nil {
+		space.Close()
+		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
+	}
 	s := &Spool{
+		space:    space,
 		db:       db,
 		dir:      opts.Dir,
 		log:      log,
@@ -233,7 +261,7 @@ func Open(opts Options) (*Spool, error) {
 	}
 	if err := s.recover(); err != nil {
 		s.stopSyncer()
-		return nil, errors.Join(fmt.Errorf("spool: open %s: %w", opts.Dir, err), db.Close())
+		return nil, errors.Join(fmt.Errorf("spool: open %s: %w", opts.Dir, err), db.Close(), space.Close())
 	}
 	gc := opts.GCInterval
 	if gc == 0 {
@@ -507,7 +535,9 @@ func (s *Spool) Close() error {
 		s.walFile = nil
 	}
 	s.walMu.Unlock()
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	s.space.Close() // after Badger's last flush, which it may have had to allocate
+	if err != nil {
 		return fmt.Errorf("spool: close %s: %w", s.dir, err)
 	}
 	return nil
