@@ -116,7 +116,12 @@ func Open(dir string, o Options) (*Guard, error) {
 		g.ballast = DefaultBallast
 	}
 	g.ballast = max(g.ballast, 0)
+	// Below the reserve only what the daemon must write brings free space
+	// down; the ballast is for when something else took it.
 	g.lowWater = g.ballast / 2
+	if g.reserve > 0 {
+		g.lowWater = min(g.lowWater, g.reserve/2)
+	}
 	if g.poll <= 0 {
 		g.poll = DefaultPoll
 	}
@@ -154,7 +159,13 @@ func Open(dir string, o Options) (*Guard, error) {
 		return nil, fmt.Errorf("diskspace: %w", err)
 	}
 	for _, e := range ents {
-		g.track(e.Name())
+		// Of the files there before, only those allocated whole may be
+		// written again (Badger's DISCARD); a log allocated in steps is
+		// never appended to after a restart (Badger starts a new one), and
+		// allocating it further would only waste space.
+		if info, err := e.Info(); err == nil && g.prealloc(e.Name()) >= info.Size() {
+			g.track(e.Name())
+		}
 	}
 	g.tick()
 	go g.watch()
