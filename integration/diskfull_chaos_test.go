@@ -173,6 +173,9 @@ tls = "none"
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := os.ReadFile(logPath)
+			if loc := crashRE.FindIndex(out); loc != nil {
+				out = out[:min(loc[0]+3000, len(out))] // the crash and its goroutine
+			}
 			t.Logf("the relay's log ends:\n%s", tail(out, 30))
 		}
 	})
@@ -400,7 +403,7 @@ tls = "none"
 		}
 	}
 	sink.mu.Unlock()
-	if out, _ := os.ReadFile(logPath); regexp.MustCompile(`SIGBUS|fatal error|panic:|unexpected fault address`).Match(out) {
+	if out, _ := os.ReadFile(logPath); crashRE.Match(out) {
 		t.Errorf("the relay's log shows a crash:\n%s", tail(out, 40))
 	}
 	t.Logf("acknowledged %d, delivered %d, lost 0, duplicates %d, deaths %d, unanswered probes %d", len(ids), len(ids), dups, deaths, downs)
@@ -414,6 +417,9 @@ tls = "none"
 		t.Error(err)
 	}
 }
+
+// crashRE finds a Go runtime crash in the relay's log.
+var crashRE = regexp.MustCompile(`(?m)^(SIGBUS|fatal error|panic:|unexpected fault address)`)
 
 func snapshot(mu *sync.Mutex, s *[]string) []string {
 	mu.Lock()
