@@ -28,6 +28,8 @@ type msgSink struct {
 	mu   sync.Mutex
 	got  map[string]int
 	srv  *smtp.Server
+
+	refusing atomic.Bool
 }
 
 var messageIDRE = regexp.MustCompile(`(?mi)^Message-ID: <([^>]+)>`)
@@ -36,9 +38,14 @@ func (k *msgSink) NewSession(*smtp.Conn) (smtp.Session, error) { return sinkSess
 
 type sinkSession struct{ k *msgSink }
 
-func (sinkSession) Reset()                               {}
-func (sinkSession) Logout() error                        { return nil }
-func (sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (sinkSession) Reset()        {}
+func (sinkSession) Logout() error { return nil }
+func (s sinkSession) Mail(string, *smtp.MailOptions) error {
+	if s.k.refusing.Load() {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "down for the test"}
+	}
+	return nil
+}
 func (sinkSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (s sinkSession) Data(r io.Reader) error {
 	b, err := io.ReadAll(r)
@@ -53,8 +60,13 @@ func (s sinkSession) Data(r io.Reader) error {
 	return nil
 }
 
+// up makes the sink take mail; it listens from the first call on.
 func (k *msgSink) up(t *testing.T) {
 	t.Helper()
+	k.refusing.Store(false)
+	if k.srv != nil {
+		return
+	}
 	l, err := net.Listen("tcp", k.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -63,14 +75,13 @@ func (k *msgSink) up(t *testing.T) {
 	k.srv.Domain = "sink.test"
 	k.srv.MaxMessageBytes = 4 << 20
 	go k.srv.Serve(l)
+	t.Cleanup(func() { k.srv.Close() })
 }
 
-func (k *msgSink) down() {
-	if k.srv != nil {
-		k.srv.Close()
-		k.srv = nil
-	}
-}
+// down makes the sink answer 451 to MAIL: mail is deferred, and no
+// transaction is cut short (a message taken whose 250 was lost would
+// come again, a duplicate that has nothing to do with the disk).
+func (k *msgSink) down() { k.refusing.Store(true) }
 
 // fillDisk takes all free space of dir's filesystem, as dd would: by
 // writing 1 MiB blocks until ENOSPC, or by fallocating until ENOSPC.
@@ -143,7 +154,6 @@ func TestDiskFullChaos(t *testing.T) {
 	dataDir := filepath.Join(disk, "data")
 	relayAddr := freeAddr(t, "127.0.21.1")
 	sink := &msgSink{addr: freeAddr(t, "127.0.21.2"), got: map[string]int{}}
-	defer sink.down()
 	cfgDir := t.TempDir() // off the small disk: the log must survive it
 	cfgPath := filepath.Join(cfgDir, "relay.toml")
 	cfg := fmt.Sprintf(`hostname = "relay.test"
