@@ -167,7 +167,7 @@ func Open(dir string, o Options) (*Guard, error) {
 			g.track(e.Name())
 		}
 	}
-	g.tick()
+	g.tick(false)
 	go g.watch()
 	return g, nil
 }
@@ -288,7 +288,7 @@ func (g *Guard) watch() {
 			}
 			g.events(buf[:n])
 		}
-		g.tick()
+		g.tick(true)
 	}
 }
 
@@ -419,8 +419,10 @@ func written(f *os.File, off int64) bool {
 }
 
 // tick reads free space, deletes or re-creates the ballast, and extends
-// the allocation of files that are being written.
-func (g *Guard) tick() {
+// the allocation of files that are being written. Only the watcher says
+// that the ballast is spent: at Open the caller decides what a short disk
+// means (the spool refuses to open with a line of its own).
+func (g *Guard) tick(watcher bool) {
 	for name, af := range g.files {
 		if !af.full {
 			g.allocate(name, af)
@@ -433,7 +435,7 @@ func (g *Guard) tick() {
 	if free < g.lowWater {
 		if g.hasBallst {
 			g.removeBallast("free space is low")
-		} else if !g.lowLogged {
+		} else if watcher && !g.lowLogged {
 			g.log.Error("diskspace: the disk is almost full and the ballast is spent: free space now before the database runs out", "dir", g.dir, "free", free)
 			g.lowLogged = true
 		}
