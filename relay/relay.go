@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -54,7 +55,6 @@ type Relay struct {
 	// and POP3 alike.
 	logins *loginLimiter
 	certs  *certHolder // nil without [tls]
-	disk   *diskGuard
 	dkim   *dkimPolicy // relay/dkim.go
 
 	mu        sync.Mutex
@@ -73,7 +73,6 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	if r.log == nil {
 		r.log = slog.Default()
 	}
-	r.disk = newDiskGuard(cfg.DataDir, cfg.Queue.MinFreeSpace, cfg.SMTP.MaxMessageSize, r.log)
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -99,8 +98,22 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		}
 		tlsConfig = r.certs.config()
 	}
-	r.spool, err = spool.Open(spool.Options{Dir: cfg.DataDir + "/spool", Logger: r.log, Now: r.now, History: cfg.Admin.History})
+	// data_dir holds other people's mail and the relay's keys: private to
+	// the daemon's user, whatever the modes were (spool.Open does its own
+	// directory again, for other callers).
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	if err := spool.MakePrivate(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("relay: data_dir %s: %w", cfg.DataDir, err)
+	}
+	r.spool, err = spool.Open(spool.Options{Dir: cfg.DataDir + "/spool", Logger: r.log, Now: r.now, History: cfg.Admin.History,
+		MinFree: minFreeSpace(cfg)})
 	if err != nil {
+		var nospace *spool.NoSpaceError
+		if errors.As(err, &nospace) {
+			return nil, err // one line that says it all; relay serve prints it as is
+		}
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	r.ops = r.newOperators() // relay/operators.go

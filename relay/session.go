@@ -86,7 +86,7 @@ func (s *session) Auth(identity, username, password string) error {
 }
 
 func (s *session) Mail(from envelope.Path, p envelope.MailParams) error {
-	if !s.r.disk.room(p.Size) {
+	if !s.r.spool.Space().Room(p.Size) {
 		return errNoSpace
 	}
 	if s.user != "" && !s.mayUseSender(from) {

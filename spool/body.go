@@ -101,10 +101,10 @@ func (d *Draft) Write(p []byte) (int, error) {
 }
 
 func (d *Draft) reserve(n int64) bool {
-	if d.s.space == nil || n == 0 {
+	if d.s.drafts == nil || n == 0 {
 		return true
 	}
-	if !d.s.space.Reserve(n) {
+	if !d.s.drafts.Reserve(n) {
 		return false
 	}
 	d.reserved += n
@@ -194,8 +194,8 @@ func (d *Draft) Discard() {
 }
 
 func (d *Draft) release() {
-	if d.reserved > 0 && d.s.space != nil {
-		d.s.space.Release(d.reserved)
+	if d.reserved > 0 && d.s.drafts != nil {
+		d.s.drafts.Release(d.reserved)
 	}
 	d.reserved = 0
 }

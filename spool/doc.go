@@ -208,6 +208,62 @@
 // debug level. Value-log GC runs every Options.GCInterval (5 minutes),
 // calling RunValueLogGC(0.5) until it returns ErrNoRewrite.
 //
+// # Disk space
+//
+// Badger must never meet a full disk. It writes its memtable WAL
+// (*.mem, created sparse at 2 x MemTableSize = 8 MiB), its value log
+// (*.vlog, sparse at 2 x ValueLogFileSize = 128 MiB), DISCARD and its
+// tables (*.sst, sized, then filled) through memory maps; a store to a
+// page of a hole that the filesystem cannot back is a SIGBUS, which the
+// Go runtime turns into a fatal crash (we saw it in logFile.writeEntry,
+// valueLog.write, and in badger.Open itself). Nor does Badger survive an
+// ENOSPC from its own file creation: if newMemTable fails, db.mt is left
+// nil and the next write asserts (ensureRoomForWrite). So Open puts a
+// guard on the directory (package diskspace) before badger.Open:
+//
+//   - Pre-allocation. An inotify watch sees each new file at once, and
+//     the guard fallocates *.mem and DISCARD whole and *.vlog 8 MiB at a
+//     time, a step ahead of Badger's writes (a log is written front to
+//     back, so non-zero bytes past the middle of the last step mean the
+//     next step is due; fallocate mode 0 fills holes only and never
+//     touches data, so it is safe under Badger's map). Badger's stores
+//     to these files then land on blocks the file owns. Tables are
+//     written in full right after creation and cannot be allocated
+//     first: the reserve and the ballast cover them.
+//   - Ballast. A 32 MiB file of real blocks (spool/ballast). The guard
+//     reads free space every 5 ms; when it drops below min(16 MiB,
+//     reserve/2), which our own acceptance never reaches, something else
+//     is filling the disk, and the ballast is deleted so that Badger finds
+//     blocks for its rotations and flushes. It comes back when free space
+//     is above reserve + 1.5 x ballast. A filler that keeps writing after
+//     the ballast went (dd until ENOSPC) takes that space too; the daemon
+//     then lives on what is allocated, and logs that free space is needed.
+//   - Reserve. Space().Reserve(n) counts the n bytes of a message about
+//     to be stored against free space at once, under one mutex with a
+//     fresh statfs (about a microsecond): 70 sessions ending DATA
+//     together cannot pass one figure. Below the reserve new mail gets
+//     452 4.3.1; deliveries, their results, DSNs and history are never
+//     refused by the guard. The relay's reserve is [queue]
+//     min_free_space, by default 4 x max_message_size + 64 MiB. What the
+//     daemon must still write with no new mail: memtable rotations (up to
+//     3 WALs of 8 MiB, already allocated when created), the flush of each
+//     memtable to a table (~4 MiB each, 12 MiB), a compaction's output
+//     (1 MiB tables, a few at a time: ~10 MiB), the value-log step
+//     (8 MiB), DSNs and history (a few hundred bytes per message): about
+//     40 MiB, inside the 64 MiB; a message's body costs about its size
+//     once in the value log, or twice for a small one (WAL, then table)
+//     until its WAL is flushed, which the reserve also absorbs.
+//   - Start. If free space (after deleting the ballast if short) is below
+//     what badger.Open needs, a new WAL (8 MiB), the first value-log step
+//     (8 MiB), DISCARD (1 MiB) and the flush of a replayed memtable
+//     (4 MiB), Open returns a NoSpaceError whose text is one line: "spool:
+//     open DIR: 3.1 MiB free, need at least 21 MiB to open the spool".
+//     With the ballast in place a full disk at start still opens.
+//
+// Open also makes the directory and everything in it owner-only (0700
+// and 0600) whatever their modes were; relay serve sets umask 077 so that
+// the files Badger creates (it asks for 0666) are too.
+//
 // # Crash recovery and shutdown
 //
 // Open replays Badger's WALs (truncating a torn tail) and restores the ID

@@ -354,6 +354,12 @@ func allocated(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
+		// Logs and the ballast are allocated up front by the disk-space
+		// guard (doc.go, "Disk space"), whatever they hold: not mail.
+		if name := e.Name(); name == "ballast" || name == "DISCARD" ||
+			strings.HasSuffix(name, ".mem") || strings.HasSuffix(name, ".vlog") {
+			continue
+		}
 		if fi, err := e.Info(); err == nil {
 			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 				n += st.Blocks * 512

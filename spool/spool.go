@@ -16,6 +16,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/relay-mta/relay/spool/diskspace"
 )
 
 // ErrNotFound is returned (wrapped) when a message does not exist.
@@ -103,6 +104,12 @@ type Options struct {
 	// Space, when not nil, counts the bytes of drafts against the disk
 	// reserve as they are written (Draft.Write).
 	Space Space
+	// MinFree is the free space new mail must leave in Dir's filesystem
+	// (Space().Reserve refuses below it); the ballast comes on top.
+	MinFree int64
+	// Ballast is the size of the ballast file (doc.go, "Disk space"): 0
+	// means diskspace.DefaultBallast, negative none.
+	Ballast int64
 
 	// Test and benchmark hooks (unexported, so only this package sets them).
 	badgerSyncWrites bool                                 // let Badger fsync every write batch itself
@@ -178,12 +185,14 @@ type Spool struct {
 	gcStop chan struct{}
 	gcDone chan struct{}
 
-	// space guards the disk reserve for drafts; nil: no guard.
-	space Space
+	// drafts counts the bytes of drafts against the disk reserve: the
+	// guard, or Options.Space in tests.
+	drafts Space
 	// removals are body files of retired messages waiting for the sync
 	// that makes their retirement durable (retireBody).
 	removeMu sync.Mutex
 	removals []string
+	space    *diskspace.Guard // keeps Badger from meeting a full disk
 
 	// writes counts committed writes; compacted is its value at the last
 	// idle compaction (gcLoop only).
@@ -209,22 +218,44 @@ func Open(opts Options) (*Spool, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
 	}
+	if err := MakePrivate(opts.Dir); err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
+	}
 	if err := removeEmptyLogs(opts.Dir, log); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
 	}
-	db, err := badger.Open(badgerOptions(opts.Dir, log, opts.badgerSyncWrites))
+	bopts := badgerOptions(opts.Dir, log, opts.badgerSyncWrites)
+	space, err := diskspace.Open(opts.Dir, diskspace.Options{
+		Reserve:  opts.MinFree,
+		Ballast:  opts.Ballast,
+		Prealloc: preallocStep(bopts),
+		Logger:   log,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
 	}
+	if free, _, _ := space.Free(); free < openNeed(bopts) {
+		space.Close()
+		return nil, &NoSpaceError{Dir: opts.Dir, Free: free, Need: openNeed(bopts)}
+	}
+	db, err := badger.Open(bopts)
+	if err != nil {
+		space.Close()
+		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
+	}
 	s := &Spool{
+		space:    space,
+		drafts:   space,
 		db:       db,
 		dir:      opts.Dir,
 		log:      log,
 		now:      now,
 		syncWrap: opts.syncWrap,
 		history:  opts.History,
-		space:    opts.Space,
 		fresh:    newFreshCache(cmp.Or(opts.freshBytes, defaultFreshBytes)),
+	}
+	if opts.Space != nil {
+		s.drafts = opts.Space
 	}
 	switch {
 	case opts.badgerSyncWrites:
@@ -244,11 +275,11 @@ func Open(opts Options) (*Spool, error) {
 	}
 	if err := s.recover(); err != nil {
 		s.stopSyncer()
-		return nil, errors.Join(fmt.Errorf("spool: open %s: %w", opts.Dir, err), db.Close())
+		return nil, errors.Join(fmt.Errorf("spool: open %s: %w", opts.Dir, err), db.Close(), space.Close())
 	}
 	if err := s.sweepBodies(); err != nil {
 		s.stopSyncer()
-		return nil, errors.Join(fmt.Errorf("spool: open %s: bodies: %w", opts.Dir, err), db.Close())
+		return nil, errors.Join(fmt.Errorf("spool: open %s: bodies: %w", opts.Dir, err), db.Close(), space.Close())
 	}
 	gc := opts.GCInterval
 	if gc == 0 {
@@ -319,12 +350,12 @@ func badgerOptions(dir string, log *slog.Logger, syncWrites bool) badger.Options
 	o.BaseTableSize = 1 << 20
 	o.TableSizeMultiplier = 1
 	// Bodies larger than InlineMax are files of their own (body.go), so
-	// only values of 512 KiB or more (Badger allows at most 0.6 of a table)
-	// use the
-	// value log: local mailbox copies of large messages, and large DSNs.
-	// Its files are small (default 1 GiB) so that GC gives their space
-	// back in small steps.
-	o.ValueLogFileSize = 8 << 20
+	// only values of 512 KiB or more (Badger allows at most 0.6 of a
+	// table) use the value log: local mailbox copies of large messages,
+	// and large DSNs. A value must fit one value-log file, so the files
+	// are 64 MiB (default 1 GiB), more than the largest message; the
+	// disk guard allocates them in steps (space.go).
+	o.ValueLogFileSize = 64 << 20
 	o.ValueThreshold = valueThreshold
 	o.NumCompactors = 2 // Badger's minimum
 	o.MetricsEnabled = false
@@ -524,7 +555,9 @@ func (s *Spool) Close() error {
 		s.walFile = nil
 	}
 	s.walMu.Unlock()
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	s.space.Close() // after Badger's last flush, which it may have had to allocate
+	if err != nil {
 		return fmt.Errorf("spool: close %s: %w", s.dir, err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/relay-mta/relay/relay"
 	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/spool"
 	"github.com/urfave/cli/v3"
 )
 
@@ -38,6 +40,9 @@ func serveCommand() *cli.Command {
 			&cli.BoolFlag{Name: "self-signed", Usage: "when [tls] names no certificate, make a self-signed one under data_dir/tls (test setups only)"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
+			// Everything the daemon creates (spool files through Badger,
+			// which asks for 0666, keys, sockets) is its user's alone.
+			syscall.Umask(0o077)
 			cfg, err := loadConfig(cmd)
 			if err != nil {
 				return err
@@ -72,6 +77,9 @@ func serveCommand() *cli.Command {
 				log.Warn("using a SELF-SIGNED certificate (--self-signed): for tests only", "cert", cfg.TLS.Cert)
 			}
 			r, err := relay.New(cfg, relay.Options{Logger: log})
+			if nospace := (*spool.NoSpaceError)(nil); errors.As(err, &nospace) {
+				return cli.Exit(nospace.Error(), 1) // the one line, without "relay: "
+			}
 			if err != nil {
 				return err
 			}

@@ -107,6 +107,18 @@ func NewMetrics(o MetricsOptions) *Metrics {
 	}
 	if o.Spool != nil {
 		m.reg.MustRegister(newQueueCollector(o.Spool, o.QueueCacheFor, o.Now))
+		space := o.Spool.Space()
+		for _, g := range []struct {
+			name, help string
+			pick       func(free, inflight, reserve int64) int64
+		}{
+			{"relay_spool_free_bytes", "Free space in the spool's filesystem, the ballast not counted.", func(f, _, _ int64) int64 { return f }},
+			{"relay_spool_inflight_bytes", "Bytes of messages being stored, counted against the reserve.", func(_, i, _ int64) int64 { return i }},
+			{"relay_spool_reserve_bytes", "Free space new mail must leave ([queue] min_free_space): below it, 452 4.3.1.", func(_, _, r int64) int64 { return r }},
+		} {
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help},
+				func() float64 { return float64(g.pick(space.Free())) }))
+		}
 	}
 	// Every result label exists from the start, so rates work before the
 	// first failure.
