@@ -19,7 +19,9 @@
 //	s/idhigh                                  uint64 BE: every ID ever handed out is below this
 //	m/<id>                                    message record: envelope, size, recipient count, chunk size
 //	b/<id>/<n uint32 BE>                      body chunk n (ChunkSize bytes, the last one shorter;
-//	                                          no chunk for an empty body)
+//	                                          no chunk for an empty body); for a filed body
+//	                                          (BodyFile) only b/<id>/0, its head
+//	bodies/<id> (a file, not a key)           the rest of a body over InlineMax (body.go)
 //	r/<id>/<n uint32 BE>                      recipient record n: path, params, status, attempts,
 //	                                          last reply, next attempt
 //	t/<due uint64 BE>/<id>/<n uint32 BE>      empty; the schedule index, due = Unix nanoseconds
@@ -190,16 +192,43 @@
 // messages per sync; without the delay ~16k; one sync per Enqueue ~6.8k;
 // Badger's own SyncWrites=true ~5.6k.
 //
+// # Bodies
+//
+// A message's body arrives as a Draft, written piece by piece while the
+// SMTP session reads it: up to InlineMax (64 KiB) in memory, and past
+// that all of it streamed through a 64 KiB buffer into bodies/<id>, so a
+// session holds at most ~128 KiB whatever the message size (a 20 MiB
+// message used to be held whole, and copied). Each piece is reserved
+// with the disk guard as it is written (Space). EnqueueDraft
+// fdatasyncs the file and fsyncs bodies/ before the one transaction
+// that writes m/ (BodyFile, HeadSize), b/<id>/0 (the header we add and
+// the client's header section) and every r/ and t/ key: a message is
+// still wholly present or wholly absent, and a file no committed
+// message owns (a crash mid-DATA) is removed by Open (sweepBodies).
+// Inline bodies are stored as before, in the same transaction.
+//
+// A filed body is removed when its message retires, but only after the
+// storage sync that makes the retirement durable (retireBody, doSync):
+// a crash before it undoes the retirement, which must find the body.
+// Disk use so follows the queue: the space of a large message is free
+// the moment it is delivered, where the value log kept it until GC
+// rewrote a file that was half garbage, and its memory map counted in
+// the relay's RSS. Readers (delivery, DSNs, queue show, local mailbox
+// delivery) take a Body and read it as a stream, with read(2), never
+// a map. Why not everything in files: each file costs a create, an
+// fdatasync and an unlink; at 1 KiB that would be the cost Postfix pays
+// per message, while inline bodies ride the group commit.
+//
 // # Badger tuning
 //
 // For a small daemon that holds at most a few thousand messages in flight:
 // 4 MiB memtables, at most 3 (default 64 MiB x 5); 8 MiB block cache and
 // 4 MiB index cache (default 256 MiB and unbounded); 64 MiB value-log files
-// (default 1 GiB) so GC returns space in reasonable steps; ValueThreshold
-// 64 KiB so ordinary mail stays in the LSM tree and only large bodies go to
-// the value log as 1 MiB chunks (which also keeps a 25 MiB message far
-// below Badger's per-transaction limit, since value-log entries count only
-// as pointers); no block compression and 1 MiB tables at every level, so
+// (default 1 GiB) so GC returns space in reasonable steps, and any one
+// value fits a file; ValueThreshold 512 KiB (Badger's limit for 1 MiB
+// tables is 0.6 MiB) so inline bodies stay in the LSM tree and only local
+// mailbox copies of large messages and large DSNs reach the value log;
+// no block compression and 1 MiB tables at every level, so
 // that a compaction of a big queue does not balloon the heap (decompressed
 // copies of every block read, and up to 13 table builders at once: 294 MiB
 // of anonymous memory to compact 200,000 queued messages with Badger's
