@@ -101,15 +101,24 @@ func (d *Draft) Write(p []byte) (int, error) {
 }
 
 func (d *Draft) reserve(n int64) bool {
-	if d.s.drafts == nil || n == 0 {
+	if d.s.drafts == nil || d.size+n <= d.reserved {
 		return true
 	}
-	if !d.s.drafts.Reserve(n) {
-		return false
+	// Ahead, in steps: the guard is asked once per reserveStep, not once
+	// per network read.
+	step := max(d.size+n-d.reserved, reserveStep)
+	if !d.s.drafts.Reserve(step) {
+		if step == d.size+n-d.reserved || !d.s.drafts.Reserve(d.size+n-d.reserved) {
+			return false
+		}
+		step = d.size + n - d.reserved
 	}
-	d.reserved += n
+	d.reserved += step
 	return true
 }
+
+// reserveStep is how far ahead a draft reserves disk space.
+const reserveStep = 256 << 10
 
 // spill moves the body from memory to its file.
 func (d *Draft) spill() error {

@@ -130,6 +130,14 @@ func (d *dotReader) Read(p []byte) (int, error) {
 	}
 	n := copy(p, d.pending)
 	d.pending = d.pending[n:]
+	// Fill p with what is already buffered: one line per Read would cost
+	// the reader a call per line.
+	for n < len(p) && len(d.pending) == 0 && !d.done && d.refusal == nil && d.err == nil && d.br.Buffered() > 0 {
+		d.next()
+		m := copy(p[n:], d.pending)
+		d.pending = d.pending[m:]
+		n += m
+	}
 	return n, nil
 }
 
