@@ -16,8 +16,7 @@ import (
 )
 
 // postfixTarget is a stock Postfix configured as a pure relay, as a private
-// instance in the manner of ../shared/tools/postfix_baseline.sh: its own
-// config, queue and data directories under the run's temporary directory,
+// instance: its own config, queue and data directories under the run's temporary directory,
 // sink.test routed to the sink, no chroot, no DNS, loopback only, no port-25
 // listener. The system's Postfix is neither used nor touched. Each
 // configuration starts the instance on an empty queue and stops it after.
