@@ -11,6 +11,7 @@ import (
 
 	"github.com/relay-mta/relay/dkim"
 	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/deliver"
 )
 
 // dkimTimeout bounds the key lookups of one message's verification; the
@@ -50,7 +51,7 @@ type dkimPolicy struct {
 // send unsigned mail. Keys are looked up in [dkim.keys], then through
 // resolver when it has a LookupTXT method (as *net.Resolver has), else
 // through the system resolver.
-func newDKIMPolicy(cfg *config.Config, resolver Resolver, log *slog.Logger) (*dkimPolicy, error) {
+func newDKIMPolicy(cfg *config.Config, resolver deliver.Resolver, log *slog.Logger) (*dkimPolicy, error) {
 	p := &dkimPolicy{hostname: cfg.Hostname, signers: map[string]*dkim.Signer{}, reject: cfg.DKIM.RejectFailures}
 	for _, s := range cfg.DKIM.Sign {
 		key, err := dkim.LoadKey(s.Key)

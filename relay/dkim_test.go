@@ -331,7 +331,7 @@ func TestDSNsAreSigned(t *testing.T) {
 	cfg.RelayNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	_, path := newKey(t, cfg.DataDir, dkim.Ed25519)
 	cfg.DKIM.Sign = []config.DKIMSign{{Domain: "b.test", Selector: "s1", Key: path}}
-	r, _ := launch(t, cfg, Options{Resolver: &fakeResolver{}}, nil) // every name: NXDOMAIN
+	r, _ := launch(t, cfg, Options{Resolver: nxResolver{}}, nil)
 	c := smtptest.Dial(t, r.SMTPAddrs()[0])
 	c.Cmd("EHLO b.test", "250 ")
 	c.Send("<alice@b.test>", []string{"<u@nowhere.test>"}, "Subject: will bounce\r\n\r\nx\r\n")
@@ -347,4 +347,15 @@ func TestDSNsAreSigned(t *testing.T) {
 	if !strings.Contains(string(dsn), "\r\nDKIM-Signature: ") || !strings.Contains(string(dsn), "d=b.test") {
 		t.Fatalf("DSN not signed by b.test:\n%s", dsn[:min(len(dsn), 600)])
 	}
+}
+
+// nxResolver answers NXDOMAIN for every name.
+type nxResolver struct{}
+
+func (nxResolver) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+}
+
+func (nxResolver) LookupHost(_ context.Context, host string) ([]string, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }

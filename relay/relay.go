@@ -20,6 +20,7 @@ import (
 
 	"github.com/relay-mta/relay/queue"
 	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/deliver"
 	"github.com/relay-mta/relay/relay/pop3d"
 	"github.com/relay-mta/relay/relay/smtpd"
 	"github.com/relay-mta/relay/relay/users"
@@ -36,7 +37,7 @@ type Options struct {
 	Now    func() time.Time // nil: time.Now
 	// Resolver answers the MX and address lookups of deliveries, and DKIM
 	// key lookups when it also has LookupTXT; nil: the system resolver.
-	Resolver Resolver
+	Resolver deliver.Resolver
 	// RootCAs verifies next hops whose route says tls = "require"; nil:
 	// the system roots.
 	RootCAs *x509.CertPool
@@ -124,7 +125,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	r.queue = queue.New(queue.Options{
 		Spool:  r.spool,
 		Router: router,
-		Deliverer: &Deliverer{
+		Deliverer: &deliver.Deliverer{
 			Hostname: cfg.Hostname,
 			Resolver: opts.Resolver,
 			RootCAs:  opts.RootCAs,

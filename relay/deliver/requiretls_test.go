@@ -1,4 +1,4 @@
-package relay
+package deliver
 
 import (
 	"net"
@@ -15,11 +15,11 @@ import (
 func TestDeliverREQUIRETLS(t *testing.T) {
 	cert, pool := selfSigned(t)
 	_, otherPool := selfSigned(t)
-	plain := startSMTPD(t, "127.0.0.191", nil)
-	secure := startSMTPD(t, "127.0.0.192", &cert)
+	plain := startSMTPD(t, "127.0.25.191", nil)
+	secure := startSMTPD(t, "127.0.25.192", &cert)
 	res := &fakeResolver{
 		mx:    map[string][]*net.MX{"tls.test": {{Host: "mx.test.", Pref: 10}}},
-		hosts: map[string][]string{"mx.test": {"127.0.0.192"}},
+		hosts: map[string][]string{"mx.test": {"127.0.25.192"}},
 	}
 	msg := testMessage("R1", "<s@a.test>", "REQUIRETLS")
 	tlsHop := func(mode string) queue.Hop {

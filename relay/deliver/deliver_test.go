@@ -1,4 +1,4 @@
-package relay
+package deliver
 
 import (
 	"bufio"
@@ -194,7 +194,7 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 		SerialNumber: big.NewInt(1),
 		Subject:      pkix.Name{CommonName: "mx.test"},
 		DNSNames:     []string{"mx.test"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.25.1")},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 	}
@@ -404,7 +404,7 @@ func plainHop(addr string) queue.Hop {
 // ---- tests ----
 
 func TestDeliverRecipients(t *testing.T) {
-	srv := startSMTPD(t, "127.0.0.1", nil)
+	srv := startSMTPD(t, "127.0.25.1", nil)
 	s := mustDial(t, testDeliverer(nil, nil), plainHop(srv.addr))
 	if s.Remote() != srv.addr {
 		t.Errorf("Remote() = %q, want %q", s.Remote(), srv.addr)
@@ -467,7 +467,7 @@ func TestDeliverRecipients(t *testing.T) {
 }
 
 func TestDeliverRefusals(t *testing.T) {
-	srv := startSMTPD(t, "127.0.0.1", nil)
+	srv := startSMTPD(t, "127.0.25.1", nil)
 	s := mustDial(t, testDeliverer(nil, nil), plainHop(srv.addr))
 
 	// A refused sender is every recipient's answer.
@@ -496,7 +496,7 @@ func TestDeliverRefusals(t *testing.T) {
 }
 
 func TestDeliverSessionReuse(t *testing.T) {
-	srv := startSMTPD(t, "127.0.0.1", nil)
+	srv := startSMTPD(t, "127.0.25.1", nil)
 	s := mustDial(t, testDeliverer(nil, nil), plainHop(srv.addr))
 	checkReplies(t, mustSend(t, s, testMessage("M1", "<s@a.test>", ""), "<u1@d.test>"), "250 2.0.0 OK: queued as Q1")
 	checkReplies(t, mustSend(t, s, testMessage("M2", "<s@a.test>", ""), "<u2@d.test>"), "250 2.0.0 OK: queued as Q2")
@@ -536,7 +536,7 @@ func TestDeliverSessionReuse(t *testing.T) {
 // waited for the reply to MAIL would time out.
 func TestDeliverPipelining(t *testing.T) {
 	var group []string
-	addr, _ := scriptServer(t, "127.0.0.1", "220 script.test ESMTP", func(line string) (string, bool) {
+	addr, _ := scriptServer(t, "127.0.25.1", "220 script.test ESMTP", func(line string) (string, bool) {
 		switch cmd := strings.ToUpper(strings.SplitN(line, " ", 2)[0]); {
 		case cmd == "EHLO":
 			return "250-script.test\r\n250-PIPELINING\r\n250 DSN", false
@@ -582,7 +582,7 @@ func TestDeliverPipelining(t *testing.T) {
 func TestDeliverLockStep(t *testing.T) {
 	var mu sync.Mutex
 	var lines []string
-	addr, _ := scriptServer(t, "127.0.0.1", "220 script.test ESMTP", ehloScript([]string{"8BITMIME"}, func(line string) (string, bool, bool) {
+	addr, _ := scriptServer(t, "127.0.25.1", "220 script.test ESMTP", ehloScript([]string{"8BITMIME"}, func(line string) (string, bool, bool) {
 		mu.Lock()
 		lines = append(lines, line)
 		mu.Unlock()
@@ -650,13 +650,13 @@ func TestWriteMessage(t *testing.T) {
 }
 
 func TestDeliverMX(t *testing.T) {
-	live := startSMTPD(t, "127.0.0.3", nil)
+	live := startSMTPD(t, "127.0.25.3", nil)
 	res := &fakeResolver{
 		// Out of order on purpose: preference decides.
 		mx: map[string][]*net.MX{"d.test": {{Host: "mx2.test.", Pref: 20}, {Host: "mx1.test.", Pref: 10}}},
 		hosts: map[string][]string{
-			"mx1.test": {"127.0.0.2"}, // nothing listens there
-			"mx2.test": {"127.0.0.3"},
+			"mx1.test": {"127.0.25.2"}, // nothing listens there
+			"mx2.test": {"127.0.25.3"},
 		},
 	}
 	s := mustDial(t, testDeliverer(res, nil), queue.Hop{Key: "mx:d.test", MX: "d.test", Port: live.port, TLS: "none"})
@@ -667,12 +667,12 @@ func TestDeliverMX(t *testing.T) {
 }
 
 func TestDeliverImplicitMX(t *testing.T) {
-	live := startSMTPD(t, "127.0.0.3", nil)
+	live := startSMTPD(t, "127.0.25.3", nil)
 	for name, res := range map[string]*fakeResolver{
 		// Go's resolver answers "no MX records" like NXDOMAIN...
-		"not found": {hosts: map[string][]string{"d.test": {"127.0.0.3"}}},
+		"not found": {hosts: map[string][]string{"d.test": {"127.0.25.3"}}},
 		// ...other resolvers with an empty list.
-		"empty": {mx: map[string][]*net.MX{"d.test": nil}, hosts: map[string][]string{"d.test": {"127.0.0.3"}}},
+		"empty": {mx: map[string][]*net.MX{"d.test": nil}, hosts: map[string][]string{"d.test": {"127.0.25.3"}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := mustDial(t, testDeliverer(res, nil), queue.Hop{Key: "mx:d.test", MX: "D.Test.", Port: live.port, TLS: "none"})
@@ -690,13 +690,13 @@ func TestDeliverDNSFailures(t *testing.T) {
 		wantCode int // 0: deferred
 	}{
 		{"NXDOMAIN", &fakeResolver{}, 550},
-		{"null MX", &fakeResolver{mx: map[string][]*net.MX{"d.test": {{Host: ".", Pref: 0}}}, hosts: map[string][]string{"d.test": {"127.0.0.3"}}}, 556},
+		{"null MX", &fakeResolver{mx: map[string][]*net.MX{"d.test": {{Host: ".", Pref: 0}}}, hosts: map[string][]string{"d.test": {"127.0.25.3"}}}, 556},
 		{"SERVFAIL on MX", &fakeResolver{mxErr: map[string]error{"d.test": servfail("d.test")}}, 0},
 		{"SERVFAIL on A fallback", &fakeResolver{hostErr: map[string]error{"d.test": servfail("d.test")}}, 0},
 		{"MX host without address", &fakeResolver{mx: map[string][]*net.MX{"d.test": {{Host: "mx.test.", Pref: 10}}}}, 0},
 		{"we are the best MX", &fakeResolver{
 			mx:    map[string][]*net.MX{"d.test": {{Host: "RELAY.test.", Pref: 10}, {Host: "mx.test.", Pref: 20}}},
-			hosts: map[string][]string{"mx.test": {"127.0.0.3"}, "relay.test": {"127.0.0.4"}},
+			hosts: map[string][]string{"mx.test": {"127.0.25.3"}, "relay.test": {"127.0.25.4"}},
 		}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -713,10 +713,10 @@ func TestDeliverDNSFailures(t *testing.T) {
 }
 
 func TestDeliverAddressFallback(t *testing.T) {
-	live := startSMTPD(t, "127.0.0.1", nil)
-	refusing, _ := scriptServer(t, "127.0.0.4", "554 5.7.1 no service for you", ehloScript(nil, nil))
-	busy, _ := scriptServer(t, "127.0.0.5", "421 4.3.2 busy", ehloScript(nil, nil))
-	dead := "127.0.0.2:" + strconv.Itoa(live.port)
+	live := startSMTPD(t, "127.0.25.1", nil)
+	refusing, _ := scriptServer(t, "127.0.25.4", "554 5.7.1 no service for you", ehloScript(nil, nil))
+	busy, _ := scriptServer(t, "127.0.25.5", "421 4.3.2 busy", ehloScript(nil, nil))
+	dead := "127.0.25.2:" + strconv.Itoa(live.port)
 	d := testDeliverer(nil, nil)
 	hop := queue.Hop{Key: "test", Addrs: []string{dead, refusing, busy, live.addr}, TLS: "none"}
 	s := mustDial(t, d, hop)
@@ -735,7 +735,7 @@ func TestDeliverAddressFallback(t *testing.T) {
 func TestDeliverOpportunisticTLS(t *testing.T) {
 	cert, _ := selfSigned(t)
 	t.Run("offered", func(t *testing.T) {
-		srv := startSMTPD(t, "127.0.0.1", &cert)
+		srv := startSMTPD(t, "127.0.25.1", &cert)
 		s := mustDial(t, testDeliverer(nil, nil), queue.Hop{Key: "k", Addrs: []string{srv.addr}, TLS: "opportunistic"})
 		if s.tls == nil {
 			t.Error("session is not TLS")
@@ -758,7 +758,7 @@ func TestDeliverOpportunisticTLS(t *testing.T) {
 		}
 	})
 	t.Run("not offered", func(t *testing.T) {
-		srv := startSMTPD(t, "127.0.0.1", nil)
+		srv := startSMTPD(t, "127.0.25.1", nil)
 		s := mustDial(t, testDeliverer(nil, nil), queue.Hop{Key: "k", Addrs: []string{srv.addr}, TLS: "opportunistic"})
 		checkReplies(t, mustSend(t, s, testMessage("M1", "<s@a.test>", ""), "<u@d.test>"), "250 ")
 		conns, hellos, msgs := srv.b.snapshot()
@@ -770,7 +770,7 @@ func TestDeliverOpportunisticTLS(t *testing.T) {
 		}
 	})
 	t.Run("none ignores STARTTLS", func(t *testing.T) {
-		srv := startSMTPD(t, "127.0.0.1", &cert)
+		srv := startSMTPD(t, "127.0.25.1", &cert)
 		s := mustDial(t, testDeliverer(nil, nil), plainHop(srv.addr))
 		checkReplies(t, mustSend(t, s, testMessage("M1", "<s@a.test>", ""), "<u@d.test>"), "250 ")
 		if _, _, msgs := srv.b.snapshot(); len(msgs) != 1 || msgs[0].tls {
@@ -789,7 +789,7 @@ func TestDeliverOpportunisticTLSFailureIsNotFallback(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			var mailSeen atomic.Bool
-			addr, conns := scriptServer(t, "127.0.0.1", "220 script.test ESMTP", ehloScript(exts, func(line string) (string, bool, bool) {
+			addr, conns := scriptServer(t, "127.0.25.1", "220 script.test ESMTP", ehloScript(exts, func(line string) (string, bool, bool) {
 				switch {
 				case line == "STARTTLS":
 					return starttls, name == "handshake", true
@@ -813,7 +813,7 @@ func TestDeliverRequireTLS(t *testing.T) {
 	cert, pool := selfSigned(t)
 	_, otherPool := selfSigned(t)
 	t.Run("not offered", func(t *testing.T) {
-		srv := startSMTPD(t, "127.0.0.1", nil)
+		srv := startSMTPD(t, "127.0.25.1", nil)
 		_, err := testDeliverer(nil, pool).Dial(context.Background(), queue.Hop{Key: "k", Addrs: []string{srv.addr}, TLS: "require"})
 		if err == nil || queue.IsPermanent(err) || !strings.Contains(err.Error(), "STARTTLS") {
 			t.Errorf("Dial = %v, want a deferred error about STARTTLS", err)
@@ -823,10 +823,10 @@ func TestDeliverRequireTLS(t *testing.T) {
 		}
 	})
 
-	srv := startSMTPD(t, "127.0.0.1", &cert)
+	srv := startSMTPD(t, "127.0.25.1", &cert)
 	res := &fakeResolver{
 		mx:    map[string][]*net.MX{"d.test": {{Host: "mx.test.", Pref: 10}}, "e.test": {{Host: "other.test.", Pref: 10}}},
-		hosts: map[string][]string{"mx.test": {"127.0.0.1"}, "other.test": {"127.0.0.1"}},
+		hosts: map[string][]string{"mx.test": {"127.0.25.1"}, "other.test": {"127.0.25.1"}},
 	}
 	mxHop := func(domain string) queue.Hop {
 		return queue.Hop{Key: "mx:" + domain, MX: domain, Port: srv.port, TLS: "require"}
@@ -861,7 +861,7 @@ func TestDeliverRequireTLS(t *testing.T) {
 }
 
 func TestDeliver421AfterMail(t *testing.T) {
-	addr, _ := scriptServer(t, "127.0.0.1", "220 script.test ESMTP", ehloScript([]string{"8BITMIME"}, func(line string) (string, bool, bool) {
+	addr, _ := scriptServer(t, "127.0.25.1", "220 script.test ESMTP", ehloScript([]string{"8BITMIME"}, func(line string) (string, bool, bool) {
 		if strings.HasPrefix(line, "MAIL") {
 			return "421 4.3.2 shutting down", true, true
 		}
@@ -885,7 +885,7 @@ func TestDeliver421AfterMail(t *testing.T) {
 }
 
 func TestDeliverConnectionLostInData(t *testing.T) {
-	addr, _ := scriptServer(t, "127.0.0.1", "220 script.test ESMTP", ehloScript(nil, func(line string) (string, bool, bool) {
+	addr, _ := scriptServer(t, "127.0.25.1", "220 script.test ESMTP", ehloScript(nil, func(line string) (string, bool, bool) {
 		if line == "." {
 			return "", true, true // hang up instead of answering the end of DATA
 		}
@@ -900,7 +900,7 @@ func TestDeliverConnectionLostInData(t *testing.T) {
 func TestDeliverSMTPUTF8(t *testing.T) {
 	msg := testMessage("M1", "<sé@a.test>", " SMTPUTF8")
 	t.Run("offered", func(t *testing.T) {
-		srv := startSMTPD(t, "127.0.0.1", nil)
+		srv := startSMTPD(t, "127.0.25.1", nil)
 		s := mustDial(t, testDeliverer(nil, nil), plainHop(srv.addr))
 		checkReplies(t, mustSend(t, s, msg, "<ü@d.test>"), "250 ")
 		if _, _, msgs := srv.b.snapshot(); len(msgs) != 1 || !msgs[0].params.SMTPUTF8 || msgs[0].rcpts[0].Local != "ü" {
@@ -909,7 +909,7 @@ func TestDeliverSMTPUTF8(t *testing.T) {
 	})
 	t.Run("not offered", func(t *testing.T) {
 		var mailSeen atomic.Bool
-		addr, _ := scriptServer(t, "127.0.0.1", "220 script.test ESMTP", ehloScript([]string{"8BITMIME"}, func(line string) (string, bool, bool) {
+		addr, _ := scriptServer(t, "127.0.25.1", "220 script.test ESMTP", ehloScript([]string{"8BITMIME"}, func(line string) (string, bool, bool) {
 			if strings.HasPrefix(line, "MAIL") {
 				mailSeen.Store(true)
 			}
@@ -924,7 +924,7 @@ func TestDeliverSMTPUTF8(t *testing.T) {
 }
 
 func TestDeliverContextCancel(t *testing.T) {
-	addr, _ := scriptServer(t, "127.0.0.1", "220 script.test ESMTP", ehloScript(nil, func(line string) (string, bool, bool) {
+	addr, _ := scriptServer(t, "127.0.25.1", "220 script.test ESMTP", ehloScript(nil, func(line string) (string, bool, bool) {
 		if strings.HasPrefix(line, "MAIL") {
 			return "", false, true // never answer
 		}
@@ -951,14 +951,14 @@ func TestDeliverBadInput(t *testing.T) {
 	for _, hop := range []queue.Hop{
 		{Key: "local", Local: true, Mailbox: "u"},
 		{Key: "empty"},
-		{Key: "k", Addrs: []string{"127.0.0.1:25"}, TLS: "sometimes"},
+		{Key: "k", Addrs: []string{"127.0.25.1:25"}, TLS: "sometimes"},
 	} {
 		if _, err := d.Dial(context.Background(), hop); err == nil {
 			t.Errorf("Dial(%+v) succeeded", hop)
 		}
 	}
 
-	srv := startSMTPD(t, "127.0.0.1", nil)
+	srv := startSMTPD(t, "127.0.25.1", nil)
 	s := mustDial(t, d, plainHop(srv.addr))
 	for _, tc := range []struct {
 		from, params string
@@ -981,7 +981,7 @@ func TestDeliverBadInput(t *testing.T) {
 // group holds; every one gets its own answer (our smtpd takes 100 per
 // message and answers the rest 452).
 func TestDeliverManyRecipientsPipelined(t *testing.T) {
-	srv := startSMTPD(t, "127.0.0.1", nil)
+	srv := startSMTPD(t, "127.0.25.1", nil)
 	s := mustDial(t, testDeliverer(nil, nil), plainHop(srv.addr))
 	rcpts := make([]string, 2*maxPipelined+7)
 	for i := range rcpts {

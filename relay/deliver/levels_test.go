@@ -1,4 +1,4 @@
-package relay
+package deliver
 
 import (
 	"strings"
@@ -15,7 +15,7 @@ import (
 // advertises them (our own smtpd), BY with the time spent here taken off
 // (RFC 2852 §4).
 func TestDeliverLevelsPassedOn(t *testing.T) {
-	srv := startSMTPD(t, "127.0.0.193", nil)
+	srv := startSMTPD(t, "127.0.25.193", nil)
 	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	d := testDeliverer(nil, nil)
 	d.Now = func() time.Time { return t0 }
@@ -50,7 +50,7 @@ func TestDeliverLevelsPassedOn(t *testing.T) {
 	// After STARTTLS the client talks through a new connection wrapper:
 	// the parameters go on there too.
 	cert, pool := selfSigned(t)
-	secure := startSMTPD(t, "127.0.0.195", &cert)
+	secure := startSMTPD(t, "127.0.25.195", &cert)
 	d = testDeliverer(nil, pool)
 	d.Now = func() time.Time { return t0 }
 	s = mustDial(t, d, queue.Hop{Key: "k", Addrs: []string{secure.addr}, TLS: "opportunistic"})
@@ -71,7 +71,7 @@ func TestDeliverLevelsPassedOn(t *testing.T) {
 func TestDeliverLevelsToOldHop(t *testing.T) {
 	var mu sync.Mutex
 	var lines []string
-	addr, _ := scriptServer(t, "127.0.0.194", "220 old.test ESMTP", ehloScript([]string{"8BITMIME", "DSN", "SIZE 1000000"},
+	addr, _ := scriptServer(t, "127.0.25.194", "220 old.test ESMTP", ehloScript([]string{"8BITMIME", "DSN", "SIZE 1000000"},
 		func(line string) (string, bool, bool) {
 			mu.Lock()
 			lines = append(lines, line)

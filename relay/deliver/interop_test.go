@@ -1,7 +1,6 @@
-package relay
+package deliver
 
 import (
-	"github.com/relay-mta/relay/spool"
 	"net"
 	"os"
 	"os/exec"
@@ -9,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relay-mta/relay/spool"
 )
 
 // TestDeliverToPostfixSink delivers to Postfix's smtp-sink, a real peer
@@ -30,7 +31,7 @@ func TestDeliverToPostfixSink(t *testing.T) {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.61:0")
+	l, err := net.Listen("tcp", "127.0.25.61:0")
 	if err != nil {
 		t.Fatal(err)
 	}
