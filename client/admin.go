@@ -16,7 +16,7 @@ import (
 	"github.com/relay-mta/relay/relay/admin/api"
 )
 
-// Admin is a client of a relay daemon's admin socket (DESIGN.md §7):
+// Admin is a client of a relay daemon's admin socket (docs/design.md §11):
 // what `relay queue` runs. The wire format is package api.
 type Admin struct {
 	socket string

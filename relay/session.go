@@ -136,7 +136,7 @@ func (s *session) Rcpt(to envelope.Path, p envelope.RcptParams) error {
 	return nil
 }
 
-// checkRcpt is the relay decision of RFC 5321 §3.6 and DESIGN.md §6: mail
+// checkRcpt is the relay decision of RFC 5321 §3.6 and docs/design.md §12: mail
 // for our local users, mail for relay_domains, and anything from a client
 // that may relay; every other form of address, however it is dressed up
 // (source route, quoted '@' or '%', address literal), is relaying and

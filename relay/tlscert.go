@@ -43,7 +43,7 @@ func (h *certHolder) reload() error {
 	return nil
 }
 
-// config is the server TLS configuration: TLS 1.2 at least (DESIGN.md §6).
+// config is the server TLS configuration: TLS 1.2 at least (docs/design.md §12).
 func (h *certHolder) config() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,

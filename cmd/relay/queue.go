@@ -35,7 +35,7 @@ func queueCommand() *cli.Command {
 		Flags: []cli.Flag{
 			configFlag,
 			&cli.StringFlag{Name: "admin", Usage: "the daemon's admin `SOCKET` (instead of the one --config names)"},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON (DESIGN.md §7) instead of tables"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of tables (the admin API's format: docs/design.md §13)"},
 		},
 		Commands: []*cli.Command{
 			{

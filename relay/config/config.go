@@ -4,7 +4,7 @@
 // duration or a network itself and every mistake in the file is reported
 // with its file, line and key before the daemon starts.
 //
-// The format is the one of DESIGN.md §7; defaults.toml in this directory is
+// The format is the one of docs/design.md §13; defaults.toml in this directory is
 // its reference, with every key and its default value.
 package config
 
@@ -26,7 +26,7 @@ var defaultsTOML []byte
 const defaultsName = "defaults.toml"
 
 // SourceRouteMode says what the relay does with a source-routed recipient
-// such as <@b.test,@c.test:user@d.test> (DESIGN.md §5).
+// such as <@b.test,@c.test:user@d.test> (docs/design.md §8).
 type SourceRouteMode string
 
 // The values of source_routes.

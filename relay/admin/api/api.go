@@ -1,5 +1,5 @@
 // Package api is the wire format of the relay daemon's admin socket:
-// HTTP with JSON bodies on a unix socket (DESIGN.md §7). The daemon's
+// HTTP with JSON bodies on a unix socket (docs/design.md §11, §13). The daemon's
 // server (package relay/admin) and the operators' client (package client)
 // share these types; the package imports nothing of the relay so that the
 // client does not pull in the daemon.
