@@ -153,6 +153,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		TLSConfig:         tlsConfig,
 		EnableAuth:        r.users != nil,
 		AllowInsecureAuth: cfg.AllowInsecureAuth,
+		LoopbackIsSecure:  true, // as Dovecot: a loopback client may log in without TLS
 		MaxLineLength:     cfg.SMTP.MaxLineLength,
 		MaxRecipients:     cfg.SMTP.MaxRecipients,
 		MaxMessageSize:    cfg.SMTP.MaxMessageSize,

@@ -107,8 +107,9 @@ type Config struct {
 	// MaxHops (max_hops) is the number of Received headers above which a
 	// message is refused with 554 5.4.6 (a mail loop). At least 1.
 	MaxHops int
-	// AllowInsecureAuth (allow_insecure_auth) allows AUTH without TLS; for
-	// tests on loopback only.
+	// AllowInsecureAuth (allow_insecure_auth) allows AUTH and POP3 logins
+	// without TLS from any address; for tests. Loopback clients may log in
+	// without TLS anyway.
 	AllowInsecureAuth bool
 	// SenderDomains ([sender_domains]) grants authenticated users MAIL
 	// FROM addresses beyond their own (user@ any local domain): user name

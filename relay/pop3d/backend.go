@@ -9,9 +9,10 @@
 // What a client can rely on:
 //
 //   - USER and PASS are refused before TLS (STLS or an implicit-TLS
-//     listener) unless Server.AllowInsecureAuth is set, so that a password
-//     never crosses the network in the clear by accident; CAPA lists USER
-//     only when it would be accepted.
+//     listener) unless Server.AllowInsecureAuth is set, or the client is
+//     on a loopback address and Server.LoopbackIsSecure is set, so that a
+//     password never crosses the network in the clear by accident; CAPA
+//     lists USER only when it would be accepted.
 //   - The maildrop is a snapshot taken at login: messages that arrive
 //     during the session appear in the next one. Message numbers are
 //     1-based indexes into that snapshot; UIDs (UIDL) are the Backend's and

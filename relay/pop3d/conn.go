@@ -279,7 +279,7 @@ func (c *conn) dispatch(line string) {
 
 // authAllowed reports whether USER and PASS may be used now.
 func (c *conn) authAllowed() bool {
-	return c.tls != nil || c.srv.AllowInsecureAuth
+	return c.tls != nil || c.srv.AllowInsecureAuth || (c.srv.LoopbackIsSecure && accept.Loopback(c.raw.RemoteAddr()))
 }
 
 func (c *conn) capa(cmd command) {

@@ -410,7 +410,8 @@ func (c *conn) hello(esmtp bool, arg string) {
 }
 
 func (c *conn) authAllowed() bool {
-	return c.srv.EnableAuth && (c.tls != nil || c.srv.AllowInsecureAuth)
+	return c.srv.EnableAuth && (c.tls != nil || c.srv.AllowInsecureAuth ||
+		(c.srv.LoopbackIsSecure && accept.Loopback(c.raw.RemoteAddr())))
 }
 
 // paramReply maps an envelope parameter error to its reply.
