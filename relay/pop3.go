@@ -116,7 +116,7 @@ func (b *pop3Backend) Login(c pop3d.ConnInfo, username, password string) (pop3d.
 	ip := addrOf(c.RemoteAddr)
 	if !b.r.logins.begin(ip) {
 		b.r.log.Warn("pop3: login refused: address banned after failed logins", "user", username, "client", c.RemoteAddr.String())
-		return nil, pop3d.ErrBlocked
+		return nil, &pop3d.BlockedError{Reason: b.r.logins.refusal(ip)}
 	}
 	// Authenticate costs the same bcrypt work for unknown names, so the
 	// response time does not tell which names exist.

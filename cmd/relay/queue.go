@@ -117,6 +117,11 @@ func queueList(ctx context.Context, cmd *cli.Command) error {
 		}
 		return printQueueJSON(msgs)
 	}
+	if len(msgs) == 0 && f != (api.Filter{}) {
+		// Not "Mail queue is empty": the queue may well hold other mail.
+		fmt.Println("no queued message matches")
+		return nil
+	}
 	writeList(os.Stdout, msgs, time.Now())
 	return nil
 }

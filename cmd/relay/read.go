@@ -331,27 +331,46 @@ func printShown(w io.Writer, s shownMessage) {
 	}
 }
 
-// saveAttachment writes a into dir under its own base name (never a path
-// the sender chose), without replacing an existing file.
+// saveAttachment writes a into dir, which it creates if need be, under
+// its own base name (never a path the sender chose). It never replaces a
+// file: when the name is taken it picks the first free one of name-1.ext,
+// name-2.ext, ...
 func saveAttachment(dir string, a client.Attachment) (string, error) {
 	name := filepath.Base(strings.ReplaceAll(a.Filename, "\\", "/"))
 	if name == "." || name == "/" || name == ".." || name == "" {
 		name = "attachment"
 	}
-	path := filepath.Join(dir, name)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("--save: %w", err)
 	}
-	if _, err := f.Write(a.Data); err != nil {
-		f.Close()
-		return "", fmt.Errorf("--save: %w", err)
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	for n := 0; n < maxSaveNames; n++ {
+		path := filepath.Join(dir, name)
+		if n > 0 {
+			path = filepath.Join(dir, fmt.Sprintf("%s-%d%s", stem, n, ext))
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("--save: %w", err)
+		}
+		if _, err := f.Write(a.Data); err != nil {
+			f.Close()
+			return "", fmt.Errorf("--save: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return "", fmt.Errorf("--save: %w", err)
+		}
+		return path, nil
 	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("--save: %w", err)
-	}
-	return path, nil
+	return "", fmt.Errorf("--save: %s and %d more names for it are taken in %s", name, maxSaveNames-1, dir)
 }
+
+// maxSaveNames bounds the names saveAttachment tries for one attachment.
+const maxSaveNames = 1000
 
 func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)

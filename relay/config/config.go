@@ -10,6 +10,7 @@ package config
 
 import (
 	_ "embed"
+	"fmt"
 	"net/netip"
 	"strings"
 	"time"
@@ -124,6 +125,24 @@ type Config struct {
 	// Routes ([[route]]) is the static routing table, in file order.
 	Routes []Route
 	DKIM   DKIM // [dkim]
+
+	// places maps the keys naming files the daemon reads only when it
+	// starts (tls.cert, tls.key, dkim.sign[i].key) to where the file set
+	// them ("relay.toml:7"), for KeyError.
+	places map[string]string
+}
+
+// KeyError is err, a problem found after loading with the file that the
+// value of key names (it cannot be read, it holds no certificate), in the
+// form of the errors Load returns: the config file and line that set the
+// key, then the key ("relay.toml:7: tls.cert: open ...: no such file or
+// directory"). Without a line (the value did not come from the file) it
+// names the key alone.
+func (c *Config) KeyError(key string, err error) error {
+	if place := c.places[key]; place != "" {
+		return fmt.Errorf("%s: %s: %w", place, key, err)
+	}
+	return fmt.Errorf("%s: %w", key, err)
 }
 
 // SMTP is the [smtp] table: the SMTP server's listeners and limits.

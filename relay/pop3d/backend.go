@@ -68,6 +68,15 @@ var (
 	ErrBlocked = errors.New("pop3d: address temporarily blocked")
 )
 
+// BlockedError is ErrBlocked with the reason the client is told, such as
+// how long the block lasts (errors.Is(err, ErrBlocked) holds).
+type BlockedError struct {
+	Reason string // one line, after "-ERR [SYS/TEMP] "
+}
+
+func (e *BlockedError) Error() string        { return "pop3d: address temporarily blocked: " + e.Reason }
+func (e *BlockedError) Is(target error) bool { return target == ErrBlocked }
+
 // Backend opens maildrops. It is called from many connections at once.
 type Backend interface {
 	// Login checks username and password and, when they are right, opens
