@@ -197,3 +197,157 @@ func TestREADMEFirstRun(t *testing.T) {
 		t.Errorf("relay send did not print a queue ID first:\n%s", out)
 	}
 }
+
+// copyTestdata copies the repository's testdata/ into dir/testdata with
+// the README's addresses moved to this package's range, so that the
+// tours' `cp ../testdata/...` find them there.
+func copyTestdata(t *testing.T, dir string) {
+	t.Helper()
+	err := filepath.WalkDir("../testdata", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel("..", path)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dir, rel), 0o755)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, rel), []byte(readmeRewrite(string(b))), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// normalize replaces what changes from run to run (queue IDs, dates,
+// sizes, signature prefixes, the addresses of this package) so that the
+// README's output and a run's can be compared.
+func normalize(s string) string {
+	for _, r := range []struct{ re, with string }{
+		{`127\.0\.24\.`, "127.0.0."},
+		{`\b[0-9A-Z]{13}\b`, "ID"},
+		{`\d{4}-\d\d-\d\d \d\d:\d\d`, "DATE"},
+		{`(?m)^Date: .*$`, "Date: DATE"},
+		{`\d+(\.\d)? (B|KiB|MiB)\b`, "SIZE"},
+		{`header\.b=("?)[A-Za-z0-9+/]{8}("?)`, "header.b=B"},
+	} {
+		s = regexp.MustCompile(r.re).ReplaceAllString(s, r.with)
+	}
+	return s
+}
+
+// TestREADMEToursMatchTestdata: the configuration the README shows is the
+// file in testdata/ it copies.
+func TestREADMEToursMatchTestdata(t *testing.T) {
+	shown := readmeBlocks(readmeSection(t, readme(t), "### Three relays"), "toml")
+	if len(shown) != 1 {
+		t.Fatalf("the three-relay tour shows %d TOML blocks, want a.toml", len(shown))
+	}
+	file, err := os.ReadFile("../testdata/tour/a.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shown[0] != string(file) {
+		t.Errorf("README shows\n%s\ntestdata/tour/a.toml is\n%s", shown[0], file)
+	}
+}
+
+// TestREADMEThreeRelaysAndDKIM runs the three-relay tour and then, in its
+// directory, the DKIM tour, as the README shows them: the message goes
+// a → b → c, then a signs, b and c verify, alice reads the signed copy
+// into message.eml, and `relay dkim verify` says what the README says
+// on it and on it changed. Between the two the test stops the relays,
+// which the README asks in words (kill %1 %2 %3).
+func TestREADMEThreeRelaysAndDKIM(t *testing.T) {
+	if _, err := exec.LookPath("swaks"); err != nil {
+		t.Skip("swaks is not installed: the README's tours send with it")
+	}
+	md := readme(t)
+	tour := readmeBlocks(readmeSection(t, md, "### Three relays"), "sh")
+	dkimSec := readmeSection(t, md, "## DKIM")
+	dkimSh := readmeBlocks(dkimSec, "sh")
+	if len(tour) != 1 || len(dkimSh) != 1 {
+		t.Fatalf("want one sh block in each of the tours; got %d and %d", len(tour), len(dkimSh))
+	}
+	dir := t.TempDir()
+	copyTestdata(t, dir)
+	sh := newTourShell(t, dir)
+	const between = "mkdir tour1-logs && cp a.log b.log c.log tour1-logs/\nkill %1 %2 %3 && wait\n"
+	out := sh.run("three-relays-and-dkim", readmeRewrite(tour[0])+between+readmeRewrite(dkimSh[0]))
+	t.Logf("the tours printed:\n%s", out)
+
+	logs := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, "tour", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for _, c := range []struct{ log, want string }{
+		{"tour1-logs/a.log", `msg=delivery id=\S+ to=<alice@c.test> status=delivered reply="250 2.0.0 OK: queued as \S+" relay=127.0.24.3:2525`},
+		{"tour1-logs/b.log", `msg=delivery id=\S+ to=<alice@c.test> status=delivered reply="250 2.0.0 OK: queued as \S+" relay=127.0.24.4:2525`},
+		{"tour1-logs/c.log", `msg=delivery id=\S+ to=<alice@c.test> status=delivered reply="250 2.0.0 delivered to mailbox alice" relay=local`},
+		{"a.log", `msg="dkim: signed" client=\S+ id=\S+ domain=a.test selectors=s1`},
+		{"b.log", `msg="dkim: verified" client=\S+ id=\S+ results="dkim=pass header.d=a.test header.s=s1 header.a=ed25519-sha256 header.b=`},
+		{"c.log", `msg="dkim: verified" client=\S+ id=\S+ results="dkim=pass header.d=a.test header.s=s1 header.a=ed25519-sha256 header.b=`},
+	} {
+		if !regexp.MustCompile(c.want).MatchString(logs(c.log)) {
+			t.Errorf("%s has no line like %s:\n%s", c.log, c.want, logs(c.log))
+		}
+	}
+	eml := logs("message.eml")
+	for _, want := range []string{"Authentication-Results: c.test;", "Authentication-Results: b.test;", "DKIM-Signature: ", "To: alice@c.test"} {
+		if !strings.Contains(eml, want) {
+			t.Errorf("message.eml lacks %q:\n%s", want, eml)
+		}
+	}
+
+	// The `$ command` lines of the DKIM section, each with the output the
+	// README shows after it.
+	for _, block := range readmeBlocks(dkimSec, "") {
+		if !strings.HasPrefix(block, "$ ") {
+			continue
+		}
+		for _, step := range strings.Split(block, "$ ")[1:] {
+			cmd, want, _ := strings.Cut(step, "\n")
+			got := sh.run("dkim-verify", "cd tour\n"+readmeRewrite(cmd)+" || true\n")
+			if normalize(got) != normalize(want) {
+				t.Errorf("$ %s\nprinted\n%s\nthe README shows\n%s", cmd, got, want)
+			}
+		}
+	}
+}
+
+// TestREADMESendAndRead runs the send/read tour as the README shows it and
+// compares the listing and the message with the README's.
+func TestREADMESendAndRead(t *testing.T) {
+	sec := readmeSection(t, readme(t), "### Sending and reading mail")
+	sh := readmeBlocks(sec, "sh")
+	shown := readmeBlocks(sec, "")
+	if len(sh) != 1 || len(shown) < 1 {
+		t.Fatalf("the send/read tour has %d sh blocks and %d output blocks", len(sh), len(shown))
+	}
+	dir := t.TempDir()
+	copyTestdata(t, dir)
+	out := newTourShell(t, dir).run("send-and-read", readmeRewrite(sh[0]))
+	// relay user add speaks first; relay send prints the queue ID.
+	loc := regexp.MustCompile(`(?m)^[0-9A-Z]{13}\n`).FindStringIndex(out)
+	if loc == nil {
+		t.Fatalf("relay send printed no queue ID:\n%s", out)
+	}
+	rest := out[loc[1]:]
+	if normalize(rest) != normalize(shown[0]) {
+		t.Errorf("the tour printed\n%s\nthe README shows\n%s", rest, shown[0])
+	}
+	blog, err := os.ReadFile(filepath.Join(dir, "tour2", "b.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "relay b.test: SMTP on 127.0.24.6:2525; POP3 on 127.0.24.6:1100; "; !strings.HasPrefix(string(blog), want) &&
+		!strings.Contains(string(blog), "\n"+want) {
+		t.Errorf("b.log does not say %q:\n%s", want, blog)
+	}
+}
