@@ -114,6 +114,16 @@ func (a *Admin) Stats(ctx context.Context) (*api.Stats, error) {
 	return &st, nil
 }
 
+// Shape returns the queue's shape (qshape): by is api.ShapeByDomain
+// (or "") or api.ShapeByHop; held counts held messages too.
+func (a *Admin) Shape(ctx context.Context, by string, held bool) (*api.Shape, error) {
+	var sh api.Shape
+	if err := a.do(ctx, http.MethodGet, api.Version+"/shape?"+api.ShapeQuery(by, held).Encode(), &sh); err != nil {
+		return nil, err
+	}
+	return &sh, nil
+}
+
 // Unban lifts the login ban of the client address addr (and forgets its
 // failed logins) in the running daemon.
 func (a *Admin) Unban(ctx context.Context, addr string) (*api.Unban, error) {

@@ -195,3 +195,33 @@ func TestQueueListNoMatch(t *testing.T) {
 		t.Errorf("list --from x --json: %q", out)
 	}
 }
+
+// TestQueueShape: relay queue shape against a running daemon, as a table
+// and as JSON: fresh deferred mail for two domains, the busier first.
+func TestQueueShape(t *testing.T) {
+	a := newNode(t, "a", "127.0.24.74").withAdmin()
+	a.route("*", "127.0.24.75:9") // nothing listens there: deferred
+	a.start()
+	for _, to := range []string{"u1@c.test", "u2@c.test", "u@d.test"} {
+		if _, err := sendOne(a.addr, "bob@a.test", to, "Subject: waiting\r\n\r\nbody\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := a.queue("shape")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "DOMAIN ") || !strings.Contains(lines[0], "320m+") ||
+		strings.Fields(lines[1])[1] != "3" || strings.Fields(lines[2])[0] != "c.test" || strings.Fields(lines[2])[2] != "2" ||
+		strings.Fields(lines[3])[0] != "d.test" {
+		t.Errorf("queue shape:\n%s", out)
+	}
+	sh := a.queueJSON("shape", "--by", "hop").(map[string]any)
+	rows := sh["rows"].([]any)
+	if sh["by"] != "hop" || len(rows) != 1 || rows[0].(map[string]any)["total"] != 3.0 ||
+		!strings.Contains(rows[0].(map[string]any)["destination"].(string), "127.0.24.75:9") {
+		t.Errorf("queue shape --by hop --json: %v", sh)
+	}
+	_, errOut, code := run(t, nil, nil, "queue", "shape", "--by", "sender", "--admin", a.cfg.Admin.Socket)
+	if code == 0 || !strings.Contains(errOut, `--by "sender": want domain or hop`) {
+		t.Errorf("shape --by sender: exit %d, %q", code, errOut)
+	}
+}
