@@ -86,7 +86,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	// Keys are loaded before the spool opens: a bad key file stops the
 	// start with an error naming it.
 	if r.dkim, err = newDKIMPolicy(cfg, opts.Resolver, r.log); err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
+		return nil, err // names the config file, line and key: nothing to add
 	}
 	var tlsConfig *tls.Config
 	if cfg.TLS.Cert == "" && (len(cfg.SMTP.ListenTLS) > 0 || len(cfg.POP3.ListenTLS) > 0) {
@@ -95,7 +95,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	if cfg.TLS.Cert != "" {
 		// Through a holder, so that ReloadTLS (SIGHUP) can swap it.
 		if r.certs, err = newCertHolder(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
-			return nil, fmt.Errorf("relay: %w", err)
+			return nil, certError(cfg, err)
 		}
 		tlsConfig = r.certs.config()
 	}
@@ -154,6 +154,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		TLSConfig:         tlsConfig,
 		EnableAuth:        r.users != nil,
 		AllowInsecureAuth: cfg.AllowInsecureAuth,
+		LoopbackIsSecure:  true, // as Dovecot: a loopback client may log in without TLS
 		MaxLineLength:     cfg.SMTP.MaxLineLength,
 		MaxRecipients:     cfg.SMTP.MaxRecipients,
 		MaxMessageSize:    cfg.SMTP.MaxMessageSize,

@@ -203,9 +203,17 @@ func TestLoadFull(t *testing.T) {
 				"s2._domainkey.c.test": "v=DKIM1; k=rsa; p=MIIB",
 			},
 		},
+		// Where the file names the files read at start, for KeyError.
+		places: map[string]string{
+			"tls.cert": "testdata/full.toml:46", "tls.key": "testdata/full.toml:47",
+			"dkim.sign[0].key": "testdata/full.toml:77", "dkim.sign[1].key": "testdata/full.toml:82",
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(full.toml) =\n%#v\nwant\n%#v", c, want)
+	}
+	if err := c.KeyError("tls.key", errors.New("open /etc/relay/key.pem: no such file")); err.Error() != "testdata/full.toml:47: tls.key: open /etc/relay/key.pem: no such file" {
+		t.Errorf("KeyError: %v", err)
 	}
 
 	for name, want := range map[string]bool{
