@@ -10,7 +10,8 @@
 #   N=20000 SESSIONS=20 SIZE=1024 tools/relay_vs_direct.sh
 # RELAY_BIN=path runs that binary instead of building ./cmd/relay (to
 # compare two builds); PROFILE and MEMPROFILE name CPU and heap profiles;
-# CONC sets per_hop_concurrency.
+# CONC sets per_hop_concurrency; DRAIN_WATCH=S watches the spool shrink for S
+# seconds after the run.
 set -euo pipefail
 N=${N:-20000} SESSIONS=${SESSIONS:-20} SIZE=${SIZE:-1024} RCPTS=${RCPTS:-1}
 RELAY=127.0.0.2:2525 SINK=127.0.0.9:2626
@@ -60,6 +61,8 @@ TOML
 start_sink "$BASE/relay.out"
 "$BASE/relay" serve --config "$BASE/relay.toml" --log-level warn ${PROFILE:+--cpuprofile $PROFILE} ${MEMPROFILE:+--memprofile $MEMPROFILE} 2> "$BASE/relay.log" & rpid=$!; pids+=($rpid)
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.2/2525) 2>/dev/null && break; sleep 0.05; done
+spool_kib() { du -sk "$BASE/data" | cut -f1; }
+idle=$(spool_kib)
 T0=$(now); $SRC -s "$SESSIONS" -l "$SIZE" -r "$RCPTS" -m "$N" -f a@src.test -t u@sink.test $RELAY; accept=$(echo "$(now) - $T0" | bc)
 wait_sink "$BASE/relay.out" $((N)) 600
 e2e=$(echo "$(now) - $T0" | bc)
@@ -72,3 +75,13 @@ printf 'relay   accepted (250 each) %7.2fs  %7.0f msg/s\n' "$accept" "$(echo "$N
 printf 'relay   end to end          %7.2fs  %7.0f msg/s   peak RSS %s\n' "$e2e" "$(echo "$N / $e2e" | bc -l)" "$rss"
 printf 'relay   CPU per message     %7.3f ms\n' "$(echo "$cpu / $N" | bc -l)"
 printf 'ratio   relay e2e / direct   %.2f\n' "$(echo "$direct / $e2e" | bc -l)"
+# DRAIN_WATCH=S: the spool's size on disk every 10 s for S seconds after
+# the last message reached the sink, against its size when idle at start
+# (disk use must follow the queue), with the relay's VmRSS.
+if [ -n "${DRAIN_WATCH:-}" ]; then
+	for t in $(seq 0 10 "$DRAIN_WATCH"); do
+		[ "$t" = 0 ] || sleep 10
+		printf 'drain   +%3ds spool %6d KiB (idle %d KiB, %.2fx)  VmRSS %s\n' "$t" "$(spool_kib)" "$idle" \
+			"$(echo "$(spool_kib) / $idle" | bc -l)" "$(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$rpid/status)"
+	done
+fi
