@@ -122,6 +122,7 @@ func (q *Queue) dsnFor(m *spool.Message, results []spool.Result, relayed map[int
 		Recipients: []spool.Recipient{{To: m.From}},
 		Body:       msg,
 		For:        forIdx,
+		Action:     dsnAction(rcpts),
 	}
 }
 
@@ -150,12 +151,7 @@ func (q *Queue) composeDSN(m *spool.Message, rcpts []dsnRcpt, original []byte, n
 	for _, d := range rcpts {
 		utf8 = utf8 || nonASCII(d.final) || nonASCII(d.orig)
 	}
-	kind := rcpts[0].action
-	for _, d := range rcpts {
-		if d.action == "failed" {
-			kind = "failed"
-		}
-	}
+	kind := dsnAction(rcpts)
 	subject := map[string]string{
 		"failed":    "Undelivered Mail Returned to Sender",
 		"delayed":   "Delayed Mail (still being retried)",
@@ -303,6 +299,17 @@ func (q *Queue) composeDSN(m *spool.Message, rcpts []dsnRcpt, original []byte, n
 		mailParams = " " + strings.Join(params, " ")
 	}
 	return b.Bytes(), mailParams
+}
+
+// dsnAction is what a DSN reports as a whole: a failure if any
+// recipient failed, else the action of its first recipient.
+func dsnAction(rcpts []dsnRcpt) string {
+	for _, d := range rcpts {
+		if d.action == "failed" {
+			return "failed"
+		}
+	}
+	return rcpts[0].action
 }
 
 // statusOf takes the enhanced status code (RFC 3463) from a reply such as

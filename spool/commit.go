@@ -151,6 +151,9 @@ func (s *Spool) commitMessage(id string, now time.Time, env *Envelope, rcpts []R
 	s.fresh.reserve(id)
 	m, err := putMessage(txn, id, s.floor.at(now), env, rcpts, c)
 	if err == nil {
+		err = s.noticeReceived(txn, id, env, rcpts)
+	}
+	if err == nil {
 		err = txn.Commit()
 	}
 	if err != nil {

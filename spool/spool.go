@@ -110,6 +110,10 @@ type Options struct {
 	// Ballast is the size of the ballast file (doc.go, "Disk space"): 0
 	// means diskspace.DefaultBallast, negative none.
 	Ballast int64
+	// Subscribers are the consumers of outbox notices (outbox.go): each
+	// change of a kind one of them wants writes a notice for it in the
+	// same transaction.
+	Subscribers []Subscriber
 
 	// Test and benchmark hooks (unexported, so only this package sets them).
 	badgerSyncWrites bool                                 // let Badger fsync every write batch itself
@@ -149,6 +153,7 @@ type Spool struct {
 
 	history time.Duration // Options.History
 	fresh   *freshCache   // messages as enqueued, until first changed
+	outbox  *outbox       // notices for subscribers (outbox.go)
 
 	group    *groupSync // modeGroup only
 	syncWrap func(func() error) error
@@ -215,6 +220,10 @@ func Open(opts Options) (*Spool, error) {
 	if now == nil {
 		now = time.Now
 	}
+	ob, err := newOutbox(opts.Subscribers)
+	if err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
 	}
@@ -253,6 +262,7 @@ func Open(opts Options) (*Spool, error) {
 		syncWrap: opts.syncWrap,
 		history:  opts.History,
 		fresh:    newFreshCache(cmp.Or(opts.freshBytes, defaultFreshBytes)),
+		outbox:   ob,
 	}
 	if opts.Space != nil {
 		s.drafts = opts.Space
