@@ -23,14 +23,14 @@ const prefixOutbox = "w/"
 
 // Notice kinds. Outcome kinds are the recipient statuses.
 const (
-	NoticeReceived  = EventReceived      // a message was accepted (one notice per recipient)
-	NoticeDelivered = EventDelivered     // a recipient was delivered
-	NoticeDeferred  = EventDeferred      // an attempt failed temporarily
-	NoticeFailed    = EventFailed        // a recipient failed for good
-	NoticeDSN       = "dsn"              // a delivery status notification was queued
-	NoticeHeld      = EventHeld          // an operator held a message
-	NoticeReleased  = EventReleased      // an operator released a message
-	NoticeDeleted   = EventDeleted       // an operator deleted a message
+	NoticeReceived  = EventReceived  // a message was accepted (one notice per recipient)
+	NoticeDelivered = EventDelivered // a recipient was delivered
+	NoticeDeferred  = EventDeferred  // an attempt failed temporarily
+	NoticeFailed    = EventFailed    // a recipient failed for good
+	NoticeDSN       = "dsn"          // a delivery status notification was queued
+	NoticeHeld      = EventHeld      // an operator held a message
+	NoticeReleased  = EventReleased  // an operator released a message
+	NoticeDeleted   = EventDeleted   // an operator deleted a message
 	noticeKindsText = "received, delivered, deferred, failed, dsn, held, released, deleted"
 )
 
