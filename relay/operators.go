@@ -125,14 +125,15 @@ func (r *Relay) serveOperators() {
 	finished := make(chan struct{}, 2)
 	if o.apiL != nil {
 		o.api = admin.New(admin.Options{
-			Spool:   r.spool,
-			Queue:   r.queue,
-			NextHop: r.nextHop,
-			Retry:   queue.RetryPolicy{Min: r.cfg.Queue.RetryMin, Max: r.cfg.Queue.RetryMax, Lifetime: r.cfg.Queue.Lifetime},
-			Unban:   r.logins.unban,
-			Metrics: o.metrics.Handler(),
-			Logger:  r.log,
-			Now:     r.now,
+			Spool:    r.spool,
+			Queue:    r.queue,
+			NextHop:  r.nextHop,
+			Retry:    queue.RetryPolicy{Min: r.cfg.Queue.RetryMin, Max: r.cfg.Queue.RetryMax, Lifetime: r.cfg.Queue.Lifetime},
+			Unban:    r.logins.unban,
+			Metrics:  o.metrics.Handler(),
+			Webhooks: r.webhookStatus,
+			Logger:   r.log,
+			Now:      r.now,
 		})
 		n++
 		go func() {

@@ -23,6 +23,7 @@ import (
 	"github.com/relay-mta/relay/relay/pop3d"
 	"github.com/relay-mta/relay/relay/smtpd"
 	"github.com/relay-mta/relay/relay/users"
+	"github.com/relay-mta/relay/relay/webhook"
 	"github.com/relay-mta/relay/spool"
 )
 
@@ -64,6 +65,8 @@ type Relay struct {
 	pop3Listeners []net.Listener // nil until listenPOP3
 
 	ops *operators // admin socket and metrics (relay/operators.go)
+
+	webhooks []*webhook.Poster // relay/webhooks.go
 }
 
 // New opens the spool and the users file and prepares the servers; Run
@@ -87,6 +90,10 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	if r.dkim, err = newDKIMPolicy(cfg, opts.Resolver, r.log); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
+	secrets, err := readWebhookSecrets(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	var tlsConfig *tls.Config
 	if cfg.TLS.Cert == "" && (len(cfg.SMTP.ListenTLS) > 0 || len(cfg.POP3.ListenTLS) > 0) {
 		return nil, errors.New("relay: listen_tls is set but [tls] names no cert and key (set them, or run relay serve --self-signed)")
@@ -108,7 +115,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		return nil, fmt.Errorf("relay: data_dir %s: %w", cfg.DataDir, err)
 	}
 	r.spool, err = spool.Open(spool.Options{Dir: cfg.DataDir + "/spool", Logger: r.log, Now: r.now, History: cfg.Admin.History,
-		MinFree: minFreeSpace(cfg)})
+		MinFree: minFreeSpace(cfg), Subscribers: webhookSubscribers(cfg)})
 	if err != nil {
 		var nospace *spool.NoSpaceError
 		if errors.As(err, &nospace) {
@@ -117,6 +124,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	r.ops = r.newOperators() // relay/operators.go
+	r.newWebhooks(secrets)   // relay/webhooks.go
 	router := NewRouter(cfg)
 	if r.users != nil {
 		router.UserExists = r.users.Exists
@@ -247,6 +255,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	qctx, stopQueue := context.WithCancel(context.Background())
 	queueDone := make(chan struct{})
 	go func() { r.queue.Run(qctx); close(queueDone) }()
+	stopWebhooks := r.runWebhooks()
 	errc := make(chan error, len(r.listeners))
 	for _, l := range r.listeners {
 		go func() { errc <- r.smtp.Serve(l) }()
@@ -272,6 +281,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.shutdownOperators(sctx)
 	stopQueue() // deliveries in progress finish on their own timeouts
 	<-queueDone
+	stopWebhooks()
 	if err := r.spool.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("relay: close spool: %w", err)
 	}

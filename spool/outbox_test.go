@@ -211,3 +211,25 @@ func TestNoticeCodec(t *testing.T) {
 		}
 	}
 }
+
+// After a reopen the watermark is above every stored notice, so a reader
+// moves past them instead of reading from the start of the outbox again.
+func TestOutboxWatermarkAfterReopen(t *testing.T) {
+	dir := t.TempDir()
+	sub := Subscriber{Name: "hook", Kinds: []string{NoticeHeld}}
+	s, err := Open(Options{Dir: dir, GCInterval: -1, Subscribers: []Subscriber{sub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Hold(enqueueN(t, s, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openOutbox(t, dir, sub)
+	ns := notices(t, s, "hook")
+	if len(ns) != 1 || s.NoticeWatermark() <= ns[0].Seq {
+		t.Fatalf("watermark %d after reopen, notices %+v", s.NoticeWatermark(), ns)
+	}
+}
