@@ -27,7 +27,7 @@ type hookSink struct {
 
 	mu    sync.Mutex
 	srv   *http.Server
-	posts map[string]int           // idempotency key → posts accepted
+	posts map[string]int            // idempotency key → posts accepted
 	byMsg map[string]map[string]int // queue ID → event kind → posts
 	bad   int                       // posts with a bad signature or body
 }
