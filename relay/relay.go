@@ -51,7 +51,10 @@ type Relay struct {
 	spool *spool.Spool
 	users *users.DB
 	smtp  *smtpd.Server
-	queue *queue.Queue
+	// submit is the submission service ([submission], relay/submission.go).
+	submit          *smtpd.Server
+	submitListeners []net.Listener
+	queue           *queue.Queue
 	// logins throttles failed logins per client address, for SMTP AUTH
 	// and POP3 alike.
 	logins *loginLimiter
@@ -97,6 +100,9 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	var tlsConfig *tls.Config
 	if cfg.TLS.Cert == "" && (len(cfg.SMTP.ListenTLS) > 0 || len(cfg.POP3.ListenTLS) > 0) {
 		return nil, errors.New("relay: listen_tls is set but [tls] names no cert and key (set them, or run relay serve --self-signed)")
+	}
+	if err := checkSubmission(cfg); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	if cfg.TLS.Cert != "" {
 		// Through a holder, so that ReloadTLS (SIGHUP) can swap it.
@@ -153,13 +159,23 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		OnOutcome:         r.onOutcome,
 		OnDSN:             r.onDSN,
 	})
-	r.smtp = &smtpd.Server{
+	r.smtp = r.newSMTPServer(backend{r: r}, tlsConfig, r.users != nil)
+	r.submit = r.newSMTPServer(backend{r: r, submission: true}, tlsConfig, true) // relay/submission.go
+	r.pop3 = r.newPOP3Server(tlsConfig)
+	return r, nil
+}
+
+// newSMTPServer makes an SMTP server with the configured limits: the
+// relay's on [smtp], the submission service's on [submission].
+func (r *Relay) newSMTPServer(b smtpd.Backend, tlsConfig *tls.Config, auth bool) *smtpd.Server {
+	cfg := r.cfg
+	return &smtpd.Server{
 		Hostname:          cfg.Hostname,
-		Backend:           backend{r: r},
+		Backend:           b,
 		Logger:            r.log,
 		Metrics:           r.ops.metrics,
 		TLSConfig:         tlsConfig,
-		EnableAuth:        r.users != nil,
+		EnableAuth:        auth,
 		AllowInsecureAuth: cfg.AllowInsecureAuth,
 		MaxLineLength:     cfg.SMTP.MaxLineLength,
 		MaxRecipients:     cfg.SMTP.MaxRecipients,
@@ -182,8 +198,6 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		TarpitAfter:          tarpitAfter(cfg.SMTP.TarpitAfter),
 		TarpitDelay:          cfg.SMTP.TarpitDelay,
 	}
-	r.pop3 = r.newPOP3Server(tlsConfig)
-	return r, nil
 }
 
 // Listen opens every configured listener. It is separate from Run so that
@@ -210,6 +224,10 @@ func (r *Relay) Listen() error {
 		}
 		r.listeners = append(r.listeners, tls.NewListener(l, r.smtp.TLSConfig))
 	}
+	if err := r.listenSubmission(lc); err != nil {
+		r.closeListeners()
+		return err
+	}
 	if err := r.listenPOP3(); err != nil {
 		r.closeListeners()
 		return err
@@ -222,10 +240,10 @@ func (r *Relay) Listen() error {
 }
 
 func (r *Relay) closeListeners() {
-	for _, l := range r.listeners {
+	for _, l := range append(r.listeners, r.submitListeners...) {
 		l.Close()
 	}
-	r.listeners = nil
+	r.listeners, r.submitListeners = nil, nil
 }
 
 // Spool is the relay's message store, for the admin API and for tests.
@@ -247,7 +265,7 @@ func (r *Relay) SMTPAddrs() []string {
 // connections, sessions in DATA may finish within ShutdownGrace, and the
 // spool is closed cleanly. Listen is called first if it has not been.
 func (r *Relay) Run(ctx context.Context) error {
-	if r.listeners == nil {
+	if r.listeners == nil && r.submitListeners == nil {
 		if err := r.Listen(); err != nil {
 			return err
 		}
@@ -256,10 +274,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	queueDone := make(chan struct{})
 	go func() { r.queue.Run(qctx); close(queueDone) }()
 	stopWebhooks := r.runWebhooks()
-	errc := make(chan error, len(r.listeners))
+	errc := make(chan error, len(r.listeners)+len(r.submitListeners))
 	for _, l := range r.listeners {
 		go func() { errc <- r.smtp.Serve(l) }()
 	}
+	r.serveSubmission(errc)
 	r.servePOP3()
 	r.serveOperators()
 	go r.watchUsers(qctx) // relay/userswatch.go
@@ -277,6 +296,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.smtp.Shutdown(sctx); err != nil {
 		r.log.Warn("relay: sessions cut off at shutdown", "err", err)
 	}
+	r.shutdownSubmission(sctx)
 	r.shutdownPOP3(sctx)
 	r.shutdownOperators(sctx)
 	stopQueue() // deliveries in progress finish on their own timeouts

@@ -37,20 +37,27 @@ var (
 // backend is the relay's policy, plugged into smtpd.
 type backend struct {
 	r *Relay
+	// submission marks the submission service (relay/submission.go).
+	submission bool
 }
 
 func (b backend) NewSession(c smtpd.ConnInfo) (smtpd.Session, error) {
 	ip := addrOf(c.RemoteAddr)
-	return &session{r: b.r, ip: ip, log: b.r.log.With("client", ip.String())}, nil
+	log := b.r.log.With("client", ip.String())
+	if b.submission {
+		log = log.With("service", "submission")
+	}
+	return &session{r: b.r, ip: ip, log: log, submission: b.submission}, nil
 }
 
 // session applies the relay's policy to one SMTP connection.
 type session struct {
-	r    *Relay
-	ip   netip.Addr
-	log  *slog.Logger
-	helo smtpd.HelloInfo
-	user string // authenticated user, "" when not
+	r          *Relay
+	submission bool // RFC 6409: AUTH before MAIL, header fix-ups
+	ip         netip.Addr
+	log        *slog.Logger
+	helo       smtpd.HelloInfo
+	user       string // authenticated user, "" when not
 
 	from   envelope.Path
 	params envelope.MailParams
@@ -86,6 +93,9 @@ func (s *session) Auth(identity, username, password string) error {
 }
 
 func (s *session) Mail(from envelope.Path, p envelope.MailParams) error {
+	if s.submission && s.user == "" {
+		return errAuthRequired // RFC 6409 §4.3, RFC 4954 §6
+	}
 	if !s.r.spool.Space().Room(p.Size) {
 		return errNoSpace
 	}
@@ -218,8 +228,8 @@ func (s *session) Data(r io.Reader) (string, error) {
 		return "", err
 	}
 	token, header := splitHandoff(header)
-	if !s.mayRelay() {
-		token = "" // only relays we trust may suppress a copy
+	if !s.mayRelay() || s.submission {
+		token = "" // only relays we trust may suppress a copy, and they do not submit
 	}
 	if n := countReceived(header); n >= s.r.cfg.MaxHops {
 		s.log.Info("smtp: message refused", "from", s.from.String(), "reason", "hop limit", "received_headers", n)
@@ -241,6 +251,9 @@ func (s *session) Data(r io.Reader) (string, error) {
 			return "", errNoSpace
 		}
 		return "", err // the client's refusal or lost connection, or ours
+	}
+	if s.submission {
+		header = submissionFixups(header, id, s.r.cfg.Hostname, now)
 	}
 	// DKIM (relay/dkim.go): verify what arrives, sign what we originate;
 	// mail handed over by one of our relays (a token) was signed at entry.

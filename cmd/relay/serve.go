@@ -91,6 +91,9 @@ func serveCommand() *cli.Command {
 			if addrs := r.POP3Addrs(); len(addrs) > 0 {
 				pop3 = "; POP3 on " + strings.Join(addrs, ", ")
 			}
+			if addrs := r.SubmissionAddrs(); len(addrs) > 0 {
+				pop3 = "; submission on " + strings.Join(addrs, ", ") + pop3
+			}
 			fmt.Fprintf(os.Stderr, "relay %s: SMTP on %s%s; mail stored in %s\n",
 				cfg.Hostname, strings.Join(r.SMTPAddrs(), ", "), pop3, cfg.DataDir)
 			go reloadOnHangup(ctx, r, log)
