@@ -117,9 +117,18 @@ func (q *Queue) dsnFor(m *spool.Message, results []spool.Result, relayed map[int
 			q.log.Error("queue: DSN: sign", "id", m.ID, "err", err)
 		}
 	}
+	to := []spool.Recipient{{To: m.From}}
+	if q.o.DSNRecipients != nil {
+		if alias := q.o.DSNRecipients(m.From); len(alias) > 0 {
+			to = to[:0]
+			for _, a := range alias {
+				to = append(to, spool.Recipient{To: a})
+			}
+		}
+	}
 	return &spool.Outgoing{
 		Envelope:   spool.Envelope{From: "<>", MailParams: mailParams, Received: now, Helo: q.o.Hostname},
-		Recipients: []spool.Recipient{{To: m.From}},
+		Recipients: to,
 		Body:       msg,
 		For:        forIdx,
 		Action:     dsnAction(rcpts),

@@ -51,6 +51,10 @@ type Options struct {
 	SignDSN func(msg []byte) ([]byte, error)
 	// OnDSN, if set, is called for each DSN queued (for metrics).
 	OnDSN func(id, dsnID string)
+	// DSNRecipients, if set, gives the addresses a DSN to the reverse
+	// path goes to, when that is an alias of several (nil: the reverse
+	// path itself).
+	DSNRecipients func(reversePath string) []string
 }
 
 // Queue schedules and performs deliveries. Create it with New and start it

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/queue"
+	"github.com/relay-mta/relay/relay/aliases"
 	"github.com/relay-mta/relay/relay/config"
 	"github.com/relay-mta/relay/relay/pop3d"
 	"github.com/relay-mta/relay/relay/smtpd"
@@ -50,7 +51,9 @@ type Relay struct {
 	now   func() time.Time
 	spool *spool.Spool
 	users *users.DB
-	smtp  *smtpd.Server
+	// aliases is the aliases file (relay/aliasing.go); empty without one.
+	aliases *aliases.Table
+	smtp    *smtpd.Server
 	// submit is the submission service ([submission], relay/submission.go).
 	submit          *smtpd.Server
 	submitListeners []net.Listener
@@ -87,6 +90,9 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		if r.users, err = users.Open(cfg.UsersFile, r.log); err != nil {
 			return nil, fmt.Errorf("relay: %w", err)
 		}
+	}
+	if r.aliases, err = aliases.Open(cfg.AliasesFile, r.log); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	// Keys are loaded before the spool opens: a bad key file stops the
 	// start with an error naming it.
@@ -158,6 +164,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		SignDSN:           r.dsnSigner(),
 		OnOutcome:         r.onOutcome,
 		OnDSN:             r.onDSN,
+		DSNRecipients:     r.expandDSNRecipient,
 	})
 	r.smtp = r.newSMTPServer(backend{r: r}, tlsConfig, r.users != nil)
 	r.submit = r.newSMTPServer(backend{r: r, submission: true}, tlsConfig, true) // relay/submission.go
