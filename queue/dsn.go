@@ -17,12 +17,16 @@ import (
 // allows.
 const DefaultDSNMaxFull = 1 << 20
 
+// RemoteExpanded is the Remote of a recipient's result when it was an
+// alias expanded at acceptance (spool.Recipient.Expanded).
+const RemoteExpanded = "expanded"
+
 // dsnRcpt is one per-recipient block of a delivery status report.
 type dsnRcpt struct {
 	final     string // Final-Recipient address
 	origType  string // ORCPT address type, "" when none was given
 	orig      string
-	action    string // failed | delayed | delivered | relayed
+	action    string // failed | delayed | delivered | relayed | expanded
 	status    string // x.y.z
 	remote    string // Remote-MTA host, "" when no server answered
 	reply     string // Diagnostic-Code text
@@ -80,6 +84,8 @@ func (q *Queue) dsnFor(m *spool.Message, results []spool.Result, relayed map[int
 			switch {
 			case res.Remote == "local":
 				d.action, d.remote = "delivered", ""
+			case res.Remote == RemoteExpanded:
+				d.action, d.remote = "expanded", ""
 			case relayed[res.Rcpt]:
 				d.action = "relayed"
 			default:
@@ -166,6 +172,7 @@ func (q *Queue) composeDSN(m *spool.Message, rcpts []dsnRcpt, original []byte, n
 		"delayed":   "Delayed Mail (still being retried)",
 		"delivered": "Successful Mail Delivery Report",
 		"relayed":   "Mail Relayed (no further delivery reports)",
+		"expanded":  "Mail Delivered to an Alias (expanded)",
 	}[kind]
 	boundary := fmt.Sprintf("=_relay_%s_%d", m.ID, now.UnixNano())
 	date := now.Format(time.RFC1123Z)

@@ -361,6 +361,13 @@ func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, due, now t
 			immediate = append(immediate, res)
 			continue
 		}
+		if r.Expanded {
+			// An alias of several addresses, expanded at acceptance:
+			// done, and reported "expanded" if NOTIFY asked for success.
+			immediate = append(immediate, spool.Result{Rcpt: n, Status: spool.StatusDelivered,
+				Reply: "250 2.1.5 alias expanded", Remote: RemoteExpanded, NextHop: RemoteExpanded})
+			continue
+		}
 		hop, out, err := q.o.Router.Route(r.To)
 		if err != nil {
 			immediate = append(immediate, q.errorResult(m, n, err, now))

@@ -88,21 +88,26 @@ func (s *session) rcptsFor(to envelope.Path, p envelope.RcptParams) ([]spool.Rec
 	}
 	// RFC 3461 §6.2.7: the targets carry the ORCPT of the address as
 	// given (the client's own ORCPT if it sent one). An alias of several
-	// addresses reports "delivered" per target, never as a whole: the
-	// targets' NOTIFY keeps FAILURE and DELAY but not SUCCESS (§6.2.7.3).
+	// addresses asked for NOTIFY=SUCCESS is reported "expanded" as a
+	// whole, and its targets' NOTIFY keeps FAILURE and DELAY but not
+	// SUCCESS (§6.2.7.3); a one-address alias passes NOTIFY on whole.
+	given := p.String()
 	if p.ORcpt == "" {
 		p.ORcptType, p.ORcpt = "rfc822", to.Mailbox()
 		if to.NeedsUTF8() {
 			p.ORcptType = "utf-8"
 		}
 	}
+	out := make([]spool.Recipient, 0, len(targets)+1)
 	if len(targets) > 1 && p.Notify&envelope.NotifySuccess != 0 {
+		// The alias itself is reported "expanded" (a success DSN) by
+		// the queue, as soon as it sees it.
+		out = append(out, spool.Recipient{To: to.String(), Params: given, Expanded: true})
 		if p.Notify &^= envelope.NotifySuccess; p.Notify == 0 {
 			p.Notify = envelope.NotifyNever
 		}
 	}
 	params := p.String()
-	out := make([]spool.Recipient, 0, len(targets))
 	var shown []string
 	for _, t := range targets {
 		path := envelope.Path{Local: t.Local, Domain: t.Domain}.String()

@@ -113,8 +113,12 @@ func TestAliasNotify(t *testing.T) {
 	c.Cmd("DATA", "354 ")
 	id := strings.TrimPrefix(strings.TrimSpace(c.Cmd("Subject: n\r\n\r\nhi\r\n.", "250 ")), "250 2.0.0 OK: queued as ")
 	for _, rc := range rcptsOf(t, r, id) {
-		if rc.Params != " NOTIFY=FAILURE ORCPT=rfc822;fwd@b.test" {
-			t.Errorf("%s: params %q", rc.To, rc.Params)
+		want := " NOTIFY=FAILURE ORCPT=rfc822;fwd@b.test"
+		if rc.Expanded {
+			want = " NOTIFY=SUCCESS,FAILURE" // the alias itself, for its "expanded" DSN
+		}
+		if rc.Params != want || rc.Expanded != (rc.To == "<fwd@b.test>") {
+			t.Errorf("%s: params %q, expanded %v", rc.To, rc.Params, rc.Expanded)
 		}
 	}
 	c.Cmd("MAIL FROM:<x@outside.test>", "250 ")
@@ -123,6 +127,7 @@ func TestAliasNotify(t *testing.T) {
 	c.Cmd("DATA", "354 ")
 	id = strings.TrimPrefix(strings.TrimSpace(c.Cmd("Subject: n2\r\n\r\nhi\r\n.", "250 ")), "250 2.0.0 OK: queued as ")
 	want := map[string]string{
+		"<pair@b.test>":       " NOTIFY=SUCCESS",
 		"<carol@remote.test>": " NOTIFY=NEVER ORCPT=rfc822;pair@b.test",
 		"<dan@remote.test>":   " NOTIFY=NEVER ORCPT=rfc822;pair@b.test",
 		"<erin@remote.test>":  " NOTIFY=SUCCESS,DELAY ORCPT=rfc822;solo@b.test",
@@ -130,6 +135,27 @@ func TestAliasNotify(t *testing.T) {
 	for _, rc := range rcptsOf(t, r, id) {
 		if rc.Params != want[rc.To] {
 			t.Errorf("%s: params %q, want %q", rc.To, rc.Params, want[rc.To])
+		}
+	}
+	// The sender hears once per alias of several that it was expanded
+	// (RFC 3461 §6.2.7.3): two DSNs, fwd and pair, waiting for the
+	// route to outside.test.
+	var dsns []string
+	waitUntil(t, "the expanded DSNs", func() bool {
+		dsns = dsns[:0]
+		r.Spool().List(func(m *spool.Message) error {
+			if m.From == "<>" {
+				b, _ := r.Spool().Body(m.ID)
+				dsns = append(dsns, string(b))
+			}
+			return nil
+		})
+		return len(dsns) == 2
+	})
+	for _, d := range dsns {
+		if !strings.Contains(d, "Action: expanded") || !strings.Contains(d, "Status: 2.1.5") ||
+			!strings.Contains(d, "Final-Recipient: rfc822; fwd@b.test") && !strings.Contains(d, "Final-Recipient: rfc822; pair@b.test") {
+			t.Errorf("DSN:\n%s", d)
 		}
 	}
 }

@@ -62,7 +62,11 @@ func (r *Relay) onOutcome(m *spool.Message, res spool.Result) {
 		return
 	}
 	now := r.now()
-	r.ops.metrics.Delivery(res.Status, r.nextHop(m.Recipients[res.Rcpt].To), now.Sub(m.Received))
+	hop := res.NextHop // the lane it went through; else routed again
+	if hop == "" {
+		hop = r.nextHop(m.Recipients[res.Rcpt].To)
+	}
+	r.ops.metrics.Delivery(res.Status, hop, now.Sub(m.Received))
 	p, err := envelope.ParseMailParams(strings.TrimSpace(m.MailParams))
 	if err != nil {
 		return

@@ -196,7 +196,7 @@ func putMessage(txn *wtxn, id string, due uint64, env *Envelope, rcpts []Recipie
 	}
 	for i, r := range rcpts {
 		n := uint32(i)
-		m.Recipients[i] = Recipient{To: r.To, Params: r.Params, Status: StatusPending, NextAttempt: dueAt}
+		m.Recipients[i] = Recipient{To: r.To, Params: r.Params, Status: StatusPending, NextAttempt: dueAt, Expanded: r.Expanded}
 		val, err := encodeRcpt(&m.Recipients[i])
 		if err != nil {
 			return nil, err

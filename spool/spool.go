@@ -58,6 +58,11 @@ type Recipient struct {
 	LastReply   string    // last remote reply or local error text
 	NextAttempt time.Time // due time; equals the time in this recipient's t/ key
 	DelayWarned bool      // the one delay DSN for this recipient was queued
+	// Expanded marks an address that an alias of several addresses stood
+	// for, kept only so that the queue reports it "expanded" (RFC 3461
+	// §6.2.7.3) when NOTIFY=SUCCESS asked; it is never delivered. Set at
+	// Enqueue.
+	Expanded bool
 }
 
 // Message is a queued message: its ID, envelope, size and recipients.
