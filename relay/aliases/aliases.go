@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/relay-mta/relay/envelope"
 	"github.com/relay-mta/relay/relay/filestamp"
 )
 
@@ -266,11 +267,11 @@ func parseKey(k string) (string, error) {
 	switch {
 	case k == "":
 		return "", errors.New("empty alias name")
-	case hasAt && !validDomain(domain):
+	case hasAt && (domain == "" || !validAddress("postmaster", domain)):
 		return "", fmt.Errorf("alias %q: bad domain", k)
 	case hasAt && local == "":
 		return k, nil // a catch-all
-	case !validLocal(local):
+	case !validAddress(local, ""):
 		return "", fmt.Errorf("alias %q: bad local part", k)
 	}
 	return k, nil
@@ -282,44 +283,24 @@ func parseTarget(f string) (string, error) {
 	local, domain, hasAt := strings.Cut(f, "@")
 	// '|' and '/' are atext, but here they would read as /etc/aliases'
 	// pipes and files, which this relay does not deliver to.
-	if !validLocal(local) || hasAt && !validDomain(domain) || strings.ContainsAny(f[:1], "|/:") {
+	if !validAddress(local, domain) || hasAt && domain == "" || strings.ContainsAny(f[:1], "|/:") {
 		return "", fmt.Errorf("bad address %q (want user or user@domain; no pipes, files or :include:)", f)
 	}
 	return f, nil
 }
 
-// validLocal accepts a dot-atom local part (RFC 5322 atext and dots).
-func validLocal(s string) bool {
-	if s == "" || len(s) > 64 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+// validAddress checks a local part and a domain ("" for none) with the
+// SMTP path parser: a dot-string local part (no quotes, which the
+// file's commas would split) and a domain name (no address literal).
+func validAddress(local, domain string) bool {
+	if local == "" || strings.ContainsAny(local+domain, "\"[]") {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-/=?^_`{|}~.", c) >= 0) {
-			return false
-		}
+	if domain == "" {
+		domain = "example.invalid" // the local part alone is checked
 	}
-	return true
-}
-
-// validDomain accepts lower-case dot-separated labels of letters, digits
-// and hyphens.
-func validDomain(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
+	p, err := envelope.ParseForwardPath("<"+local+"@"+domain+">", true)
+	return err == nil && len(p.Route) == 0
 }
 
 // Expand resolves an address of a local domain to where its mail goes.
