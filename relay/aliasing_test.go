@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relay-mta/relay/relay/aliases"
 	"github.com/relay-mta/relay/relay/config"
 	"github.com/relay-mta/relay/relay/smtpd/smtptest"
 	"github.com/relay-mta/relay/spool"
@@ -193,10 +194,11 @@ func TestAliasesReload(t *testing.T) {
 		c.Cmd("RCPT TO:"+rcpt, want)
 	}
 	try("<newalias@b.test>", "550 5.1.1")
+	// The running relay notices the new file by itself.
 	writeAliases(t, cfg.AliasesFile, "newalias: bob\n")
-	if err := r.ReloadAliases(); err != nil {
-		t.Fatal(err)
-	}
+	waitUntil(t, "the new alias", func() bool {
+		return r.aliases.IsAlias(aliases.Address{Local: "newalias", Domain: "b.test"})
+	})
 	try("<newalias@b.test>", "250 ")
 	try("<sales@b.test>", "550 5.1.1")
 	writeAliases(t, cfg.AliasesFile, "broken line\n")
