@@ -328,8 +328,14 @@ func TestMetricsMove(t *testing.T) {
 		t.Fatal("a message for an unknown local user was accepted")
 	}
 	waitFor(t, 10*time.Second, "10 messages at C", func() bool { return len(c.mailbox("alice")) == 10 })
-	after := scrape(t, url)
 	hop := "smtp:" + c.addr + ";tls=none"
+	// C may deliver before A has counted C's 250: wait for A's count.
+	var after map[string]float64
+	delivered := `relay_deliveries_total{next_hop="` + hop + `",result="delivered"}`
+	waitFor(t, 10*time.Second, "A's count of the deliveries", func() bool {
+		after = scrape(t, url)
+		return after[delivered]-before[delivered] >= 10
+	})
 	for _, m := range []struct {
 		name string
 		want float64

@@ -17,12 +17,16 @@ import (
 // allows.
 const DefaultDSNMaxFull = 1 << 20
 
+// RemoteExpanded is the Remote of a recipient's result when it was an
+// alias expanded at acceptance (spool.Recipient.Expanded).
+const RemoteExpanded = "expanded"
+
 // dsnRcpt is one per-recipient block of a delivery status report.
 type dsnRcpt struct {
 	final     string // Final-Recipient address
 	origType  string // ORCPT address type, "" when none was given
 	orig      string
-	action    string // failed | delayed | delivered | relayed
+	action    string // failed | delayed | delivered | relayed | expanded
 	status    string // x.y.z
 	remote    string // Remote-MTA host, "" when no server answered
 	reply     string // Diagnostic-Code text
@@ -80,6 +84,8 @@ func (q *Queue) dsnFor(m *spool.Message, results []spool.Result, relayed map[int
 			switch {
 			case res.Remote == "local":
 				d.action, d.remote = "delivered", ""
+			case res.Remote == RemoteExpanded:
+				d.action, d.remote = "expanded", ""
 			case relayed[res.Rcpt]:
 				d.action = "relayed"
 			default:
@@ -117,11 +123,21 @@ func (q *Queue) dsnFor(m *spool.Message, results []spool.Result, relayed map[int
 			q.log.Error("queue: DSN: sign", "id", m.ID, "err", err)
 		}
 	}
+	to := []spool.Recipient{{To: m.From}}
+	if q.o.DSNRecipients != nil {
+		if alias := q.o.DSNRecipients(m.From); len(alias) > 0 {
+			to = to[:0]
+			for _, a := range alias {
+				to = append(to, spool.Recipient{To: a})
+			}
+		}
+	}
 	return &spool.Outgoing{
 		Envelope:   spool.Envelope{From: "<>", MailParams: mailParams, Received: now, Helo: q.o.Hostname},
-		Recipients: []spool.Recipient{{To: m.From}},
+		Recipients: to,
 		Body:       msg,
 		For:        forIdx,
+		Action:     dsnAction(rcpts),
 	}
 }
 
@@ -150,17 +166,13 @@ func (q *Queue) composeDSN(m *spool.Message, rcpts []dsnRcpt, original []byte, n
 	for _, d := range rcpts {
 		utf8 = utf8 || nonASCII(d.final) || nonASCII(d.orig)
 	}
-	kind := rcpts[0].action
-	for _, d := range rcpts {
-		if d.action == "failed" {
-			kind = "failed"
-		}
-	}
+	kind := dsnAction(rcpts)
 	subject := map[string]string{
 		"failed":    "Undelivered Mail Returned to Sender",
 		"delayed":   "Delayed Mail (still being retried)",
 		"delivered": "Successful Mail Delivery Report",
 		"relayed":   "Mail Relayed (no further delivery reports)",
+		"expanded":  "Mail Delivered to an Alias (expanded)",
 	}[kind]
 	boundary := fmt.Sprintf("=_relay_%s_%d", m.ID, now.UnixNano())
 	date := now.Format(time.RFC1123Z)
@@ -303,6 +315,17 @@ func (q *Queue) composeDSN(m *spool.Message, rcpts []dsnRcpt, original []byte, n
 		mailParams = " " + strings.Join(params, " ")
 	}
 	return b.Bytes(), mailParams
+}
+
+// dsnAction is what a DSN reports as a whole: a failure if any
+// recipient failed, else the action of its first recipient.
+func dsnAction(rcpts []dsnRcpt) string {
+	for _, d := range rcpts {
+		if d.action == "failed" {
+			return "failed"
+		}
+	}
+	return rcpts[0].action
 }
 
 // statusOf takes the enhanced status code (RFC 3463) from a reply such as

@@ -198,12 +198,12 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 	}()
 	dctx := context.WithoutCancel(ctx)
 	if l.hop.Local {
-		q.record(j.msg, l.localResults(j), nil)
+		l.record(j, l.localResults(j), nil)
 		return nil
 	}
 	now := q.o.Now()
 	if reply, dead := l.dead(now); dead {
-		q.record(j.msg, l.deferAll(j, reply, now), nil)
+		l.record(j, l.deferAll(j, reply, now), nil)
 		return sess
 	}
 	if sess == nil {
@@ -218,7 +218,7 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 			if !IsPermanent(err) {
 				l.markDead(now, errorText(err))
 			}
-			q.record(j.msg, results, nil)
+			l.record(j, results, nil)
 			return nil
 		}
 	}
@@ -242,7 +242,7 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 		remote := sess.Remote()
 		sess.Close()
 		results := l.deferAll(j, errorText(fmt.Errorf("%s: %w", remote, err)), now)
-		q.record(j.msg, results, nil)
+		l.record(j, results, nil)
 		return nil
 	}
 	results := make([]spool.Result, len(j.rcpts))
@@ -265,8 +265,17 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 		}
 		results[i].Remote = sess.Remote()
 	}
-	q.record(j.msg, results, relayed)
+	l.record(j, results, relayed)
 	return sess
+}
+
+// record records the results of job j, naming this lane as their next
+// hop (for the outbox notices of the outcomes).
+func (l *lane) record(j *job, results []spool.Result, relayed map[int]bool) {
+	for i := range results {
+		results[i].NextHop = l.hop.Key
+	}
+	l.q.record(j.msg, results, relayed)
 }
 
 func (l *lane) deferAll(j *job, reply string, now time.Time) []spool.Result {

@@ -51,6 +51,10 @@ type Options struct {
 	SignDSN func(msg []byte) ([]byte, error)
 	// OnDSN, if set, is called for each DSN queued (for metrics).
 	OnDSN func(id, dsnID string)
+	// DSNRecipients, if set, gives the addresses a DSN to the reverse
+	// path goes to, when that is an alias of several (nil: the reverse
+	// path itself).
+	DSNRecipients func(reversePath string) []string
 }
 
 // Queue schedules and performs deliveries. Create it with New and start it
@@ -355,6 +359,13 @@ func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, due, now t
 		}
 		if res, missed := missedDeadline(m, n, now, r.LastReply); missed {
 			immediate = append(immediate, res)
+			continue
+		}
+		if r.Expanded {
+			// An alias of several addresses, expanded at acceptance:
+			// done, and reported "expanded" if NOTIFY asked for success.
+			immediate = append(immediate, spool.Result{Rcpt: n, Status: spool.StatusDelivered,
+				Reply: "250 2.1.5 alias expanded", Remote: RemoteExpanded, NextHop: RemoteExpanded})
 			continue
 		}
 		hop, out, err := q.o.Router.Route(r.To)

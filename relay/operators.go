@@ -62,7 +62,11 @@ func (r *Relay) onOutcome(m *spool.Message, res spool.Result) {
 		return
 	}
 	now := r.now()
-	r.ops.metrics.Delivery(res.Status, r.nextHop(m.Recipients[res.Rcpt].To), now.Sub(m.Received))
+	hop := res.NextHop // the lane it went through; else routed again
+	if hop == "" {
+		hop = r.nextHop(m.Recipients[res.Rcpt].To)
+	}
+	r.ops.metrics.Delivery(res.Status, hop, now.Sub(m.Received))
 	p, err := envelope.ParseMailParams(strings.TrimSpace(m.MailParams))
 	if err != nil {
 		return
@@ -125,14 +129,15 @@ func (r *Relay) serveOperators() {
 	finished := make(chan struct{}, 2)
 	if o.apiL != nil {
 		o.api = admin.New(admin.Options{
-			Spool:   r.spool,
-			Queue:   r.queue,
-			NextHop: r.nextHop,
-			Retry:   queue.RetryPolicy{Min: r.cfg.Queue.RetryMin, Max: r.cfg.Queue.RetryMax, Lifetime: r.cfg.Queue.Lifetime},
-			Unban:   r.logins.unban,
-			Metrics: o.metrics.Handler(),
-			Logger:  r.log,
-			Now:     r.now,
+			Spool:    r.spool,
+			Queue:    r.queue,
+			NextHop:  r.nextHop,
+			Retry:    queue.RetryPolicy{Min: r.cfg.Queue.RetryMin, Max: r.cfg.Queue.RetryMax, Lifetime: r.cfg.Queue.Lifetime},
+			Unban:    r.logins.unban,
+			Metrics:  o.metrics.Handler(),
+			Webhooks: r.webhookStatus,
+			Logger:   r.log,
+			Now:      r.now,
 		})
 		n++
 		go func() {

@@ -19,11 +19,13 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/queue"
+	"github.com/relay-mta/relay/relay/aliases"
 	"github.com/relay-mta/relay/relay/config"
 	"github.com/relay-mta/relay/relay/deliver"
 	"github.com/relay-mta/relay/relay/pop3d"
 	"github.com/relay-mta/relay/relay/smtpd"
 	"github.com/relay-mta/relay/relay/users"
+	"github.com/relay-mta/relay/relay/webhook"
 	"github.com/relay-mta/relay/spool"
 )
 
@@ -50,8 +52,13 @@ type Relay struct {
 	now   func() time.Time
 	spool *spool.Spool
 	users *users.DB
-	smtp  *smtpd.Server
-	queue *queue.Queue
+	// aliases is the aliases file (relay/aliasing.go); empty without one.
+	aliases *aliases.Table
+	smtp    *smtpd.Server
+	// submit is the submission service ([submission], relay/submission.go).
+	submit          *smtpd.Server
+	submitListeners []net.Listener
+	queue           *queue.Queue
 	// logins throttles failed logins per client address, for SMTP AUTH
 	// and POP3 alike.
 	logins *loginLimiter
@@ -65,6 +72,8 @@ type Relay struct {
 	pop3Listeners []net.Listener // nil until listenPOP3
 
 	ops *operators // admin socket and metrics (relay/operators.go)
+
+	webhooks []*webhook.Poster // relay/webhooks.go
 }
 
 // New opens the spool and the users file and prepares the servers; Run
@@ -83,14 +92,24 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 			return nil, fmt.Errorf("relay: %w", err)
 		}
 	}
+	if r.aliases, err = aliases.Open(cfg.AliasesFile, r.log); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	// Keys are loaded before the spool opens: a bad key file stops the
 	// start with an error naming it.
 	if r.dkim, err = newDKIMPolicy(cfg, opts.Resolver, r.log); err != nil {
 		return nil, err // names the config file, line and key: nothing to add
 	}
+	secrets, err := readWebhookSecrets(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	var tlsConfig *tls.Config
 	if cfg.TLS.Cert == "" && (len(cfg.SMTP.ListenTLS) > 0 || len(cfg.POP3.ListenTLS) > 0) {
 		return nil, errors.New("relay: listen_tls is set but [tls] names no cert and key (set them, or run relay serve --self-signed)")
+	}
+	if err := checkSubmission(cfg); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	if cfg.TLS.Cert != "" {
 		// Through a holder, so that ReloadTLS (SIGHUP) can swap it.
@@ -109,7 +128,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		return nil, fmt.Errorf("relay: data_dir %s: %w", cfg.DataDir, err)
 	}
 	r.spool, err = spool.Open(spool.Options{Dir: cfg.DataDir + "/spool", Logger: r.log, Now: r.now, History: cfg.Admin.History,
-		MinFree: minFreeSpace(cfg)})
+		MinFree: minFreeSpace(cfg), Subscribers: webhookSubscribers(cfg)})
 	if err != nil {
 		var nospace *spool.NoSpaceError
 		if errors.As(err, &nospace) {
@@ -118,6 +137,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	r.ops = r.newOperators() // relay/operators.go
+	r.newWebhooks(secrets)   // relay/webhooks.go
 	router := NewRouter(cfg)
 	if r.users != nil {
 		router.UserExists = r.users.Exists
@@ -145,14 +165,25 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		SignDSN:           r.dsnSigner(),
 		OnOutcome:         r.onOutcome,
 		OnDSN:             r.onDSN,
+		DSNRecipients:     r.expandDSNRecipient,
 	})
-	r.smtp = &smtpd.Server{
+	r.smtp = r.newSMTPServer(backend{r: r}, tlsConfig, r.users != nil)
+	r.submit = r.newSMTPServer(backend{r: r, submission: true}, tlsConfig, true) // relay/submission.go
+	r.pop3 = r.newPOP3Server(tlsConfig)
+	return r, nil
+}
+
+// newSMTPServer makes an SMTP server with the configured limits: the
+// relay's on [smtp], the submission service's on [submission].
+func (r *Relay) newSMTPServer(b smtpd.Backend, tlsConfig *tls.Config, auth bool) *smtpd.Server {
+	cfg := r.cfg
+	return &smtpd.Server{
 		Hostname:          cfg.Hostname,
-		Backend:           backend{r: r},
+		Backend:           b,
 		Logger:            r.log,
 		Metrics:           r.ops.metrics,
 		TLSConfig:         tlsConfig,
-		EnableAuth:        r.users != nil,
+		EnableAuth:        auth,
 		AllowInsecureAuth: cfg.AllowInsecureAuth,
 		LoopbackIsSecure:  true, // as Dovecot: a loopback client may log in without TLS
 		MaxLineLength:     cfg.SMTP.MaxLineLength,
@@ -176,8 +207,6 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		TarpitAfter:          tarpitAfter(cfg.SMTP.TarpitAfter),
 		TarpitDelay:          cfg.SMTP.TarpitDelay,
 	}
-	r.pop3 = r.newPOP3Server(tlsConfig)
-	return r, nil
 }
 
 // Listen opens every configured listener. It is separate from Run so that
@@ -204,6 +233,10 @@ func (r *Relay) Listen() error {
 		}
 		r.listeners = append(r.listeners, tls.NewListener(l, r.smtp.TLSConfig))
 	}
+	if err := r.listenSubmission(lc); err != nil {
+		r.closeListeners()
+		return err
+	}
 	if err := r.listenPOP3(); err != nil {
 		r.closeListeners()
 		return err
@@ -216,10 +249,10 @@ func (r *Relay) Listen() error {
 }
 
 func (r *Relay) closeListeners() {
-	for _, l := range r.listeners {
+	for _, l := range append(r.listeners, r.submitListeners...) {
 		l.Close()
 	}
-	r.listeners = nil
+	r.listeners, r.submitListeners = nil, nil
 }
 
 // Spool is the relay's message store, for the admin API and for tests.
@@ -241,7 +274,7 @@ func (r *Relay) SMTPAddrs() []string {
 // connections, sessions in DATA may finish within ShutdownGrace, and the
 // spool is closed cleanly. Listen is called first if it has not been.
 func (r *Relay) Run(ctx context.Context) error {
-	if r.listeners == nil {
+	if r.listeners == nil && r.submitListeners == nil {
 		if err := r.Listen(); err != nil {
 			return err
 		}
@@ -249,10 +282,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	qctx, stopQueue := context.WithCancel(context.Background())
 	queueDone := make(chan struct{})
 	go func() { r.queue.Run(qctx); close(queueDone) }()
-	errc := make(chan error, len(r.listeners))
+	stopWebhooks := r.runWebhooks()
+	errc := make(chan error, len(r.listeners)+len(r.submitListeners))
 	for _, l := range r.listeners {
 		go func() { errc <- r.smtp.Serve(l) }()
 	}
+	r.serveSubmission(errc)
 	r.servePOP3()
 	r.serveOperators()
 	go r.watchUsers(qctx) // relay/userswatch.go
@@ -270,10 +305,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.smtp.Shutdown(sctx); err != nil {
 		r.log.Warn("relay: sessions cut off at shutdown", "err", err)
 	}
+	r.shutdownSubmission(sctx)
 	r.shutdownPOP3(sctx)
 	r.shutdownOperators(sctx)
 	stopQueue() // deliveries in progress finish on their own timeouts
 	<-queueDone
+	stopWebhooks()
 	if err := r.spool.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("relay: close spool: %w", err)
 	}

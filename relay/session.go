@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/relay-mta/relay/envelope"
+	"github.com/relay-mta/relay/relay/aliases"
 	"github.com/relay-mta/relay/relay/config"
 	"github.com/relay-mta/relay/relay/smtpd"
 	"github.com/relay-mta/relay/spool"
@@ -31,29 +32,42 @@ var (
 	errAuthFailed  = smtpError(535, 5, 7, 8, "Authentication credentials invalid")
 	errAuthzid     = smtpError(535, 5, 7, 8, "Authorization identity (authzid) must be empty or the authentication identity")
 	errNoSpace     = smtpError(452, 4, 3, 1, "Insufficient system storage, try again later")
+	// errTooManyRcpts: aliases expanded the message past what one message
+	// may carry (RFC 5321 §4.5.3.1.10).
+	errTooManyRcpts = smtpError(452, 4, 5, 3, "Too many recipients once aliases are expanded")
 )
 
 // backend is the relay's policy, plugged into smtpd.
 type backend struct {
 	r *Relay
+	// submission marks the submission service (relay/submission.go).
+	submission bool
 }
 
 func (b backend) NewSession(c smtpd.ConnInfo) (smtpd.Session, error) {
 	ip := addrOf(c.RemoteAddr)
-	return &session{r: b.r, ip: ip, log: b.r.log.With("client", ip.String())}, nil
+	log := b.r.log.With("client", ip.String())
+	if b.submission {
+		log = log.With("service", "submission")
+	}
+	return &session{r: b.r, ip: ip, log: log, submission: b.submission}, nil
 }
 
 // session applies the relay's policy to one SMTP connection.
 type session struct {
-	r    *Relay
-	ip   netip.Addr
-	log  *slog.Logger
-	helo smtpd.HelloInfo
-	user string // authenticated user, "" when not
+	r          *Relay
+	submission bool // RFC 6409: AUTH before MAIL, header fix-ups
+	ip         netip.Addr
+	log        *slog.Logger
+	helo       smtpd.HelloInfo
+	user       string // authenticated user, "" when not
 
 	from   envelope.Path
 	params envelope.MailParams
 	rcpts  []spool.Recipient
+	// given are the recipients as the client gave them, before aliases
+	// were expanded (the Received field names the only one).
+	given []string
 }
 
 func (s *session) Hello(h smtpd.HelloInfo) error {
@@ -85,6 +99,9 @@ func (s *session) Auth(identity, username, password string) error {
 }
 
 func (s *session) Mail(from envelope.Path, p envelope.MailParams) error {
+	if s.submission && s.user == "" {
+		return errAuthRequired // RFC 6409 §4.3, RFC 4954 §6
+	}
 	if !s.r.spool.Space().Room(p.Size) {
 		return errNoSpace
 	}
@@ -98,7 +115,7 @@ func (s *session) Mail(from envelope.Path, p envelope.MailParams) error {
 		s.log.Info("smtp: MT-PRIORITY of an untrusted client reset to 0", "from", from.String(), "priority", p.Priority)
 		p.Priority = 0
 	}
-	s.from, s.params, s.rcpts = from, p, nil
+	s.from, s.params, s.rcpts, s.given = from, p, nil, nil
 	return nil
 }
 
@@ -131,7 +148,16 @@ func (s *session) Rcpt(to envelope.Path, p envelope.RcptParams) error {
 		s.log.Info("smtp: recipient refused", "from", s.from.String(), "to", to.String(), "reason", err.Error())
 		return err
 	}
-	s.rcpts = append(s.rcpts, spool.Recipient{To: to.String(), Params: p.String()})
+	rcpts, err := s.rcptsFor(to, p) // aliases expanded (relay/aliasing.go)
+	if err != nil {
+		s.log.Info("smtp: recipient refused", "from", s.from.String(), "to", to.String(), "reason", err.Error())
+		return err
+	}
+	if len(s.rcpts)+len(rcpts) > aliases.MaxTargets {
+		return errTooManyRcpts
+	}
+	s.rcpts = append(s.rcpts, rcpts...)
+	s.given = append(s.given, to.String())
 	return nil
 }
 
@@ -170,11 +196,10 @@ func (s *session) checkRcpt(to envelope.Path) error {
 		return errRelayDenied
 	}
 	if cfg.IsLocalDomain(domain) {
-		user := strings.ToLower(to.Local)
-		if user == "postmaster" || (s.r.users != nil && s.r.users.Exists(user)) {
-			return nil
-		}
-		return errNoSuchUser
+		// A mailbox, an alias, a sub-address or a catch-all
+		// (relay/aliasing.go); anything else is 550 5.1.1.
+		_, _, err := s.r.expandLocal(to.Local, domain)
+		return err
 	}
 	if s.mayRelay() || cfg.IsRelayDomain(domain) {
 		return nil
@@ -217,8 +242,8 @@ func (s *session) Data(r io.Reader) (string, error) {
 		return "", err
 	}
 	token, header := splitHandoff(header)
-	if !s.mayRelay() {
-		token = "" // only relays we trust may suppress a copy
+	if !s.mayRelay() || s.submission {
+		token = "" // only relays we trust may suppress a copy, and they do not submit
 	}
 	if n := countReceived(header); n >= s.r.cfg.MaxHops {
 		s.log.Info("smtp: message refused", "from", s.from.String(), "reason", "hop limit", "received_headers", n)
@@ -241,14 +266,17 @@ func (s *session) Data(r io.Reader) (string, error) {
 		}
 		return "", err // the client's refusal or lost connection, or ours
 	}
+	if s.submission {
+		header = submissionFixups(header, id, s.r.cfg.Hostname, now)
+	}
 	// DKIM (relay/dkim.go): verify what arrives, sign what we originate;
 	// mail handed over by one of our relays (a token) was signed at entry.
 	if header, err = s.r.dkim.check(id, header, draft.Reader, s.mayRelay() && token == "", s.log); err != nil {
 		return "", err
 	}
 	forRcpt := ""
-	if len(s.rcpts) == 1 {
-		forRcpt = s.rcpts[0].To
+	if len(s.given) == 1 {
+		forRcpt = s.given[0]
 	}
 	hdr := receivedHeader(s.helo.Name, s.ip.String(), s.r.cfg.Hostname,
 		withProtocol(s.helo.ESMTP, s.helo.TLS != nil, s.user != "", s.params.SMTPUTF8), id, forRcpt, now)
@@ -308,7 +336,7 @@ func readHeader(br *bufio.Reader, max int) ([]byte, error) {
 }
 
 func (s *session) Reset() {
-	s.from, s.params, s.rcpts = envelope.Path{}, envelope.MailParams{}, nil
+	s.from, s.params, s.rcpts, s.given = envelope.Path{}, envelope.MailParams{}, nil, nil
 }
 
 func (s *session) Close() {}

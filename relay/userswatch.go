@@ -6,9 +6,10 @@ import (
 )
 
 // UsersPollInterval is how often a running relay looks for changes to its
-// users file (`relay user add|passwd|del` replace it atomically): a new
-// user or password works for SMTP AUTH and POP3 within this time, with no
-// restart. SIGHUP (ReloadUsers) applies a change at once.
+// users file (`relay user add|passwd|del` replace it atomically) and its
+// aliases file: a new user or password works for SMTP AUTH and POP3, and
+// a new alias for RCPT, within this time, with no restart. SIGHUP
+// (ReloadUsers, ReloadAliases) applies a change at once.
 const UsersPollInterval = 2 * time.Second
 
 // ReloadUsers re-reads the users file if it changed. On a malformed file
@@ -20,15 +21,12 @@ func (r *Relay) ReloadUsers() error {
 	return r.users.Reload()
 }
 
-// watchUsers polls the users file until ctx ends. A stat per interval is
-// all an unchanged file costs (users.DB.Reload).
+// watchUsers polls the users file and the aliases file until ctx ends. A
+// stat per file and interval is all an unchanged file costs.
 func (r *Relay) watchUsers(ctx context.Context) {
-	if r.users == nil {
-		return
-	}
 	t := time.NewTicker(UsersPollInterval)
 	defer t.Stop()
-	lastErr := ""
+	var lastUsers, lastAliases string
 	for {
 		select {
 		case <-ctx.Done():
@@ -36,13 +34,19 @@ func (r *Relay) watchUsers(ctx context.Context) {
 		case <-t.C:
 		}
 		// A broken file is reported once, not at every poll.
-		if err := r.users.Reload(); err != nil {
-			if err.Error() != lastErr {
-				r.log.Error("relay: users file not reloaded; keeping the users in force", "err", err)
-			}
-			lastErr = err.Error()
-		} else {
-			lastErr = ""
-		}
+		lastUsers = r.reportReload(r.ReloadUsers(), lastUsers, "relay: users file not reloaded; keeping the users in force")
+		lastAliases = r.reportReload(r.ReloadAliases(), lastAliases, "relay: aliases file not reloaded; keeping the aliases in force")
 	}
+}
+
+// reportReload logs err unless it is the one logged last time, and
+// returns what to compare the next error with.
+func (r *Relay) reportReload(err error, last, msg string) string {
+	if err == nil {
+		return ""
+	}
+	if err.Error() != last {
+		r.log.Error(msg, "err", err)
+	}
+	return err.Error()
 }

@@ -105,7 +105,7 @@ func (s *Spool) Hold(id string) (int, error) {
 		}
 		rec.Held = true
 		ev := Event{At: now, Kind: EventHeld, Rcpt: -1, Text: "by the operator: " + rcpts(n) + " will not be attempted until released"}
-		return n, []Event{ev}, nil
+		return n, []Event{ev}, s.noticeMessage(txn, NoticeHeld, id, rec, ev)
 	})
 }
 
@@ -127,7 +127,7 @@ func (s *Spool) Release(id string) (int, error) {
 		}
 		rec.Held = false
 		ev := Event{At: now, Kind: EventReleased, Rcpt: -1, Text: "by the operator: " + rcpts(n) + " due now"}
-		return n, []Event{ev}, nil
+		return n, []Event{ev}, s.noticeMessage(txn, NoticeReleased, id, rec, ev)
 	})
 }
 
@@ -228,6 +228,9 @@ func (s *Spool) Delete(id string) (int, error) {
 			return 0, nil, err
 		}
 		ev := Event{At: now, Kind: EventDeleted, Rcpt: -1, Text: "by the operator, without a DSN: " + rcpts(n) + " not delivered"}
+		if err := s.noticeMessage(txn, NoticeDeleted, id, rec, ev); err != nil {
+			return 0, nil, err
+		}
 		// Deleting is rare: look for every stored event rather than work
 		// out whether there are any beyond "received".
 		if err := s.retire(txn, id, rec, nil, true, []Event{ev}); err != nil {

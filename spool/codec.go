@@ -237,6 +237,9 @@ func encodeRcpt(r *Recipient) ([]byte, error) {
 	e.str(r.LastReply)
 	e.time(r.NextAttempt)
 	e.bool(r.DelayWarned) // appended field: absent in older records
+	if r.Expanded {
+		e.bool(true) // appended field, only when set
+	}
 	return e.b, nil
 }
 
@@ -251,6 +254,9 @@ func decodeRcpt(b []byte) (Recipient, error) {
 	r.NextAttempt = d.time("next attempt")
 	if d.err == nil && len(d.b) > 0 {
 		r.DelayWarned = d.bool("delay warned")
+	}
+	if d.err == nil && len(d.b) > 0 {
+		r.Expanded = d.bool("expanded")
 	}
 	if d.err != nil {
 		return Recipient{}, d.err

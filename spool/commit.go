@@ -151,6 +151,9 @@ func (s *Spool) commitMessage(id string, now time.Time, env *Envelope, rcpts []R
 	s.fresh.reserve(id)
 	m, err := putMessage(txn, id, s.floor.at(now), env, rcpts, c)
 	if err == nil {
+		err = s.noticeReceived(txn, id, env, rcpts)
+	}
+	if err == nil {
 		err = txn.Commit()
 	}
 	if err != nil {
@@ -193,7 +196,7 @@ func putMessage(txn *wtxn, id string, due uint64, env *Envelope, rcpts []Recipie
 	}
 	for i, r := range rcpts {
 		n := uint32(i)
-		m.Recipients[i] = Recipient{To: r.To, Params: r.Params, Status: StatusPending, NextAttempt: dueAt}
+		m.Recipients[i] = Recipient{To: r.To, Params: r.Params, Status: StatusPending, NextAttempt: dueAt, Expanded: r.Expanded}
 		val, err := encodeRcpt(&m.Recipients[i])
 		if err != nil {
 			return nil, err

@@ -37,6 +37,11 @@
 //	h/<id>                                    summary of a retired message (history.go):
 //	                                          envelope, final recipient records, every event;
 //	                                          Badger TTL of Options.History ([admin] history)
+//	w/<subscriber>/<seq uint64 BE>            outbox notice (outbox.go): an event for subscriber
+//	                                          <subscriber> (a [[webhook]] name, [a-z0-9._-]),
+//	                                          written in the transaction of the change it reports,
+//	                                          deleted when acknowledged; Badger TTL of the
+//	                                          webhook's lifetime
 //
 // A message is m/<id> with all its b/ and r/ keys; Enqueue writes them and
 // one t/ key per recipient in one transaction, so a
@@ -95,6 +100,18 @@
 //     their caller answers 250.
 //   - Local delivery writes x/<user>/<seq> and retires the recipient in one
 //     transaction.
+//   - Outbox notices (outbox.go) are written by the transaction that
+//     makes the change they report, for each subscriber of its kind:
+//     Record for each recipient it changes (delivered, deferred, failed;
+//     a repeated report changes nothing and writes nothing) and for the
+//     DSN it queues, Enqueue for each recipient received, Hold, Release
+//     and Delete for the message. A change is never kept without its
+//     notice, nor a notice without its change. Seqs come from the ID
+//     generator, so they increase, but transactions commit out of
+//     order: NoticeWatermark is the seq below which no notice is still
+//     in flight, and a reader moves its cursor no further than that.
+//     AckNotices deletes notices without waiting for a sync: after a
+//     crash one may be posted again (at least once, never lost).
 //   - Badger's conflict detection is on: a transaction that reads the r/
 //     record it rewrites fails with badger.ErrConflict if another
 //     transaction changed it meanwhile, and is retried.

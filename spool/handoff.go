@@ -116,6 +116,9 @@ func (s *Spool) commitOnce(id string, token string, ttl time.Duration, now time.
 		err = txn.SetEntry(badger.NewEntry(handoffKey(token, fresh[i].To), []byte(id)).WithTTL(ttl))
 	}
 	if err == nil {
+		err = s.noticeReceived(txn, id, env, fresh)
+	}
+	if err == nil {
 		err = txn.Commit()
 	}
 	if err != nil {

@@ -33,6 +33,9 @@ type Result struct {
 	// DelayWarned marks that a delay DSN for this recipient goes out in
 	// this same transaction, so there is only ever one.
 	DelayWarned bool
+	// NextHop names the lane the attempt went through, for the outbox
+	// notice of the outcome; "" when the recipient was never routed.
+	NextHop string
 }
 
 // Outgoing is a new message created by a Record transaction: the DSN that
@@ -46,6 +49,9 @@ type Outgoing struct {
 	// reports on. It is stored only if at least one of them changes state
 	// in this transaction: a repeated report queues no second DSN.
 	For []int
+	// Action is what the DSN reports (failed, delayed, delivered,
+	// relayed, expanded), for the outbox notice.
+	Action string
 }
 
 // maxConflictRetries bounds retries of a transaction that lost a conflict
@@ -179,6 +185,17 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 			text += " (next attempt " + r.NextAttempt.UTC().Format(time.RFC3339) + ")"
 		}
 		events = append(events, Event{At: now, Kind: string(res.Status), Rcpt: int(n), Text: text})
+		if s.outbox.wants(string(res.Status)) {
+			nt := Notice{Kind: string(res.Status), At: now, ID: id, From: rec.From, Received: rec.Received,
+				Rcpt: int(n), To: r.To, Params: r.Params, Attempt: r.Attempts, Reply: res.Reply,
+				Remote: res.Remote, NextHop: res.NextHop}
+			if res.Status == StatusDeferred {
+				nt.NextAttempt = r.NextAttempt
+			}
+			if err := s.notify(txn, &nt); err != nil {
+				return "", err
+			}
+		}
 	}
 	// The recipients not reported here decide whether the message retires.
 	for n := range final {
@@ -196,6 +213,18 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 	dsnID, err := s.putOutgoing(txn, dsn, changed)
 	if err != nil {
 		return "", err
+	}
+	if dsnID != "" && s.outbox.wants(NoticeDSN) {
+		nt := Notice{Kind: NoticeDSN, At: now, ID: id, From: rec.From, Received: rec.Received, Rcpt: -1,
+			DSNID: dsnID, Text: dsn.Action}
+		for _, n := range dsn.For {
+			if n >= 0 && n < len(rcpts) {
+				nt.Recipients = append(nt.Recipients, rcpts[n].To)
+			}
+		}
+		if err := s.notify(txn, &nt); err != nil {
+			return "", err
+		}
 	}
 	for _, f := range final {
 		if !f {

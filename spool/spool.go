@@ -58,6 +58,11 @@ type Recipient struct {
 	LastReply   string    // last remote reply or local error text
 	NextAttempt time.Time // due time; equals the time in this recipient's t/ key
 	DelayWarned bool      // the one delay DSN for this recipient was queued
+	// Expanded marks an address that an alias of several addresses stood
+	// for, kept only so that the queue reports it "expanded" (RFC 3461
+	// §6.2.7.3) when NOTIFY=SUCCESS asked; it is never delivered. Set at
+	// Enqueue.
+	Expanded bool
 }
 
 // Message is a queued message: its ID, envelope, size and recipients.
@@ -110,6 +115,10 @@ type Options struct {
 	// Ballast is the size of the ballast file (doc.go, "Disk space"): 0
 	// means diskspace.DefaultBallast, negative none.
 	Ballast int64
+	// Subscribers are the consumers of outbox notices (outbox.go): each
+	// change of a kind one of them wants writes a notice for it in the
+	// same transaction.
+	Subscribers []Subscriber
 
 	// Test and benchmark hooks (unexported, so only this package sets them).
 	badgerSyncWrites bool                                 // let Badger fsync every write batch itself
@@ -149,6 +158,7 @@ type Spool struct {
 
 	history time.Duration // Options.History
 	fresh   *freshCache   // messages as enqueued, until first changed
+	outbox  *outbox       // notices for subscribers (outbox.go)
 
 	group    *groupSync // modeGroup only
 	syncWrap func(func() error) error
@@ -215,6 +225,10 @@ func Open(opts Options) (*Spool, error) {
 	if now == nil {
 		now = time.Now
 	}
+	ob, err := newOutbox(opts.Subscribers)
+	if err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", opts.Dir, err)
 	}
@@ -253,6 +267,7 @@ func Open(opts Options) (*Spool, error) {
 		syncWrap: opts.syncWrap,
 		history:  opts.History,
 		fresh:    newFreshCache(cmp.Or(opts.freshBytes, defaultFreshBytes)),
+		outbox:   ob,
 	}
 	if opts.Space != nil {
 		s.drafts = opts.Space
@@ -277,6 +292,9 @@ func Open(opts Options) (*Spool, error) {
 		s.stopSyncer()
 		return nil, errors.Join(fmt.Errorf("spool: open %s: %w", opts.Dir, err), db.Close(), space.Close())
 	}
+	// Every notice stored before is below the IDs handed out from now on:
+	// the outbox is complete up to there.
+	s.outbox.last = s.ids.last
 	if err := s.sweepBodies(); err != nil {
 		s.stopSyncer()
 		return nil, errors.Join(fmt.Errorf("spool: open %s: bodies: %w", opts.Dir, err), db.Close(), space.Close())

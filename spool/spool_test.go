@@ -817,6 +817,17 @@ func TestCodecRejectsCorruption(t *testing.T) {
 	if _, err := encodeRcpt(&Recipient{To: "<a@b>", Status: "weird"}); err == nil {
 		t.Error("unknown status encoded")
 	}
+	// Expanded is appended only when set, and read back.
+	x, err := encodeRcpt(&Recipient{To: "<list@b>", Status: StatusPending, Expanded: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := decodeRcpt(x); err != nil || !got.Expanded || got.To != "<list@b>" {
+		t.Errorf("decodeRcpt(expanded) = %+v, %v", got, err)
+	}
+	if got, _ := decodeRcpt(r); got.Expanded {
+		t.Error("a recipient without the field reads as expanded")
+	}
 }
 
 // --- crash test ---

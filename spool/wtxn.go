@@ -13,6 +13,7 @@ type wtxn struct {
 	s     *Spool
 	big   bool     // a value for the value log was set
 	after []func() // run once the transaction has committed
+	done  []func() // run when the transaction ends (Discard), committed or not
 }
 
 // getter is what the read helpers need of a transaction, read-only
@@ -75,3 +76,18 @@ func (t *wtxn) Commit() error {
 // afterCommit runs fn once the transaction has committed, and never if it
 // does not: a body file is removed only when no key names it any more.
 func (t *wtxn) afterCommit(fn func()) { t.after = append(t.after, fn) }
+
+// onDone runs fn when the transaction is discarded, which every caller
+// defers, so after its commit or its failure: the outbox's watermark
+// waits for the notices a transaction may still commit.
+func (t *wtxn) onDone(fn func()) { t.done = append(t.done, fn) }
+
+// Discard ends the transaction (after Commit too, as Badger allows) and
+// runs the onDone functions once.
+func (t *wtxn) Discard() {
+	t.Txn.Discard()
+	for _, fn := range t.done {
+		fn()
+	}
+	t.done = nil
+}

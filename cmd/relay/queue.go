@@ -412,7 +412,31 @@ func queueStats(ctx context.Context, cmd *cli.Command) error {
 			fmt.Fprintf(w, "  %7d  %s\n", st.ByHop[h], h)
 		}
 	}
+	printWebhooks(w, st.Webhooks, time.Now())
 	return nil
+}
+
+// printWebhooks adds the webhook backlogs to queue stats.
+func printWebhooks(w io.Writer, hooks []api.Webhook, now time.Time) {
+	if len(hooks) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "webhooks, events waiting to be posted:")
+	for _, h := range hooks {
+		line := fmt.Sprintf("  %7d  %s %s", h.Backlog, h.Name, h.URL)
+		if h.Backlog > 0 {
+			line += fmt.Sprintf(", oldest %s ago", age(time.Duration(h.OldestAgeSeconds*float64(time.Second))))
+		}
+		line += fmt.Sprintf("; %d posted", h.Posted)
+		fmt.Fprintln(w, line)
+		if h.Failures > 0 {
+			next := ""
+			if h.NextAttempt != nil {
+				next = fmt.Sprintf("; next try in %s", age(h.NextAttempt.Sub(now)))
+			}
+			fmt.Fprintf(w, "           failing (%s): %s%s\n", plural(h.Failures, "round"), h.LastError, next)
+		}
+	}
 }
 
 // --- formatting ---

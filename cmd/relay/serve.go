@@ -92,6 +92,9 @@ func serveCommand() *cli.Command {
 			if addrs := r.POP3Addrs(); len(addrs) > 0 {
 				pop3 = "; POP3 on " + strings.Join(addrs, ", ")
 			}
+			if addrs := r.SubmissionAddrs(); len(addrs) > 0 {
+				pop3 = "; submission on " + strings.Join(addrs, ", ") + pop3
+			}
 			fmt.Fprintf(os.Stderr, "relay %s: SMTP on %s%s; mail stored in %s\n",
 				cfg.Hostname, strings.Join(r.SMTPAddrs(), ", "), pop3, cfg.DataDir)
 			go reloadOnHangup(ctx, r, log)
@@ -114,9 +117,10 @@ func writeHeapProfile(path string) {
 	}
 }
 
-// reloadOnHangup re-reads the users file and the TLS certificate at each
-// SIGHUP until ctx ends, as daemons conventionally do; the relay also
-// notices users-file changes by itself within relay.UsersPollInterval.
+// reloadOnHangup re-reads the users file, the aliases file and the TLS
+// certificate at each SIGHUP until ctx ends, as daemons conventionally
+// do; the relay also notices changes to the users and aliases files by
+// itself within relay.UsersPollInterval.
 func reloadOnHangup(ctx context.Context, r *relay.Relay, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -130,6 +134,9 @@ func reloadOnHangup(ctx context.Context, r *relay.Relay, log *slog.Logger) {
 				log.Error("SIGHUP: users file not reloaded; keeping the users in force", "err", err)
 			} else {
 				log.Info("SIGHUP: users file re-read")
+			}
+			if err := r.ReloadAliases(); err != nil {
+				log.Error("SIGHUP: aliases file not reloaded; keeping the aliases in force", "err", err)
 			}
 			if err := r.ReloadTLS(); err != nil {
 				log.Error("SIGHUP: TLS certificate not reloaded; keeping the one in use", "err", err)

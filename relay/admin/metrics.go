@@ -28,6 +28,10 @@ type Metrics struct {
 	dsns            prometheus.Counter
 	byPriority      *prometheus.CounterVec
 	byMisses        *prometheus.CounterVec
+	webhooks        *webhookMetrics // nil until Webhooks
+
+	now      func() time.Time
+	cacheFor time.Duration
 }
 
 // MetricsOptions configure NewMetrics.
@@ -60,6 +64,7 @@ func NewMetrics(o MetricsOptions) *Metrics {
 		o.QueueCacheFor = DefaultQueueCacheFor
 	}
 	m := &Metrics{
+		now: o.Now, cacheFor: o.QueueCacheFor,
 		reg: prometheus.NewRegistry(),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relay_smtp_messages_accepted_total",

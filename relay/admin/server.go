@@ -55,8 +55,10 @@ type Options struct {
 	Unban func(netip.Addr) bool
 	// Metrics is served at /metrics on the socket too; nil: not served.
 	Metrics http.Handler
-	Logger  *slog.Logger     // nil: discard
-	Now     func() time.Time // nil: time.Now
+	// Webhooks reports the webhooks' backlogs for stats; nil: none.
+	Webhooks func() ([]api.Webhook, error)
+	Logger   *slog.Logger     // nil: discard
+	Now      func() time.Time // nil: time.Now
 }
 
 // scheduleLen is how many attempt times `show` lists per recipient.
@@ -370,6 +372,13 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	if out.SpoolBytes, err = s.o.Spool.DiskSize(); err != nil {
 		writeError(w, http.StatusInternalServerError, err)
 		return
+	}
+	out.Webhooks = []api.Webhook{}
+	if s.o.Webhooks != nil {
+		if out.Webhooks, err = s.o.Webhooks(); err != nil {
+			writeError(w, http.StatusInternalServerError, err)
+			return
+		}
 	}
 	writeJSON(w, out)
 }

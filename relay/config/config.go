@@ -116,6 +116,14 @@ type Config struct {
 	// FROM addresses beyond their own (user@ any local domain): user name
 	// -> domains, "*" for any. Keys are lower-case user names.
 	SenderDomains map[string][]string
+	// AliasesFile (aliases_file) is the absolute path of the address
+	// aliases file ("alias: user, user@remote"), or "" for none. Not to
+	// be confused with Aliases, the relay's own names.
+	AliasesFile string
+	// RecipientDelimiter (recipient_delimiter) separates a local part
+	// from its detail ("alice+lists"): such an address is delivered as
+	// the part before it. "" turns sub-addressing off.
+	RecipientDelimiter string
 
 	SMTP  SMTP  // [smtp]
 	POP3  POP3  // [pop3]
@@ -125,6 +133,10 @@ type Config struct {
 	// Routes ([[route]]) is the static routing table, in file order.
 	Routes []Route
 	DKIM   DKIM // [dkim]
+	// Submission ([submission]) is the message submission service.
+	Submission Submission
+	// Webhooks ([[webhook]]) receive delivery events, in file order.
+	Webhooks []Webhook
 
 	// places maps the keys naming files the daemon reads only when it
 	// starts (tls.cert, tls.key, dkim.sign[i].key) to where the file set

@@ -35,13 +35,15 @@ func TestDefault(t *testing.T) {
 	c := Default()
 	dataDir := filepath.Join(mustGetwd(t), "relay-data")
 	want := &Config{
-		Hostname:      "localhost",
-		DataDir:       dataDir,
-		LocalDomains:  []string{"localhost"},
-		RelayNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
-		UsersFile:     filepath.Join(dataDir, "users"),
-		SourceRoutes:  SourceRoutesFollow,
-		MaxHops:       50,
+		Hostname:           "localhost",
+		DataDir:            dataDir,
+		LocalDomains:       []string{"localhost"},
+		RelayNetworks:      []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		UsersFile:          filepath.Join(dataDir, "users"),
+		AliasesFile:        filepath.Join(dataDir, "aliases"),
+		RecipientDelimiter: "+",
+		SourceRoutes:       SourceRoutesFollow,
+		MaxHops:            50,
 		SMTP: SMTP{
 			Listen:         []string{"127.0.0.1:2525"},
 			MaxMessageSize: 25 << 20,
@@ -150,13 +152,15 @@ func TestLoadFull(t *testing.T) {
 			netip.MustParsePrefix("2001:db8::/32"),
 			netip.MustParsePrefix("172.16.0.0/12"),
 		},
-		UsersFile:         "/etc/relay/users",
-		SourceRoutes:      SourceRoutesStrip,
-		PercentHack:       true,
-		RouteLiterals:     true,
-		MaxHops:           30,
-		AllowInsecureAuth: true,
-		SenderDomains:     map[string][]string{"alice": {"partner.test", "*"}},
+		UsersFile:          "/etc/relay/users",
+		SourceRoutes:       SourceRoutesStrip,
+		PercentHack:        true,
+		RouteLiterals:      true,
+		MaxHops:            30,
+		AllowInsecureAuth:  true,
+		SenderDomains:      map[string][]string{"alice": {"partner.test", "*"}},
+		AliasesFile:        "/etc/relay/aliases",
+		RecipientDelimiter: "-",
 		SMTP: SMTP{
 			Listen:         []string{"127.0.0.2:2525", "[::1]:2525"},
 			ListenTLS:      []string{":4650"},
@@ -203,16 +207,24 @@ func TestLoadFull(t *testing.T) {
 				"s2._domainkey.c.test": "v=DKIM1; k=rsa; p=MIIB",
 			},
 		},
+		Submission: Submission{Listen: []string{"127.0.0.2:587"}, ListenTLS: []string{"127.0.0.2:465"}},
+		Webhooks: []Webhook{
+			{Name: "crm", URL: "https://hooks.b.test/relay", Events: []string{"failed", "dsn"},
+				SecretFile: filepath.Join(dataDir, "hook.secret"), Timeout: 3 * time.Second,
+				RetryMin: 2 * time.Second, RetryMax: time.Hour, Lifetime: 0, Concurrency: 2},
+			{Name: "hook-" + webhookHash("http://127.0.0.9:8080/ev"), URL: "http://127.0.0.9:8080/ev", Events: DefaultWebhookEvents,
+				Timeout: 10 * time.Second, RetryMin: time.Second, RetryMax: 5 * time.Minute, Lifetime: 120 * time.Hour, Concurrency: 4},
+		},
 		// Where the file names the files read at start, for KeyError.
 		places: map[string]string{
-			"tls.cert": "testdata/full.toml:46", "tls.key": "testdata/full.toml:47",
-			"dkim.sign[0].key": "testdata/full.toml:77", "dkim.sign[1].key": "testdata/full.toml:82",
+			"tls.cert": "testdata/full.toml:52", "tls.key": "testdata/full.toml:53",
+			"dkim.sign[0].key": "testdata/full.toml:83", "dkim.sign[1].key": "testdata/full.toml:88",
 		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(full.toml) =\n%#v\nwant\n%#v", c, want)
 	}
-	if err := c.KeyError("tls.key", errors.New("open /etc/relay/key.pem: no such file")); err.Error() != "testdata/full.toml:47: tls.key: open /etc/relay/key.pem: no such file" {
+	if err := c.KeyError("tls.key", errors.New("open /etc/relay/key.pem: no such file")); err.Error() != "testdata/full.toml:53: tls.key: open /etc/relay/key.pem: no such file" {
 		t.Errorf("KeyError: %v", err)
 	}
 
@@ -275,6 +287,51 @@ func TestLoadErrors(t *testing.T) {
 			"unknown table",
 			"[smpt]\nlisten = []\n",
 			`:1: unknown key "smpt"`,
+		},
+		{
+			"webhook without url",
+			"[[webhook]]\nevents = [\"failed\"]\n",
+			`:1: webhook[0].url: missing`,
+		},
+		{
+			"webhook with a URL of another scheme",
+			"[[webhook]]\nurl = \"ftp://127.0.0.1/x\"\n",
+			`:2: webhook[0].url: invalid URL "ftp://127.0.0.1/x" (want http://host[:port]/path or https://...)`,
+		},
+		{
+			"webhook event unknown",
+			"[[webhook]]\nurl = \"http://127.0.0.1/x\"\nevents = [\n  \"failed\",\n  \"bounced\",\n]\n",
+			`:5: webhook[0].events[1]: unknown event "bounced" (want one of received, delivered, deferred, failed, dsn, held, released, deleted)`,
+		},
+		{
+			"webhook with no events",
+			"[[webhook]]\nurl = \"http://127.0.0.1/x\"\nevents = []\n",
+			`:3: webhook[0].events: is empty (want some of received, delivered, deferred, failed, dsn, held, released, deleted)`,
+		},
+		{
+			"two webhooks to one URL",
+			"[[webhook]]\nurl = \"http://127.0.0.1/x\"\n[[webhook]]\nurl = \"http://127.0.0.1/x\"\n",
+			`:3: webhook[1].name: webhook[0] has the same name "hook-42731f26" (set name to tell them apart)`,
+		},
+		{
+			"webhook name with a slash",
+			"[[webhook]]\nurl = \"http://127.0.0.1/x\"\nname = \"a/b\"\n",
+			`:3: webhook[0].name: invalid name "a/b" (want 1 to 64 of a-z 0-9 . _ -)`,
+		},
+		{
+			"webhook backoff upside down",
+			"[[webhook]]\nurl = \"http://127.0.0.1/x\"\nretry_min = \"1h\"\nretry_max = \"1m\"\n",
+			`:4: webhook[0].retry_max: 1m0s is less than retry_min 1h0m0s`,
+		},
+		{
+			"submission without users",
+			"users_file = \"\"\n[submission]\nlisten = [\"127.0.0.1:587\"]\n",
+			`:3: submission.listen: needs users_file: submission requires AUTH`,
+		},
+		{
+			"recipient delimiter too long",
+			"recipient_delimiter = \"++\"\n",
+			`:1: recipient_delimiter: invalid delimiter "++" (want one character such as + or -, or "")`,
 		},
 		{
 			"bad duration",

@@ -113,6 +113,8 @@ type fileConfig struct {
 	MaxHops           int64               `toml:"max_hops"`
 	AllowInsecureAuth bool                `toml:"allow_insecure_auth"`
 	SenderDomains     map[string][]string `toml:"sender_domains"`
+	AliasesFile       string              `toml:"aliases_file"`
+	RecipientDelim    string              `toml:"recipient_delimiter"`
 	SMTP              fileSMTP            `toml:"smtp"`
 	POP3              filePOP3            `toml:"pop3"`
 	Admin             fileAdmin           `toml:"admin"`
@@ -120,6 +122,8 @@ type fileConfig struct {
 	Queue             fileQueue           `toml:"queue"`
 	Route             []fileRoute         `toml:"route"`
 	DKIM              fileDKIM            `toml:"dkim"`
+	Submission        fileSubmission      `toml:"submission"`
+	Webhook           []fileWebhook       `toml:"webhook"`
 }
 
 type fileSMTP struct {

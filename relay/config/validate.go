@@ -100,6 +100,12 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	v.queue(c, fc)
 	v.routes(c, fc)
 	v.dkim(c, fc)
+	v.submission(c, fc)
+	v.webhooks(c, fc)
+	c.RecipientDelimiter = fc.RecipientDelim
+	if len(c.RecipientDelimiter) > 1 || strings.ContainsAny(c.RecipientDelimiter, "@<>\" \t,:") {
+		v.errorf(p("recipient_delimiter"), "invalid delimiter %q (want one character such as + or -, or \"\")", fc.RecipientDelim)
+	}
 
 	// Paths last: they all hang off data_dir.
 	if strings.TrimSpace(fc.DataDir) == "" {
@@ -113,6 +119,10 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	}
 	c.DataDir = dir
 	c.UsersFile = underDir(dir, fc.UsersFile)
+	c.AliasesFile = underDir(dir, fc.AliasesFile)
+	for i := range c.Webhooks {
+		c.Webhooks[i].SecretFile = underDir(dir, c.Webhooks[i].SecretFile)
+	}
 	c.Admin.Socket = underDir(dir, fc.Admin.Socket)
 	c.TLS.Cert = underDir(dir, fc.TLS.Cert)
 	c.TLS.Key = underDir(dir, fc.TLS.Key)

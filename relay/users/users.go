@@ -13,7 +13,6 @@ package users
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -23,8 +22,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
+	"github.com/relay-mta/relay/relay/filestamp"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -38,12 +37,6 @@ const dummyHash = "$2a$10$8Hv6iPwhO5/vccWAVlwOduD3jdkg5gm6rRvcdWXtI/OGNu3MSjEzW"
 // maxNameLen is the longest user name.
 const maxNameLen = 64
 
-// racyWindow is how recent a file's modification time must be for Reload to
-// distrust an unchanged mtime and size: an edit within the file system's
-// timestamp granularity can keep both (a new password's hash has the same
-// length as the old one), so such a file is re-read and compared by content.
-const racyWindow = 2 * time.Second
-
 // DB is the users table as read from the users file. It is safe for
 // concurrent use; Reload swaps the table atomically.
 type DB struct {
@@ -56,16 +49,7 @@ type DB struct {
 
 	mu    sync.RWMutex
 	users map[string][]byte // lower-case name → bcrypt hash
-	stamp stamp             // what the file looked like when users was read
-}
-
-// stamp identifies a version of the users file, to skip re-parsing an
-// unchanged file on Reload.
-type stamp struct {
-	exists  bool
-	info    fs.FileInfo // nil when !exists
-	readAt  time.Time   // when the content was read
-	content [sha256.Size]byte
+	stamp filestamp.Stamp   // what the file looked like when users was read
 }
 
 // Open reads the users file at path. A missing file is an empty table, not
@@ -135,38 +119,26 @@ func (db *DB) load(first bool) error {
 	}
 	db.loadMu.Lock()
 	defer db.loadMu.Unlock()
-	info, err := os.Stat(db.path)
-	if errors.Is(err, fs.ErrNotExist) {
+	db.mu.RLock()
+	old := db.stamp
+	db.mu.RUnlock()
+	data, changed, newStamp, err := filestamp.Read(db.path, old, first)
+	if filestamp.IsNotExist(err) {
 		db.mu.Lock()
 		defer db.mu.Unlock()
 		if first {
 			db.logger.Info("users file does not exist; no users", "path", db.path)
-		} else if db.stamp.exists {
+		} else if old.Exists() {
 			db.logger.Warn("users file was removed; no users", "path", db.path)
 		}
 		db.users = map[string][]byte{}
-		db.stamp = stamp{}
+		db.stamp = filestamp.Stamp{}
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("users: %w", err)
 	}
-
-	db.mu.RLock()
-	old := db.stamp
-	db.mu.RUnlock()
-	if !first && old.exists && sameFile(old.info, info) && info.ModTime().Before(old.readAt.Add(-racyWindow)) {
-		return nil // unchanged, and old enough for mtime to be trusted
-	}
-
-	readAt := time.Now()
-	data, err := os.ReadFile(db.path)
-	if err != nil {
-		return fmt.Errorf("users: %w", err)
-	}
-	sum := sha256.Sum256(data)
-	newStamp := stamp{exists: true, info: info, readAt: readAt, content: sum}
-	if !first && old.exists && sum == old.content {
+	if !changed {
 		db.mu.Lock()
 		db.stamp = newStamp
 		db.mu.Unlock()
@@ -182,7 +154,7 @@ func (db *DB) load(first bool) error {
 			users[e.name] = []byte(e.hash)
 		}
 	}
-	if info.Mode().Perm()&0o077 != 0 {
+	if info := newStamp.Info(); info.Mode().Perm()&0o077 != 0 {
 		db.logger.Warn("users file is readable by others; it should be mode 0600", "path", db.path, "mode", info.Mode().Perm().String())
 	}
 	db.mu.Lock()
@@ -193,12 +165,6 @@ func (db *DB) load(first bool) error {
 		db.logger.Info("users file reloaded", "path", db.path, "users", len(users))
 	}
 	return nil
-}
-
-// sameFile reports whether a and b describe the same file with the same
-// size and modification time.
-func sameFile(a, b fs.FileInfo) bool {
-	return a != nil && b != nil && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 // line is one line of a users file: a user (name and hash set) or anything

@@ -146,6 +146,26 @@ type Stats struct {
 	// Oldest is the oldest queued message; null when the queue is empty.
 	Oldest     *Oldest `json:"oldest"`
 	SpoolBytes int64   `json:"spool_bytes"` // disk used by the spool
+	// Webhooks are the [[webhook]] backlogs, in configuration order;
+	// empty without webhooks.
+	Webhooks []Webhook `json:"webhooks"`
+}
+
+// Webhook describes one [[webhook]]: the events waiting to be posted and
+// the state of its poster.
+type Webhook struct {
+	Name    string `json:"name"`
+	URL     string `json:"url"`
+	Backlog int    `json:"backlog"` // events not yet posted
+	// OldestAgeSeconds is the age of the oldest waiting event; 0 when none.
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	Posted           uint64  `json:"posted"` // events posted since the daemon started
+	// Failures counts failed rounds since the last success; LastError is
+	// the last failure and NextAttempt, while the webhook waits, when it
+	// tries again.
+	Failures    int        `json:"failures"`
+	LastError   string     `json:"last_error,omitempty"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
 }
 
 // ShapeBuckets are the age buckets of Shape, by the age of the message:
