@@ -250,6 +250,8 @@ func TestPOP3Mailbox(t *testing.T) {
 		big.WriteString("\r\n")
 	}
 	submitTo(t, b.addr, "alice@b.test", big.Bytes())
+	// The mailbox is in delivery order: the big one must be first.
+	waitFor(t, 20*time.Second, "the big message in alice's mailbox", func() bool { return len(b.mailbox("alice")) == 1 })
 	submitTo(t, b.addr, "alice@b.test", []byte("Subject: small\r\n\r\nsmall\r\n"))
 	waitFor(t, 20*time.Second, "two messages in alice's mailbox", func() bool { return len(b.mailbox("alice")) == 2 })
 
