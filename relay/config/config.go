@@ -123,6 +123,11 @@ type Config struct {
 	// Routes ([[route]]) is the static routing table, in file order.
 	Routes []Route
 	DKIM   DKIM // [dkim]
+
+	DNS    DNS    // [dns] (dns.go)
+	MTASTS MTASTS // [mta_sts]
+	DANE   DANE   // [dane]
+	TLSRPT TLSRPT // [tls_rpt]
 }
 
 // SMTP is the [smtp] table: the SMTP server's listeners and limits.
@@ -210,6 +215,10 @@ type Admin struct {
 type TLS struct {
 	Cert string // cert: PEM certificate chain
 	Key  string // key: PEM private key
+	// CAFile (ca_file) is an absolute path of PEM CA certificates trusted,
+	// besides the system's, to verify next hops (tls = "require", MTA-STS)
+	// and MTA-STS policy hosts; "" for the system's alone.
+	CAFile string
 }
 
 // Queue is the [queue] table: the retry policy.

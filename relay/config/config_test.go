@@ -65,7 +65,11 @@ func TestDefault(t *testing.T) {
 			DelayWarning:      4 * time.Hour,
 			PerHopConcurrency: 8,
 		},
-		DKIM: DKIM{Verify: true, Keys: map[string]string{}},
+		DKIM:   DKIM{Verify: true, Keys: map[string]string{}},
+		DNS:    DNS{Timeout: 5 * time.Second, Attempts: 2},
+		MTASTS: MTASTS{Enabled: true, Port: 443},
+		DANE:   DANE{Enabled: true},
+		TLSRPT: TLSRPT{Enabled: true, Interval: 24 * time.Hour},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() =\n%#v\nwant\n%#v", c, want)
@@ -178,7 +182,7 @@ func TestLoadFull(t *testing.T) {
 			MetricsListen: "127.0.0.1:9125",
 			History:       7 * 24 * time.Hour,
 		},
-		TLS: TLS{Cert: filepath.Join(dataDir, "tls", "cert.pem"), Key: "/etc/relay/key.pem"},
+		TLS: TLS{Cert: filepath.Join(dataDir, "tls", "cert.pem"), Key: "/etc/relay/key.pem", CAFile: filepath.Join(dataDir, "tls", "ca.pem")},
 		Queue: Queue{
 			RetryMin:          30 * time.Second,
 			RetryMax:          2 * time.Hour,
@@ -203,6 +207,9 @@ func TestLoadFull(t *testing.T) {
 				"s2._domainkey.c.test": "v=DKIM1; k=rsa; p=MIIB",
 			},
 		},
+		DNS:    DNS{Servers: []string{"127.0.0.53:53", "[::1]:5353"}, Timeout: 2 * time.Second, Attempts: 3},
+		MTASTS: MTASTS{Port: 8443},
+		TLSRPT: TLSRPT{Enabled: true, Interval: 12 * time.Hour, From: "tlsrpt@b.test"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(full.toml) =\n%#v\nwant\n%#v", c, want)
@@ -297,6 +304,21 @@ func TestLoadErrors(t *testing.T) {
 			"zero duration",
 			"[queue]\nlifetime = \"0s\"\n",
 			`:2: queue.lifetime: must be more than zero`,
+		},
+		{
+			"DNS server by name",
+			"[dns]\nservers = [\"127.0.0.1\", \"dns.example\"]\n",
+			`:2: dns.servers[1]: "dns.example" is not an IP address with an optional port`,
+		},
+		{
+			"MTA-STS port out of range",
+			"[mta_sts]\nport = 70000\n",
+			`:2: mta_sts.port: 70000 is not a port`,
+		},
+		{
+			"TLS-RPT sender without a domain",
+			"[tls_rpt]\nfrom = \"postmaster\"\n",
+			`:2: tls_rpt.from: "postmaster" is not an address like postmaster@example.org`,
 		},
 		{
 			"bad size",

@@ -120,6 +120,10 @@ type fileConfig struct {
 	Queue             fileQueue           `toml:"queue"`
 	Route             []fileRoute         `toml:"route"`
 	DKIM              fileDKIM            `toml:"dkim"`
+	DNS               fileDNS             `toml:"dns"`
+	MTASTS            fileMTASTS          `toml:"mta_sts"`
+	DANE              fileDANE            `toml:"dane"`
+	TLSRPT            fileTLSRPT          `toml:"tls_rpt"`
 }
 
 type fileSMTP struct {
@@ -157,8 +161,9 @@ type fileAdmin struct {
 }
 
 type fileTLS struct {
-	Cert string `toml:"cert"`
-	Key  string `toml:"key"`
+	Cert   string `toml:"cert"`
+	Key    string `toml:"key"`
+	CAFile string `toml:"ca_file"`
 }
 
 type fileQueue struct {

@@ -100,6 +100,7 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	v.queue(c, fc)
 	v.routes(c, fc)
 	v.dkim(c, fc)
+	v.dns(c, fc)
 
 	// Paths last: they all hang off data_dir.
 	if strings.TrimSpace(fc.DataDir) == "" {
@@ -116,6 +117,7 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	c.Admin.Socket = underDir(dir, fc.Admin.Socket)
 	c.TLS.Cert = underDir(dir, fc.TLS.Cert)
 	c.TLS.Key = underDir(dir, fc.TLS.Key)
+	c.TLS.CAFile = underDir(dir, fc.TLS.CAFile)
 	for i := range c.DKIM.Sign {
 		c.DKIM.Sign[i].Key = underDir(dir, c.DKIM.Sign[i].Key)
 	}
