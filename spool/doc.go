@@ -37,6 +37,9 @@
 //	h/<id>                                    summary of a retired message (history.go):
 //	                                          envelope, final recipient records, every event;
 //	                                          Badger TTL of Options.History ([admin] history)
+//	p/<domain>                                MTA-STS policy of a recipient domain (policy.go), as
+//	                                          package mtasts encodes it; Badger TTL of its max_age.
+//	                                          Not synced on write: a lost one is fetched again
 //
 // A message is m/<id> with all its b/ and r/ keys; Enqueue writes them and
 // one t/ key per recipient in one transaction, so a
