@@ -3,20 +3,13 @@ package integration
 import (
 	"bytes"
 	"compress/gzip"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"mime"
 	"mime/multipart"
 	"net"
@@ -29,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relay-mta/relay/internal/testca"
 	"github.com/relay-mta/relay/relay/resolve/dnstest"
 	"github.com/relay-mta/relay/relay/tlsrpt"
 	"github.com/relay-mta/relay/spool"
@@ -57,26 +51,21 @@ func TestInternetDelivery(t *testing.T) {
 		t.Skip("MX hosts listen on port 25, which needs root")
 	}
 	dir := t.TempDir()
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	caFile := filepath.Join(dir, "ca.pem")
-	os.WriteFile(caFile, ca.certPEM, 0o644)
+	os.WriteFile(caFile, ca.PEM, 0o644)
 	// One certificate for the TLS-speaking MX relay, from the test CA.
 	// Under DANE the CA does not matter: the TLSA record names its key.
-	mxCert, mxKey, mxCertDER := ca.issue(t, "mx1.sts2.test", "mx.dane.test", "mx.dane2.test")
+	mx := ca.Issue(t, "mx1.sts2.test", "mx.dane.test", "mx.dane2.test")
 	mxCertFile, mxKeyFile := filepath.Join(dir, "mx.pem"), filepath.Join(dir, "mx.key")
-	os.WriteFile(mxCertFile, mxCert, 0o644)
-	os.WriteFile(mxKeyFile, mxKey, 0o600)
-	leaf, _ := x509.ParseCertificate(mxCertDER)
-	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	os.WriteFile(mxCertFile, mx.CertPEM, 0o644)
+	os.WriteFile(mxKeyFile, mx.KeyPEM, 0o600)
+	spki := sha256.Sum256(mx.Leaf.RawSubjectPublicKeyInfo)
 	other := sha256.Sum256([]byte("some other key"))
 
 	// The MTA-STS policy server, for mta-sts.sts.test and mta-sts.sts2.test.
-	httpsCert, httpsKey, _ := ca.issue(t, "mta-sts.sts.test", "mta-sts.sts2.test")
-	kp, err := tls.X509KeyPair(httpsCert, httpsKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hl, err := tls.Listen("tcp", "127.0.26.4:0", &tls.Config{Certificates: []tls.Certificate{kp}})
+	https := ca.Issue(t, "mta-sts.sts.test", "mta-sts.sts2.test")
+	hl, err := tls.Listen("tcp", "127.0.26.4:0", &tls.Config{Certificates: []tls.Certificate{https.TLS}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,46 +342,4 @@ func decodeBase64(t *testing.T, r io.Reader) io.Reader {
 		t.Fatal(err)
 	}
 	return bytes.NewReader(out[:n])
-}
-
-// testCA issues certificates for the test's servers.
-type testCA struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	certPEM []byte
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "relay test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue makes a server certificate for names: PEM chain, PEM key, DER leaf.
-func (ca *testCA) issue(t *testing.T, names ...string) ([]byte, []byte, []byte) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), der
 }

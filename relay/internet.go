@@ -136,3 +136,7 @@ func (r *Relay) sendTLSReport(ctx context.Context, lookup func(ctx context.Conte
 	r.queue.Notify()
 	return nil
 }
+
+// RootCAs is the pool next hops and MTA-STS policy hosts are verified
+// with: the system's plus [tls] ca_file; nil means the system's alone.
+func RootCAs(cfg *config.Config) (*x509.CertPool, error) { return rootCAs(cfg, nil) }

@@ -25,6 +25,7 @@ func main() {
 			readCommand(),
 			dkimCommand(),
 			queueCommand(),
+			dnsCommand(),
 		},
 	}
 	if err := app.Run(ctx, expandReadArgs(os.Args)); err != nil {

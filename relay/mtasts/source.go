@@ -75,7 +75,7 @@ func (s *Source) Policy(ctx context.Context, domain string) *Policy {
 	if cached != nil && cached.ID == id {
 		return s.applies(cached)
 	}
-	p, err := s.fetch(ctx, domain)
+	p, err := s.Fetch(ctx, domain)
 	if err != nil {
 		s.logger().Info("mta-sts: policy fetch failed", "domain", domain, "err", err)
 		if cached != nil {
@@ -104,10 +104,10 @@ func (s *Source) URL(domain string) string {
 	return "https://" + host + "/.well-known/mta-sts.txt"
 }
 
-// fetch gets and parses the policy over HTTPS: verified TLS, no
+// Fetch gets and parses domain's policy over HTTPS: verified TLS, no
 // redirects (RFC 8461 §3.3), status 200, text/plain, at most
 // MaxPolicySize bytes, within FetchTimeout.
-func (s *Source) fetch(ctx context.Context, domain string) (*Policy, error) {
+func (s *Source) Fetch(ctx context.Context, domain string) (*Policy, error) {
 	ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
 	defer cancel()
 	dialer := &net.Dialer{}

@@ -2,14 +2,9 @@ package mtasts
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relay-mta/relay/internal/testca"
 )
 
 type fakeDNS struct {
@@ -62,17 +59,9 @@ func (m memCache) StorePolicy(d string, v []byte, _ time.Duration) error {
 // A policy server on 127.0.26.3 whose answers the test sets, with a
 // certificate for mta-sts.*.test from a CA the Source trusts.
 func TestSource(t *testing.T) {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "CA"}, IsCA: true, BasicConstraintsValid: true,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), DNSNames: []string{"mta-sts.a.test", "mta-sts.b.test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	leafDER, _ := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
+	ca := testca.New(t)
+	srv := ca.Issue(t, "mta-sts.a.test", "mta-sts.b.test")
+	roots := ca.Pool()
 
 	var mu sync.Mutex
 	body, ctype, status, fetches := "", "text/plain", 200, 0
@@ -94,7 +83,7 @@ func TestSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	hs.Listener = l
-	hs.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: key}}}
+	hs.TLS = &tls.Config{Certificates: []tls.Certificate{srv.TLS}}
 	hs.StartTLS()
 	defer hs.Close()
 	port, _ := strconv.Atoi(strings.Split(l.Addr().String(), ":")[1])
