@@ -272,11 +272,15 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.servePOP3()
 	r.serveOperators()
 	go r.watchUsers(qctx) // relay/userswatch.go
-	if txt, ok := r.resolver.(interface {
-		LookupTXT(ctx context.Context, name string) ([]string, error)
-	}); ok {
-		go r.sendTLSReports(qctx, txt.LookupTXT) // relay/internet.go
-	}
+	reportsDone := make(chan struct{})
+	go func() {
+		defer close(reportsDone)
+		if txt, ok := r.resolver.(interface {
+			LookupTXT(ctx context.Context, name string) ([]string, error)
+		}); ok {
+			r.sendTLSReports(qctx, txt.LookupTXT) // relay/internet.go
+		}
+	}()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -295,6 +299,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.shutdownOperators(sctx)
 	stopQueue() // deliveries in progress finish on their own timeouts
 	<-queueDone
+	<-reportsDone
 	if err := r.spool.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("relay: close spool: %w", err)
 	}
