@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -55,7 +56,14 @@ func rootCAs(cfg *config.Config, given *x509.CertPool) (*x509.CertPool, error) {
 // applyTLSPolicies sets the MTA-STS, DANE and reporting parts of d.
 func (r *Relay) applyTLSPolicies(d *deliver.Deliverer) {
 	if res, ok := d.Resolver.(mtasts.Resolver); ok && r.cfg.MTASTS.Enabled {
-		d.STS = &mtasts.Source{Resolver: res, Cache: r.spool, RootCAs: d.RootCAs, Port: r.cfg.MTASTS.Port, Now: r.now, Logger: r.log}
+		d.STS = &mtasts.Source{Resolver: res, Cache: r.spool, RootCAs: d.RootCAs, Port: r.cfg.MTASTS.Port, Now: r.now, Logger: r.log,
+			FetchFailed: func(domain string, err error) {
+				failure := tlsrpt.STSPolicyFetchError
+				if errors.Is(err, mtasts.ErrInvalid) {
+					failure = tlsrpt.STSPolicyInvalid
+				}
+				d.Report(tlsrpt.Result{PolicyDomain: domain, PolicyType: tlsrpt.PolicySTS, Failure: failure, Detail: err.Error()})
+			}}
 	}
 	d.DANE = r.cfg.DANE.Enabled
 	if r.cfg.TLSRPT.Enabled {

@@ -48,7 +48,14 @@ type Source struct {
 	Port   int
 	Now    func() time.Time
 	Logger *slog.Logger
+	// FetchFailed, when set, hears of each announced policy that could
+	// not be fetched (for TLS-RPT's sts-policy-fetch-error, or
+	// sts-policy-invalid when IsInvalid(err)).
+	FetchFailed func(domain string, err error)
 }
+
+// ErrInvalid marks a policy that was fetched but does not parse.
+var ErrInvalid = errors.New("invalid MTA-STS policy")
 
 // Policy returns domain's policy, or nil when it has none that applies.
 // Following RFC 8461 §5.1, a domain whose TXT record or policy cannot be
@@ -78,6 +85,9 @@ func (s *Source) Policy(ctx context.Context, domain string) *Policy {
 	p, err := s.Fetch(ctx, domain)
 	if err != nil {
 		s.logger().Info("mta-sts: policy fetch failed", "domain", domain, "err", err)
+		if s.FetchFailed != nil {
+			s.FetchFailed(domain, err)
+		}
 		if cached != nil {
 			return s.applies(cached)
 		}
@@ -166,7 +176,7 @@ func (s *Source) Fetch(ctx context.Context, domain string) (*Policy, error) {
 	}
 	p, err := Parse(body)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.URL, err)
+		return nil, fmt.Errorf("%s: %w: %w", req.URL, ErrInvalid, err)
 	}
 	return p, nil
 }

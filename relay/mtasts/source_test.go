@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -91,7 +92,9 @@ func TestSource(t *testing.T) {
 	dns := &fakeDNS{txt: map[string][]string{}}
 	now := time.Unix(2e9, 0)
 	cache := memCache{}
-	s := &Source{Resolver: dns, Cache: cache, RootCAs: roots, Port: port, Now: func() time.Time { return now }}
+	var failures []error
+	s := &Source{Resolver: dns, Cache: cache, RootCAs: roots, Port: port, Now: func() time.Time { return now },
+		FetchFailed: func(_ string, err error) { failures = append(failures, err) }}
 	ctx := context.Background()
 	enforce := "version: STSv1\nmode: enforce\nmx: mx.a.test\nmax_age: 3600\n"
 	fetched := func() int { mu.Lock(); defer mu.Unlock(); return fetches }
@@ -125,6 +128,9 @@ func TestSource(t *testing.T) {
 	serve("garbage")
 	if p := s.Policy(ctx, "a.test"); p == nil || !p.Matches("mx2.a.test") {
 		t.Fatalf("invalid new policy: %+v", p)
+	}
+	if len(failures) != 1 || !errors.Is(failures[0], ErrInvalid) {
+		t.Errorf("fetch failures reported: %v, want one invalid policy", failures)
 	}
 	now = now.Add(2 * time.Hour)
 	if p := s.Policy(ctx, "a.test"); p != nil {

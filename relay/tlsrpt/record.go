@@ -36,6 +36,8 @@ const (
 	TLSAInvalid             = "tlsa-invalid"
 	DNSSECInvalid           = "dnssec-invalid"
 	STSWebPKIInvalid        = "sts-webpki-invalid"
+	STSPolicyFetchError     = "sts-policy-fetch-error"
+	STSPolicyInvalid        = "sts-policy-invalid"
 )
 
 // Result is the outcome of one attempt at a TLS session with an MX host
