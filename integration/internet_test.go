@@ -43,6 +43,7 @@ import (
 //	sts2.test    MTA-STS enforce, MX with a certificate from the test CA: delivered
 //	dane.test    signed, TLSA 3 1 1 of the MX's key: delivered (self-signed certificate)
 //	dane2.test   signed, TLSA 3 1 1 of another key: deferred
+//	dane3.test   signed, its MX's TLSA lookup SERVFAILs: deferred, never sent
 //
 // and the TLS reports (RFC 8460) of sts.test, dane.test and dane2.test
 // arrive as mail at the rua they publish.
@@ -105,6 +106,10 @@ func TestInternetDelivery(t *testing.T) {
 		dnstest.Zone{Name: "dane2.test", Signed: true, Records: []string{
 			"@ MX 10 mx", "mx A 127.0.26.31", "_25._tcp.mx TLSA 3 1 1 " + hex.EncodeToString(other[:]), rua,
 		}},
+		// The TLSA records of dane3's MX sit in a zone that fails
+		// validation: their lookup SERVFAILs.
+		dnstest.Zone{Name: "dane3.test", Signed: true, Records: []string{"@ MX 10 mx", "mx A 127.0.26.32"}},
+		dnstest.Zone{Name: "_25._tcp.mx.dane3.test", Bogus: true, Records: []string{"@ TLSA 3 1 1 " + hex.EncodeToString(spki[:])}},
 	)
 
 	// mx3 of mx.test must never be contacted: a plain listener counts.
@@ -132,8 +137,8 @@ func TestInternetDelivery(t *testing.T) {
 	plain.cfg.LocalDomains = []string{"mx.test", "sts.test"}
 	plain.start()
 	secure := newNode(t, "tlsmx", "127.0.26.21")
-	secure.cfg.SMTP.Listen = []string{"127.0.26.21:25", "127.0.26.30:25", "127.0.26.31:25"}
-	secure.cfg.LocalDomains = []string{"sts2.test", "dane.test", "dane2.test"}
+	secure.cfg.SMTP.Listen = []string{"127.0.26.21:25", "127.0.26.30:25", "127.0.26.31:25", "127.0.26.32:25"}
+	secure.cfg.LocalDomains = []string{"sts2.test", "dane.test", "dane2.test", "dane3.test"}
 	secure.cfg.TLS.Cert, secure.cfg.TLS.Key = mxCertFile, mxKeyFile
 	secure.start()
 
@@ -152,7 +157,7 @@ func TestInternetDelivery(t *testing.T) {
 	for _, c := range []struct{ subject, to string }{
 		{"mx-failover", "bob@mx.test"}, {"null-mx", "bob@nullmx.test"}, {"nxdomain", "bob@nosuch.mx.test"},
 		{"servfail", "bob@broken.test"}, {"sts-plain", "bob@sts.test"}, {"sts-tls", "bob@sts2.test"},
-		{"dane-ok", "bob@dane.test"}, {"dane-bad", "bob@dane2.test"},
+		{"dane-ok", "bob@dane.test"}, {"dane-bad", "bob@dane2.test"}, {"tlsa-servfail", "bob@dane3.test"},
 	} {
 		id, err := sendOne(a.addr, "alice@a.test", c.to, fmt.Sprintf("Subject: %s\r\nMessage-ID: <%s@a.test>\r\n\r\nbody\r\n", c.subject, c.subject))
 		if err != nil {
@@ -180,18 +185,19 @@ func TestInternetDelivery(t *testing.T) {
 	}
 	// Deferred, with the reason.
 	deferred := map[string][]string{
-		"servfail":  {"451 4.4.1", "SERVFAIL"},
-		"sts-plain": {"451 4.7.4", "MTA-STS enforce policy of sts.test", "does not offer STARTTLS"},
-		"dane-bad":  {"451 4.7.5", "DANE policy of dane2.test", "no TLSA record"},
+		"servfail":      {"451 4.4.1", "SERVFAIL"},
+		"sts-plain":     {"451 4.7.4", "MTA-STS enforce policy of sts.test", "does not offer STARTTLS"},
+		"dane-bad":      {"451 4.7.5", "DANE policy of dane2.test", "no TLSA record"},
+		"tlsa-servfail": {"451 4.7.5", "DANE policy of dane3.test", "TLSA lookup for mx.dane3.test failed", "SERVFAIL"},
 	}
-	waitFor(t, 20*time.Second, "three deferrals", func() bool {
+	waitFor(t, 20*time.Second, "four deferrals", func() bool {
 		n := 0
 		for _, m := range a.queued() {
 			if m.Recipients[0].Status == spool.StatusDeferred {
 				n++
 			}
 		}
-		return n == 3
+		return n == 4
 	})
 	for subject, wants := range deferred {
 		m, err := a.r.Spool().Get(ids[subject])
@@ -206,7 +212,7 @@ func TestInternetDelivery(t *testing.T) {
 		}
 	}
 	for _, s := range append(plain.mailbox("bob"), secure.mailbox("bob")...) {
-		if s == "sts-plain" || s == "dane-bad" {
+		if s == "sts-plain" || s == "dane-bad" || s == "tlsa-servfail" {
 			t.Errorf("%s was delivered although its policy forbids it", s)
 		}
 	}

@@ -24,6 +24,9 @@ func TestAgainstUnbound(t *testing.T) {
 			"@ MX 10 mx", "mx A 127.0.26.7", "_25._tcp.mx TLSA 3 1 1 " + "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
 		}},
 		dnstest.Zone{Name: "bogus.test", Bogus: true, Records: []string{"@ MX 10 mx", "mx A 127.0.26.8"}},
+		// A bogus zone cut inside the signed zone: its TLSA lookups fail
+		// while the rest of signed.test validates.
+		dnstest.Zone{Name: "_25._tcp.broken.signed.test", Bogus: true, Records: []string{"@ TLSA 3 1 1 " + "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}},
 	)
 	r, err := resolve.New(resolve.Options{Servers: []string{srv.Addr}, Timeout: 2 * time.Second, Attempts: 1})
 	if err != nil {
@@ -79,6 +82,10 @@ func TestAgainstUnbound(t *testing.T) {
 		t.Errorf("missing TLSA in a signed zone: secure %v, %v", secure, err)
 	}
 
+	if _, _, err := r.LookupTLSA(ctx, "_25._tcp.broken.signed.test"); !temporary(err) {
+		t.Errorf("TLSA in a bogus zone cut: %v, want a temporary error", err)
+	}
+
 	// A zone that fails validation: SERVFAIL, which is temporary.
 	start := time.Now()
 	_, err = r.LookupMX(ctx, "bogus.test")
@@ -123,6 +130,11 @@ func TestServerAddr(t *testing.T) {
 			t.Errorf("ServerAddr(%q) accepted", bad)
 		}
 	}
+}
+
+func temporary(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsTemporary && !de.IsNotFound
 }
 
 func notFound(err error) bool {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,9 @@ type Zone struct {
 	// Signed signs the zone and gives unbound its key as a trust anchor:
 	// its answers are then validated (AD set).
 	Signed bool
+	// A zone may lie inside another of the test's zones: it is then
+	// delegated from it, insecurely (no DS).
+	//
 	// Bogus gives unbound a trust anchor that the zone (unsigned) cannot
 	// meet, so every answer from it fails validation: SERVFAIL, as a
 	// broken DNSSEC zone on the Internet gives.
@@ -89,9 +93,19 @@ func Start(t testing.TB, ip string, zones ...Zone) *Server {
 `, host, port, dir)
 	// The root zone delegates each test zone; unbound then answers from
 	// that zone's own auth-zone instead of asking the (absent) server.
+	// A zone inside another of the test's zones is delegated from that
+	// one (without a DS: an insecure delegation, unless the zone has a
+	// trust anchor of its own).
+	zones = slices.Clone(zones)
 	root := Zone{Name: "."}
 	for _, z := range zones {
-		root.Records = append(root.Records, fmt.Sprintf("%s NS ns.%s", fqdn(z.Name), fqdn(z.Name)), fmt.Sprintf("ns.%s A 127.0.26.254", fqdn(z.Name)))
+		parent := &root
+		for i := range zones {
+			if p := fqdn(zones[i].Name); strings.HasSuffix(fqdn(z.Name), "."+p) && (parent == &root || len(p) > len(fqdn(parent.Name))) {
+				parent = &zones[i]
+			}
+		}
+		parent.Records = append(slices.Clone(parent.Records), fmt.Sprintf("%s NS ns.%s", fqdn(z.Name), fqdn(z.Name)), fmt.Sprintf("ns.%s A 127.0.26.254", fqdn(z.Name)))
 	}
 	var auth strings.Builder
 	for _, z := range append([]Zone{root}, zones...) {
