@@ -41,6 +41,9 @@ import (
 //	broken.test  DNSSEC-bogus: SERVFAIL, deferred
 //	sts.test     MTA-STS enforce, its MX offers no STARTTLS: deferred, never sent in plaintext
 //	sts2.test    MTA-STS enforce, MX with a certificate from the test CA: delivered
+//	sts3.test    MTA-STS testing, MX without STARTTLS: delivered (and reported)
+//	sts4.test    MTA-STS enforce, MX host not in the policy: deferred
+//	sts5.test    MTA-STS enforce, certificate for other names: deferred
 //	dane.test    signed, TLSA 3 1 1 of the MX's key: delivered (self-signed certificate)
 //	dane2.test   signed, TLSA 3 1 1 of another key: deferred
 //	dane3.test   signed, its MX's TLSA lookup SERVFAILs: deferred, never sent
@@ -65,7 +68,7 @@ func TestInternetDelivery(t *testing.T) {
 	other := sha256.Sum256([]byte("some other key"))
 
 	// The MTA-STS policy server, for mta-sts.sts.test and mta-sts.sts2.test.
-	https := ca.Issue(t, "mta-sts.sts.test", "mta-sts.sts2.test")
+	https := ca.Issue(t, "mta-sts.sts.test", "mta-sts.sts2.test", "mta-sts.sts3.test", "mta-sts.sts4.test", "mta-sts.sts5.test")
 	hl, err := tls.Listen("tcp", "127.0.26.4:0", &tls.Config{Certificates: []tls.Certificate{https.TLS}})
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +83,11 @@ func TestInternetDelivery(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintf(w, "version: STSv1\r\nmode: enforce\r\nmx: mx1.%s\r\nmax_age: 86400\r\n", dom)
+		mode := "enforce"
+		if dom == "sts3.test" {
+			mode = "testing"
+		}
+		fmt.Fprintf(w, "version: STSv1\r\nmode: %s\r\nmx: mx1.%s\r\nmax_age: 86400\r\n", mode, dom)
 	})}
 	go hs.Serve(hl)
 	t.Cleanup(func() { hs.Close() })
@@ -96,6 +103,15 @@ func TestInternetDelivery(t *testing.T) {
 		dnstest.Zone{Name: "broken.test", Bogus: true, Records: []string{"@ MX 10 mx", "mx A 127.0.26.11"}},
 		dnstest.Zone{Name: "sts.test", Records: []string{
 			"@ MX 10 mx1", "mx1 A 127.0.26.20", "mta-sts A 127.0.26.4", `_mta-sts TXT "v=STSv1; id=20261205"`, rua,
+		}},
+		dnstest.Zone{Name: "sts3.test", Records: []string{ // mode testing
+			"@ MX 10 mx1", "mx1 A 127.0.26.20", "mta-sts A 127.0.26.4", `_mta-sts TXT "v=STSv1; id=1"`,
+		}},
+		dnstest.Zone{Name: "sts4.test", Records: []string{ // the policy lists mx1, the MX is mx9
+			"@ MX 10 mx9", "mx9 A 127.0.26.21", "mta-sts A 127.0.26.4", `_mta-sts TXT "v=STSv1; id=1"`,
+		}},
+		dnstest.Zone{Name: "sts5.test", Records: []string{ // the MX's certificate does not name mx1.sts5.test
+			"@ MX 10 mx1", "mx1 A 127.0.26.21", "mta-sts A 127.0.26.4", `_mta-sts TXT "v=STSv1; id=1"`,
 		}},
 		dnstest.Zone{Name: "sts2.test", Records: []string{
 			"@ MX 10 mx1", "mx1 A 127.0.26.21", "mta-sts A 127.0.26.4", `_mta-sts TXT "v=STSv1; id=20261205"`,
@@ -134,11 +150,11 @@ func TestInternetDelivery(t *testing.T) {
 	// TLS (sts2.test, dane.test, dane2.test).
 	plain := newNode(t, "plainmx", "127.0.26.11")
 	plain.cfg.SMTP.Listen = []string{"127.0.26.11:25", "127.0.26.20:25"}
-	plain.cfg.LocalDomains = []string{"mx.test", "sts.test"}
+	plain.cfg.LocalDomains = []string{"mx.test", "sts.test", "sts3.test"}
 	plain.start()
 	secure := newNode(t, "tlsmx", "127.0.26.21")
 	secure.cfg.SMTP.Listen = []string{"127.0.26.21:25", "127.0.26.30:25", "127.0.26.31:25", "127.0.26.32:25"}
-	secure.cfg.LocalDomains = []string{"sts2.test", "dane.test", "dane2.test", "dane3.test"}
+	secure.cfg.LocalDomains = []string{"sts2.test", "sts4.test", "sts5.test", "dane.test", "dane2.test", "dane3.test"}
 	secure.cfg.TLS.Cert, secure.cfg.TLS.Key = mxCertFile, mxKeyFile
 	secure.start()
 
@@ -158,6 +174,7 @@ func TestInternetDelivery(t *testing.T) {
 		{"mx-failover", "bob@mx.test"}, {"null-mx", "bob@nullmx.test"}, {"nxdomain", "bob@nosuch.mx.test"},
 		{"servfail", "bob@broken.test"}, {"sts-plain", "bob@sts.test"}, {"sts-tls", "bob@sts2.test"},
 		{"dane-ok", "bob@dane.test"}, {"dane-bad", "bob@dane2.test"}, {"tlsa-servfail", "bob@dane3.test"},
+		{"sts-testing", "bob@sts3.test"}, {"sts-unlisted", "bob@sts4.test"}, {"sts-badcert", "bob@sts5.test"},
 	} {
 		id, err := sendOne(a.addr, "alice@a.test", c.to, fmt.Sprintf("Subject: %s\r\nMessage-ID: <%s@a.test>\r\n\r\nbody\r\n", c.subject, c.subject))
 		if err != nil {
@@ -188,16 +205,18 @@ func TestInternetDelivery(t *testing.T) {
 		"servfail":      {"451 4.4.1", "SERVFAIL"},
 		"sts-plain":     {"451 4.7.4", "MTA-STS enforce policy of sts.test", "does not offer STARTTLS"},
 		"dane-bad":      {"451 4.7.5", "DANE policy of dane2.test", "no TLSA record"},
+		"sts-unlisted":  {"451 4.7.5", "MTA-STS enforce policy of sts4.test", "MX host mx9.sts4.test is not listed"},
+		"sts-badcert":   {"451 4.7.5", "MTA-STS enforce policy of sts5.test", "certificate is valid for"},
 		"tlsa-servfail": {"451 4.7.5", "DANE policy of dane3.test", "TLSA lookup for mx.dane3.test failed", "SERVFAIL"},
 	}
-	waitFor(t, 20*time.Second, "four deferrals", func() bool {
+	waitFor(t, 20*time.Second, "six deferrals", func() bool {
 		n := 0
 		for _, m := range a.queued() {
 			if m.Recipients[0].Status == spool.StatusDeferred {
 				n++
 			}
 		}
-		return n == 4
+		return n == len(deferred)
 	})
 	for subject, wants := range deferred {
 		m, err := a.r.Spool().Get(ids[subject])
@@ -212,12 +231,13 @@ func TestInternetDelivery(t *testing.T) {
 		}
 	}
 	for _, s := range append(plain.mailbox("bob"), secure.mailbox("bob")...) {
-		if s == "sts-plain" || s == "dane-bad" || s == "tlsa-servfail" {
+		if deferred[s] != nil {
 			t.Errorf("%s was delivered although its policy forbids it", s)
 		}
 	}
 	// Which policy applied is in the history `relay queue show` prints.
-	for subject, want := range map[string]string{"dane-ok": "(policy DANE)", "sts-tls": "(policy MTA-STS enforce)", "mx-failover": "(policy none)"} {
+	waitFor(t, 20*time.Second, "sts-testing delivered in plaintext", func() bool { return countCopies(plain.mailbox("bob"))["sts-testing"] == 1 })
+	for subject, want := range map[string]string{"dane-ok": "(policy DANE)", "sts-tls": "(policy MTA-STS enforce)", "mx-failover": "(policy none)", "sts-testing": "(policy MTA-STS testing)"} {
 		h, err := a.r.Spool().History(ids[subject])
 		if err != nil {
 			t.Fatalf("%s: %v", subject, err)
