@@ -16,7 +16,7 @@ import (
 	"github.com/relay-mta/relay/relay/admin/api"
 )
 
-// Admin is a client of a relay daemon's admin socket (DESIGN.md §7):
+// Admin is a client of a relay daemon's admin socket (docs/design.md §11):
 // what `relay queue` runs. The wire format is package api.
 type Admin struct {
 	socket string
@@ -112,6 +112,16 @@ func (a *Admin) Stats(ctx context.Context) (*api.Stats, error) {
 		return nil, err
 	}
 	return &st, nil
+}
+
+// Shape returns the queue's shape (qshape): by is api.ShapeByDomain
+// (or "") or api.ShapeByHop; held counts held messages too.
+func (a *Admin) Shape(ctx context.Context, by string, held bool) (*api.Shape, error) {
+	var sh api.Shape
+	if err := a.do(ctx, http.MethodGet, api.Version+"/shape?"+api.ShapeQuery(by, held).Encode(), &sh); err != nil {
+		return nil, err
+	}
+	return &sh, nil
 }
 
 // Unban lifts the login ban of the client address addr (and forgets its

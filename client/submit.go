@@ -18,11 +18,12 @@ import (
 // SubmitOptions say how to reach the server.
 type SubmitOptions struct {
 	Addr string // host:port
-	// StartTLS requires STARTTLS before anything else is sent; TLSConfig
-	// (nil: verify against the system roots, for the host of Addr) checks
-	// the server.
-	StartTLS  bool
-	TLSConfig *tls.Config
+	// TLS is implicit TLS from the first byte (RFC 8314: a submissions
+	// or listen_tls port); StartTLS requires STARTTLS before anything
+	// else is sent. TLSConfig (nil: verify against the system roots, for
+	// the host of Addr) checks the server in both cases.
+	TLS, StartTLS bool
+	TLSConfig     *tls.Config
 	// Username and Password, when Username is set, authenticate with AUTH
 	// PLAIN after TLS.
 	Username, Password string
@@ -92,23 +93,36 @@ func Submit(ctx context.Context, o SubmitOptions, from envelope.Path, rcpts []en
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
+	if o.TLS && o.StartTLS {
+		return "", "", errors.New("implicit TLS and STARTTLS do not go together")
+	}
+	cfg := o.TLSConfig
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(o.Addr)
+	}
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, "tcp", o.Addr)
 	if err != nil {
 		return "", "", fmt.Errorf("connect to %s: %w", o.Addr, err)
 	}
+	if o.TLS {
+		tc := tls.Client(conn, cfg)
+		tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return "", "", fmt.Errorf("TLS with %s: %w", o.Addr, err)
+		}
+		tc.SetDeadline(time.Time{})
+		conn = tc
+	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	var c *smtp.Client
 	if o.StartTLS {
-		cfg := o.TLSConfig
-		if cfg == nil {
-			cfg = &tls.Config{}
-		}
-		if cfg.ServerName == "" {
-			cfg = cfg.Clone()
-			cfg.ServerName, _, _ = net.SplitHostPort(o.Addr)
-		}
 		// go-smtp says EHLO and STARTTLS here, before its timeouts can be
 		// set: a deadline on the connection bounds that step.
 		conn.SetDeadline(time.Now().Add(timeout))

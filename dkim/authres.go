@@ -8,6 +8,15 @@ import (
 // messages, partly from the signature itself, and is for humans.
 const maxReason = 200
 
+// maxValue is the longest property value a result shows. No domain or
+// selector is longer (RFC 1035: 255 octets); a longer one comes from a
+// signature that cannot verify anyway, and would make a line longer than
+// mail allows (998 octets, RFC 5322 §2.1.1).
+const maxValue = 255
+
+// maxLine is the longest line of a header field the relay writes.
+const maxLine = 998
+
 // String renders r as an RFC 8601 resinfo, the text of one verdict in an
 // Authentication-Results field:
 //
@@ -37,7 +46,7 @@ func (r Result) String() string {
 		{"header.a", r.Algorithm},
 		{"header.b", r.SignaturePrefix},
 	} {
-		if p.value != "" {
+		if p.value != "" && len(p.value) <= maxValue {
 			b.WriteString(" " + p.name + "=" + pvalue(p.value))
 		}
 	}
@@ -59,9 +68,26 @@ func AuthenticationResults(authservID string, results []Result) string {
 		return b.String()
 	}
 	for _, r := range results {
-		b.WriteString(";\r\n\t" + r.String())
+		b.WriteString(";\r\n\t" + fold(r.String(), maxLine-1))
 	}
 	b.WriteString("\r\n")
+	return b.String()
+}
+
+// fold breaks s at spaces (folding whitespace: unfolding gives s back)
+// so that no line is longer than limit octets; one verdict with long
+// values would otherwise overrun the line length of mail.
+func fold(s string, limit int) string {
+	var b strings.Builder
+	for len(s) > limit {
+		i := strings.LastIndexByte(s[:limit+1], ' ')
+		if i <= 0 {
+			break // no space to fold at: values are bounded, so never
+		}
+		b.WriteString(s[:i] + "\r\n")
+		s = s[i:] // the space begins the continuation line
+	}
+	b.WriteString(s)
 	return b.String()
 }
 

@@ -3,7 +3,7 @@ package envelope
 import "strings"
 
 // Source routes and the percent hack are explicit operations: the parsers
-// never apply them, so policy (DESIGN.md §5: follow, strip or reject;
+// never apply them, so policy (docs/design.md §8: follow, strip or reject;
 // percent_hack on or off) stays with the caller.
 
 // PercentHack interprets "user%D@B" as the source route "<@B:user@D>": the

@@ -59,15 +59,15 @@ type proc struct {
 	done chan struct{}
 }
 
-// startProc runs `relay serve --config cfgPath` and waits until addr
-// accepts connections.
-func startProc(t *testing.T, cfgPath, addr string) *proc {
+// startProc runs `relay serve --config cfgPath [extra...]` and waits
+// until addr accepts connections.
+func startProc(t *testing.T, cfgPath, addr string, extra ...string) *proc {
 	t.Helper()
 	logf, err := os.OpenFile(cfgPath+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(relayBinary(t), "serve", "--config", cfgPath)
+	cmd := exec.Command(relayBinary(t), append([]string{"serve", "--config", cfgPath}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -225,7 +225,7 @@ func TestQueueDeleteAndBounce(t *testing.T) {
 }
 
 // TestQueueJSON: list, show and stats --json parse and have the shape of
-// DESIGN.md §7; retry --all reports what it changed.
+// docs/design.md §13; retry --all reports what it changed.
 func TestQueueJSON(t *testing.T) {
 	a, c := newNode(t, "a", "127.0.0.85").withAdmin(), newNode(t, "c", "127.0.0.86")
 	c.start()

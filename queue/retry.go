@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// RetryPolicy is the exponential backoff of DESIGN.md §4.
+// RetryPolicy is the exponential backoff of docs/design.md §6.
 type RetryPolicy struct {
 	Min      time.Duration // delay after the first failed attempt
 	Max      time.Duration // cap on the delay
@@ -31,7 +31,7 @@ func jitter(d time.Duration, r float64) time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*r))
 }
 
-// outcome classifies a reply code: DESIGN.md §4.
+// outcome classifies a reply code: docs/design.md §7.
 type outcome int
 
 const (

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -116,6 +117,34 @@ func (l *loginLimiter) succeeded(ip netip.Addr) {
 	if r := l.ips[ip]; r != nil {
 		r.inFlight = max(r.inFlight-1, 0)
 	}
+}
+
+// refusal is what a login refused by begin is told: never "invalid
+// password" (the password was not even checked), but that there were too
+// many failures, and for how long the address is refused. A client on
+// the relay's own machine is also told how its operator lifts the ban.
+func (l *loginLimiter) refusal(ip netip.Addr) string {
+	l.mu.Lock()
+	left := time.Duration(0)
+	if r := l.ips[ip]; r != nil {
+		left = r.bannedUntil.Sub(l.now())
+	}
+	l.mu.Unlock()
+	text := fmt.Sprintf("Too many failed logins from %s: temporarily blocked", ip)
+	if left > 0 {
+		unit := "minutes"
+		mins := int((left + time.Minute - 1) / time.Minute)
+		if mins == 1 {
+			unit = "minute"
+		}
+		text += fmt.Sprintf(" for %d more %s", mins, unit)
+	} else {
+		text += ", try again later" // the budget is taken by attempts still being checked
+	}
+	if ip.IsLoopback() {
+		text += fmt.Sprintf("; lift it with: relay user unban %s", ip)
+	}
+	return text
 }
 
 // banned reports whether ip is banned now.

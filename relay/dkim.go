@@ -53,10 +53,10 @@ type dkimPolicy struct {
 // through the system resolver.
 func newDKIMPolicy(cfg *config.Config, resolver deliver.Resolver, log *slog.Logger) (*dkimPolicy, error) {
 	p := &dkimPolicy{hostname: cfg.Hostname, signers: map[string]*dkim.Signer{}, reject: cfg.DKIM.RejectFailures}
-	for _, s := range cfg.DKIM.Sign {
+	for i, s := range cfg.DKIM.Sign {
 		key, err := dkim.LoadKey(s.Key)
 		if err != nil {
-			return nil, fmt.Errorf("[[dkim.sign]] domain %s selector %s: %w", s.Domain, s.Selector, err)
+			return nil, cfg.KeyError(fmt.Sprintf("dkim.sign[%d].key", i), fmt.Errorf("domain %s selector %s: %w", s.Domain, s.Selector, err))
 		}
 		if fi, err := os.Stat(s.Key); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			log.Warn("dkim: private key file is readable by others", "file", s.Key, "mode", fi.Mode().Perm().String())

@@ -45,10 +45,10 @@ func rootCAs(cfg *config.Config, given *x509.CertPool) (*x509.CertPool, error) {
 	}
 	pem, err := os.ReadFile(cfg.TLS.CAFile)
 	if err != nil {
-		return nil, fmt.Errorf("[tls] ca_file: %w", err)
+		return nil, cfg.KeyError("tls.ca_file", err)
 	}
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("[tls] ca_file %s: no PEM certificate in it", cfg.TLS.CAFile)
+		return nil, cfg.KeyError("tls.ca_file", fmt.Errorf("%s holds no PEM certificate", cfg.TLS.CAFile))
 	}
 	return pool, nil
 }

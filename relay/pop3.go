@@ -28,6 +28,9 @@ func (r *Relay) newPOP3Server(tlsConfig *tls.Config) *pop3d.Server {
 		Logger:            r.log,
 		TLSConfig:         tlsConfig,
 		AllowInsecureAuth: r.cfg.AllowInsecureAuth,
+		// USER and PASS from loopback clients need no TLS (Dovecot's
+		// rule), so the default relay's mailboxes can be read at once.
+		LoopbackIsSecure: true,
 		// Failed logins are slowed and banned per address by the relay's
 		// throttle, shared with SMTP AUTH (pop3Backend.Login); pop3d's own
 		// delay would only add to it. pop3d still hangs up after
@@ -113,7 +116,7 @@ func (b *pop3Backend) Login(c pop3d.ConnInfo, username, password string) (pop3d.
 	ip := addrOf(c.RemoteAddr)
 	if !b.r.logins.begin(ip) {
 		b.r.log.Warn("pop3: login refused: address banned after failed logins", "user", username, "client", c.RemoteAddr.String())
-		return nil, pop3d.ErrBlocked
+		return nil, &pop3d.BlockedError{Reason: b.r.logins.refusal(ip)}
 	}
 	// Authenticate costs the same bcrypt work for unknown names, so the
 	// response time does not tell which names exist.

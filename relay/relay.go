@@ -98,10 +98,10 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	}
 	roots, err := rootCAs(cfg, opts.RootCAs)
 	if err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
+		return nil, err // names the config file, line and key
 	}
 	if r.dkim, err = newDKIMPolicy(cfg, r.resolver, r.log); err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
+		return nil, err // names the config file, line and key: nothing to add
 	}
 	var tlsConfig *tls.Config
 	if cfg.TLS.Cert == "" && (len(cfg.SMTP.ListenTLS) > 0 || len(cfg.POP3.ListenTLS) > 0) {
@@ -110,7 +110,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	if cfg.TLS.Cert != "" {
 		// Through a holder, so that ReloadTLS (SIGHUP) can swap it.
 		if r.certs, err = newCertHolder(cfg.TLS.Cert, cfg.TLS.Key); err != nil {
-			return nil, fmt.Errorf("relay: %w", err)
+			return nil, certError(cfg, err)
 		}
 		tlsConfig = r.certs.config()
 	}
@@ -171,6 +171,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		TLSConfig:         tlsConfig,
 		EnableAuth:        r.users != nil,
 		AllowInsecureAuth: cfg.AllowInsecureAuth,
+		LoopbackIsSecure:  true, // as Dovecot: a loopback client may log in without TLS
 		MaxLineLength:     cfg.SMTP.MaxLineLength,
 		MaxRecipients:     cfg.SMTP.MaxRecipients,
 		MaxMessageSize:    cfg.SMTP.MaxMessageSize,

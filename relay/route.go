@@ -14,7 +14,7 @@ import (
 )
 
 // Router decides the next hop of each recipient from the configuration
-// alone (DESIGN.md §4, §5): our names at the head of a source route are
+// alone (docs/design.md §7, §8): our names at the head of a source route are
 // removed, a remaining route is followed, stripped or refused as
 // source_routes says, local domains go to mailboxes, and everything else
 // goes where the [[route]] table says, or to the domain's MX hosts. It does
@@ -152,7 +152,7 @@ func (r *Router) isLocal(d string) bool {
 }
 
 // ownHopsDone removes from p what this relay has already done by
-// receiving it (DESIGN.md §5): a host named twice in a row counts once, our
+// receiving it (docs/design.md §8): a host named twice in a row counts once, our
 // own names at the head of the route are hops made, and with percent_hack
 // "user%D@us" becomes <@us:user@D>, also a hop made (one '%' per name of
 // ours; the next relay peels the next one). The SMTP policy and the Router

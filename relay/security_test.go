@@ -17,7 +17,7 @@ import (
 
 // TestRelayAbuseBattery sends address forms that relays have been tricked
 // with, from a client outside relay_networks; none may be accepted for a
-// destination that is not local (DESIGN.md §6). Each gets a 5xx.
+// destination that is not local (docs/design.md §12). Each gets a 5xx.
 func TestRelayAbuseBattery(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Aliases = []string{"[127.0.0.1]"}

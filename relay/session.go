@@ -29,7 +29,6 @@ var (
 	errNoSuchUser  = smtpError(550, 5, 1, 1, "No such user here")
 	errTooManyHops = smtpError(554, 5, 4, 6, "Too many hops (mail loop?)")
 	errAuthFailed  = smtpError(535, 5, 7, 8, "Authentication credentials invalid")
-	errLoginBanned = smtpError(421, 4, 7, 0, "Too many failed logins from your address, try again later")
 	errAuthzid     = smtpError(535, 5, 7, 8, "Authorization identity (authzid) must be empty or the authentication identity")
 	errNoSpace     = smtpError(452, 4, 3, 1, "Insufficient system storage, try again later")
 )
@@ -72,7 +71,7 @@ func (s *session) Auth(identity, username, password string) error {
 	}
 	if !s.r.logins.begin(s.ip) {
 		s.log.Warn("smtp: login refused: address banned after failed logins", "user", username)
-		return errLoginBanned
+		return smtpError(421, 4, 7, 0, s.r.logins.refusal(s.ip))
 	}
 	if s.r.users == nil || !s.r.users.Authenticate(username, password) {
 		delay := s.r.logins.failed(s.ip)
@@ -136,7 +135,7 @@ func (s *session) Rcpt(to envelope.Path, p envelope.RcptParams) error {
 	return nil
 }
 
-// checkRcpt is the relay decision of RFC 5321 §3.6 and DESIGN.md §6: mail
+// checkRcpt is the relay decision of RFC 5321 §3.6 and docs/design.md §12: mail
 // for our local users, mail for relay_domains, and anything from a client
 // that may relay; every other form of address, however it is dressed up
 // (source route, quoted '@' or '%', address literal), is relaying and

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
@@ -35,7 +36,7 @@ func peerSerial(t *testing.T, addr string) string {
 func TestTLSReload(t *testing.T) {
 	cfg := testConfig(t)
 	dir := t.TempDir()
-	certA, keyA, err := WriteSelfSigned(filepath.Join(dir, "a"), "b.test")
+	certA, keyA, err := WriteSelfSigned(filepath.Join(dir, "a"), "b.test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestTLSReload(t *testing.T) {
 	addr := r.SMTPAddrs()[0]
 	first := peerSerial(t, addr)
 
-	certB, keyB, err := WriteSelfSigned(filepath.Join(dir, "b"), "b.test")
+	certB, keyB, err := WriteSelfSigned(filepath.Join(dir, "b"), "b.test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,5 +91,44 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSelfSignedCoversListenAddresses: relay serve --self-signed makes a
+// certificate valid for the hostname, loopback and every listen address
+// (names too; wildcards add nothing), keeps it while it covers them, and
+// makes a new one when a listen address is added.
+func TestSelfSignedCoversListenAddresses(t *testing.T) {
+	dir := t.TempDir()
+	listen := []string{"127.0.24.40:2525", "[2001:db8::25]:25", "mail.b.test:587", "0.0.0.0:25", ":110"}
+	load := func(certFile, keyFile string) *x509.Certificate {
+		t.Helper()
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pair.Leaf
+	}
+	certFile, keyFile, err := WriteSelfSigned(dir, "b.test", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := load(certFile, keyFile)
+	for _, h := range []string{"b.test", "127.0.0.1", "::1", "127.0.24.40", "2001:db8::25", "mail.b.test"} {
+		if err := first.VerifyHostname(h); err != nil {
+			t.Errorf("the certificate does not cover %s: %v", h, err)
+		}
+	}
+	if _, _, err := WriteSelfSigned(dir, "b.test", listen[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if again := load(certFile, keyFile); again.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Error("a certificate that covers every address was replaced")
+	}
+	if _, _, err := WriteSelfSigned(dir, "b.test", append(listen, "127.0.24.41:2525")); err != nil {
+		t.Fatal(err)
+	}
+	if err := load(certFile, keyFile).VerifyHostname("127.0.24.41"); err != nil {
+		t.Errorf("a new listen address is not covered: %v", err)
 	}
 }

@@ -8,12 +8,17 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
+
+	"github.com/relay-mta/relay/relay/config"
 	"time"
 )
 
@@ -37,13 +42,41 @@ func newCertHolder(certFile, keyFile string) (*certHolder, error) {
 func (h *certHolder) reload() error {
 	cert, err := tls.LoadX509KeyPair(h.certFile, h.keyFile)
 	if err != nil {
-		return fmt.Errorf("load TLS certificate %s: %w", h.certFile, err)
+		return &certLoadError{certFile: h.certFile, keyFile: h.keyFile, err: err}
 	}
 	h.cert.Store(&cert)
 	return nil
 }
 
-// config is the server TLS configuration: TLS 1.2 at least (DESIGN.md §6).
+// certLoadError is a certificate and key that could not be loaded.
+type certLoadError struct {
+	certFile, keyFile string
+	err               error
+}
+
+func (e *certLoadError) Error() string {
+	var pe *fs.PathError
+	if errors.As(e.err, &pe) {
+		return e.err.Error() // "open FILE: ...": names the file already
+	}
+	return fmt.Sprintf("certificate %s and key %s: %v", e.certFile, e.keyFile, e.err)
+}
+
+func (e *certLoadError) Unwrap() error { return e.err }
+
+// certError says which key of the configuration, set where, names the
+// file that failed: tls.key when the key file could not be read, tls.cert
+// otherwise.
+func certError(cfg *config.Config, err error) error {
+	key := "tls.cert"
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == cfg.TLS.Key {
+		key = "tls.key"
+	}
+	return cfg.KeyError(key, err)
+}
+
+// config is the server TLS configuration: TLS 1.2 at least (docs/design.md §12).
 func (h *certHolder) config() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -65,17 +98,21 @@ func (r *Relay) ReloadTLS() error {
 	return nil
 }
 
-// WriteSelfSigned creates a self-signed certificate for hostname (and the
-// loopback addresses) under dir/tls and returns the paths of the PEM
-// certificate and key. It is for test setups: relay serve --self-signed
-// says so loudly, and no peer that verifies certificates will accept it.
-func WriteSelfSigned(dir, hostname string) (certFile, keyFile string, err error) {
+// WriteSelfSigned creates a self-signed certificate for hostname, the
+// loopback addresses and every address of listen (host:port, as in the
+// [smtp] and [pop3] listen keys: an IP or a name; a wildcard address
+// names nothing to add) under dir/tls and returns the paths of the PEM
+// certificate and key. A certificate made earlier is kept when it covers
+// them all. It is for test setups: relay serve --self-signed says so
+// loudly, and no peer that verifies certificates will accept it.
+func WriteSelfSigned(dir, hostname string, listen []string) (certFile, keyFile string, err error) {
 	tlsDir := filepath.Join(dir, "tls")
 	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
 		return "", "", err
 	}
 	certFile, keyFile = filepath.Join(tlsDir, "self-signed.crt"), filepath.Join(tlsDir, "self-signed.key")
-	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
+	names, ips := selfSignedNames(hostname, listen)
+	if pair, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && covers(pair.Leaf, names, ips) {
 		return certFile, keyFile, nil // made by an earlier run: keep it
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -89,8 +126,8 @@ func WriteSelfSigned(dir, hostname string) (certFile, keyFile string, err error)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: hostname},
-		DNSNames:     []string{hostname},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:     names,
+		IPAddresses:  ips,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().AddDate(1, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -111,4 +148,46 @@ func WriteSelfSigned(dir, hostname string) (certFile, keyFile string, err error)
 		return "", "", err
 	}
 	return certFile, keyFile, nil
+}
+
+// selfSignedNames are the names and addresses a self-signed certificate
+// covers: hostname, 127.0.0.1 and ::1, and the hosts of listen.
+func selfSignedNames(hostname string, listen []string) (names []string, ips []net.IP) {
+	names = []string{hostname}
+	ips = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	for _, a := range listen {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			continue
+		}
+		ip := net.ParseIP(host)
+		switch {
+		case ip == nil:
+			if !slices.Contains(names, host) {
+				names = append(names, host)
+			}
+		case ip.IsUnspecified():
+		case !slices.ContainsFunc(ips, ip.Equal):
+			ips = append(ips, ip)
+		}
+	}
+	return names, ips
+}
+
+// covers reports whether cert is valid for every one of names and ips.
+func covers(cert *x509.Certificate, names []string, ips []net.IP) bool {
+	if cert == nil {
+		return false
+	}
+	for _, n := range names {
+		if cert.VerifyHostname(n) != nil {
+			return false
+		}
+	}
+	for _, ip := range ips {
+		if cert.VerifyHostname(ip.String()) != nil {
+			return false
+		}
+	}
+	return true
 }

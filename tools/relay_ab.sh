@@ -15,8 +15,11 @@ for _ in $(seq "$ROUNDS"); do
 		out=$(RELAY_BIN=${!x} N=${N:-20000} tools/relay_vs_direct.sh 2>&1)
 		d=$(echo "$out" | awk '/^direct/{print $(NF-1)}')
 		e=$(echo "$out" | awk '/end to end/{print $(NF-5)}')
+		c=$(echo "$out" | awk '/CPU per message/{print $(NF-1)}')
 		[ -n "$d" ] && [ -n "$e" ] || { echo "$out" >&2; exit 1; }
-		echo "$x direct=$d e2e=$e ratio=$(echo "scale=3; $e/$d" | bc)"
+		echo "$x direct=$d e2e=$e ratio=$(echo "scale=3; $e/$d" | bc) cpu_ms=$c"
 	done
 done | awk '{print} /^A/{split($3,a,"=");sa+=a[2];na++} /^B/{split($3,b,"=");sb+=b[2];nb++}
-	END{printf "A mean e2e %.0f  B mean e2e %.0f  B/A %.3f\n", sa/na, sb/nb, (sb/nb)/(sa/na)}'
+	/^A/{split($5,c,"=");ca+=c[2]} /^B/{split($5,c,"=");cb+=c[2]}
+	END{printf "A mean e2e %.0f  B mean e2e %.0f  B/A %.3f\n", sa/na, sb/nb, (sb/nb)/(sa/na)
+	printf "A CPU ms/msg %.3f  B CPU ms/msg %.3f  B/A %.3f\n", ca/na, cb/nb, (cb/nb)/(ca/na)}'

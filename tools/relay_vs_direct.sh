@@ -64,8 +64,11 @@ T0=$(now); $SRC -s "$SESSIONS" -l "$SIZE" -r "$RCPTS" -m "$N" -f a@src.test -t u
 wait_sink "$BASE/relay.out" $((N)) 600
 e2e=$(echo "$(now) - $T0" | bc)
 rss=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$rpid/status)
+# user+sys of the relay process over the run, in clock ticks (fields 14, 15).
+cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)*1000/hz}' /proc/$rpid/stat)
 printf 'N=%d size=%d sessions=%d rcpts=%d\n' "$N" "$SIZE" "$SESSIONS" "$RCPTS"
 printf 'direct  source->sink        %7.2fs  %7.0f msg/s\n' "$direct" "$(echo "$N / $direct" | bc -l)"
 printf 'relay   accepted (250 each) %7.2fs  %7.0f msg/s\n' "$accept" "$(echo "$N / $accept" | bc -l)"
 printf 'relay   end to end          %7.2fs  %7.0f msg/s   peak RSS %s\n' "$e2e" "$(echo "$N / $e2e" | bc -l)" "$rss"
+printf 'relay   CPU per message     %7.3f ms\n' "$(echo "$cpu / $N" | bc -l)"
 printf 'ratio   relay e2e / direct   %.2f\n' "$(echo "$direct / $e2e" | bc -l)"

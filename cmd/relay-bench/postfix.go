@@ -98,7 +98,7 @@ func setupPostfix(ctx context.Context, base, addr, sinkAddr string) (*postfixTar
 	return p, nil
 }
 
-// postfixMainCF is the main.cf of postfix_baseline.sh: mail for sink.test
+// postfixMainCF is a stock main.cf made a pure relay: mail for sink.test
 // goes to the transport map, nothing else is deliverable, no DNS.
 // inet_interfaces stays 127.0.0.1 (Postfix refuses addresses that no
 // interface has); the smtpd listener in master.cf names its own address.

@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -15,6 +17,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	os.Exit(runApp(ctx, os.Args, os.Stderr))
+}
+
+// runApp runs the command line args and returns the exit status; an
+// error is one line on stderr (and, for a usage mistake, the command's
+// usage line).
+func runApp(ctx context.Context, args []string, stderr io.Writer) int {
 	app := &cli.Command{
 		Name:  "relay",
 		Usage: "a store-and-forward SMTP mail relay",
@@ -27,9 +36,15 @@ func main() {
 			queueCommand(),
 			dnsCommand(),
 		},
+		ErrWriter: stderr,
 	}
-	if err := app.Run(ctx, expandReadArgs(os.Args)); err != nil {
-		fmt.Fprintln(os.Stderr, "relay:", err)
-		os.Exit(1)
+	quietUsageErrors(app)
+	if err := app.Run(ctx, expandReadArgs(args)); err != nil {
+		fmt.Fprintln(stderr, errorText(err))
+		if ue := (*usageError)(nil); errors.As(err, &ue) {
+			fmt.Fprintln(stderr, ue.usage())
+		}
+		return 1
 	}
+	return 0
 }

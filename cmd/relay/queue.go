@@ -35,7 +35,7 @@ func queueCommand() *cli.Command {
 		Flags: []cli.Flag{
 			configFlag,
 			&cli.StringFlag{Name: "admin", Usage: "the daemon's admin `SOCKET` (instead of the one --config names)"},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON (DESIGN.md §7) instead of tables"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of tables (the admin API's format: docs/design.md §13)"},
 		},
 		Commands: []*cli.Command{
 			{
@@ -66,6 +66,19 @@ func queueCommand() *cli.Command {
 			ids(api.ActionDelete, "remove messages from the queue without telling the sender (no DSN)"),
 			ids(api.ActionBounce, "fail messages now: their senders get a DSN"),
 			{Name: "stats", Usage: "count the queue by status and next hop; its oldest message; spool size", Action: queueStats},
+			{
+				Name:  "shape",
+				Usage: "recipients to deliver by destination and age, the most loaded first (Postfix's qshape)",
+				Description: "Counts the recipients still to be delivered (pending or deferred) by the\n" +
+					"destination domain (or the next hop, --by hop) and the age of their message:\n" +
+					"0-5m, 5-10m, 10-20m, 20-40m, 40-80m, 80-160m, 160-320m, 320m+. A destination\n" +
+					"whose mail piles up in the right-hand columns is the one that is not taking it.",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "by", Value: "domain", Usage: "group by `domain` (of each recipient) or hop (the next hop)"},
+					&cli.BoolFlag{Name: "held", Usage: "count held messages too"},
+				},
+				Action: queueShape,
+			},
 		},
 	}
 }
@@ -116,6 +129,11 @@ func queueList(ctx context.Context, cmd *cli.Command) error {
 			msgs = []api.Message{}
 		}
 		return printQueueJSON(msgs)
+	}
+	if len(msgs) == 0 && f != (api.Filter{}) {
+		// Not "Mail queue is empty": the queue may well hold other mail.
+		fmt.Println("no queued message matches")
+		return nil
 	}
 	writeList(os.Stdout, msgs, time.Now())
 	return nil

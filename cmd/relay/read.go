@@ -33,10 +33,10 @@ func readCommand() *cli.Command {
 			&cli.BoolFlag{Name: "tls", Usage: "implicit TLS (a listen_tls port)"},
 			clientCAFlag,
 			&cli.BoolFlag{Name: "list", Usage: "list the messages (the default)"},
-			&cli.StringFlag{Name: "show", Usage: "print message `N` (or all), decoded"},
+			&cli.StringFlag{Name: "show", Usage: "print message `N` (or last, or all), decoded"},
 			&cli.BoolFlag{Name: "raw", Usage: "with --show: print the message exactly as stored"},
 			&cli.StringFlag{Name: "save", Usage: "with --show: write the attachments into `DIR`"},
-			&cli.StringFlag{Name: "delete", Usage: "delete message `N` (or all)"},
+			&cli.StringFlag{Name: "delete", Usage: "delete message `N` (or last, or all)"},
 			&cli.BoolFlag{Name: "all", Usage: "with --show or --delete: every message (--all --delete empties the mailbox)"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"},
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up on a silent server after this long"},
@@ -111,6 +111,14 @@ func runRead(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	for _, n := range []*int{&op.show, &op.del} {
+		if *n == lastMessage {
+			if len(list) == 0 {
+				return errors.New("the mailbox is empty: there is no last message")
+			}
+			*n = list[len(list)-1].Number
+		}
+	}
 	if op.listing {
 		if err := printListing(c, list, op.json); err != nil {
 			return err
@@ -153,7 +161,11 @@ func runRead(ctx context.Context, cmd *cli.Command) error {
 	return c.Quit()
 }
 
-// messageArg reads --show or --delete: a message number, or "all" (also
+// lastMessage is what messageArg returns for "last": the highest
+// message number, known once the mailbox is listed.
+const lastMessage = -1
+
+// messageArg reads --show or --delete: a message number, "last", or "all" (also
 // what a bare --show or --delete means next to --all; see
 // expandReadArgs).
 func messageArg(cmd *cli.Command, name string) (n int, all bool, err error) {
@@ -167,9 +179,12 @@ func messageArg(cmd *cli.Command, name string) (n int, all bool, err error) {
 	if cmd.Bool("all") {
 		return 0, false, fmt.Errorf("--%s %s with --all: give a message number or --all, not both", name, v)
 	}
+	if v == "last" {
+		return lastMessage, false, nil
+	}
 	n, err = strconv.Atoi(v)
 	if err != nil || n < 1 {
-		return 0, false, fmt.Errorf("--%s %q: want a message number (1, 2, ...) or all", name, v)
+		return 0, false, fmt.Errorf("--%s %q: want a message number (1, 2, ...), last or all", name, v)
 	}
 	return n, false, nil
 }
@@ -331,27 +346,46 @@ func printShown(w io.Writer, s shownMessage) {
 	}
 }
 
-// saveAttachment writes a into dir under its own base name (never a path
-// the sender chose), without replacing an existing file.
+// saveAttachment writes a into dir, which it creates if need be, under
+// its own base name (never a path the sender chose). It never replaces a
+// file: when the name is taken it picks the first free one of name-1.ext,
+// name-2.ext, ...
 func saveAttachment(dir string, a client.Attachment) (string, error) {
 	name := filepath.Base(strings.ReplaceAll(a.Filename, "\\", "/"))
 	if name == "." || name == "/" || name == ".." || name == "" {
 		name = "attachment"
 	}
-	path := filepath.Join(dir, name)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("--save: %w", err)
 	}
-	if _, err := f.Write(a.Data); err != nil {
-		f.Close()
-		return "", fmt.Errorf("--save: %w", err)
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	for n := 0; n < maxSaveNames; n++ {
+		path := filepath.Join(dir, name)
+		if n > 0 {
+			path = filepath.Join(dir, fmt.Sprintf("%s-%d%s", stem, n, ext))
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("--save: %w", err)
+		}
+		if _, err := f.Write(a.Data); err != nil {
+			f.Close()
+			return "", fmt.Errorf("--save: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return "", fmt.Errorf("--save: %w", err)
+		}
+		return path, nil
 	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("--save: %w", err)
-	}
-	return path, nil
+	return "", fmt.Errorf("--save: %s and %d more names for it are taken in %s", name, maxSaveNames-1, dir)
 }
+
+// maxSaveNames bounds the names saveAttachment tries for one attachment.
+const maxSaveNames = 1000
 
 func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)

@@ -29,7 +29,8 @@ func sendCommand() *cli.Command {
 			&cli.StringFlag{Name: "subject", Usage: "subject `TEXT` (any UTF-8)"},
 			&cli.StringFlag{Name: "route", Usage: "source route `@h1,@h2` to put in front of every recipient"},
 			&cli.BoolFlag{Name: "starttls", Usage: "require STARTTLS"},
-			&cli.BoolFlag{Name: "require-tls", Usage: "send with REQUIRETLS (RFC 8689): only ever relayed over verified TLS, else returned; needs --starttls or TLS"},
+			&cli.BoolFlag{Name: "tls", Usage: "implicit TLS (a listen_tls port, RFC 8314)"},
+			&cli.BoolFlag{Name: "require-tls", Usage: "send with REQUIRETLS (RFC 8689): only ever relayed over verified TLS, else returned; needs --starttls or --tls"},
 			clientCAFlag,
 			clientUserFlag,
 			clientPwFlag,
@@ -56,10 +57,12 @@ func runSend(ctx context.Context, cmd *cli.Command) error {
 		return errors.New("missing --from ADDRESS")
 	case len(toTexts) == 0:
 		return errors.New("missing --to ADDRESS: give at least one recipient")
+	case cmd.Bool("tls") && cmd.Bool("starttls"):
+		return errors.New("--tls (implicit TLS) and --starttls do not go together: a listen_tls port takes --tls")
 	case cmd.Bool("raw") && (cmd.IsSet("subject") || cmd.IsSet("header") || cmd.IsSet("attach")):
 		return errors.New("--raw sends standard input as it is; --subject, --header and --attach cannot be used with it")
 	}
-	opts := client.SubmitOptions{Addr: server, StartTLS: cmd.Bool("starttls"), Timeout: cmd.Duration("timeout"), RequireTLS: cmd.Bool("require-tls")}
+	opts := client.SubmitOptions{Addr: server, TLS: cmd.Bool("tls"), StartTLS: cmd.Bool("starttls"), Timeout: cmd.Duration("timeout"), RequireTLS: cmd.Bool("require-tls")}
 	// The EHLO name goes into the server's Received header: this host's
 	// name says more than go-smtp's default "localhost" (when it is a
 	// valid domain, which envelope checks as part of an address).

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -70,7 +71,7 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			if cmd.Bool("self-signed") && cfg.TLS.Cert == "" {
-				if cfg.TLS.Cert, cfg.TLS.Key, err = relay.WriteSelfSigned(cfg.DataDir, cfg.Hostname); err != nil {
+				if cfg.TLS.Cert, cfg.TLS.Key, err = relay.WriteSelfSigned(cfg.DataDir, cfg.Hostname, slices.Concat(cfg.SMTP.Listen, cfg.SMTP.ListenTLS, cfg.POP3.Listen, cfg.POP3.ListenTLS)); err != nil {
 					return fmt.Errorf("--self-signed: %w", err)
 				}
 				// Said loudly: no peer that verifies certificates accepts it.

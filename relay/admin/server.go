@@ -86,6 +86,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST "+api.Version+"/messages/{id}/{action}", s.act)
 	s.mux.HandleFunc("POST "+api.Version+"/retry", s.retryAll)
 	s.mux.HandleFunc("GET "+api.Version+"/stats", s.stats)
+	s.mux.HandleFunc("GET "+api.Version+"/shape", s.shape)
 	s.mux.HandleFunc("DELETE "+api.Version+"/bans/{address}", s.unban)
 	if o.Metrics != nil {
 		s.mux.Handle("GET /metrics", o.Metrics)

@@ -138,7 +138,7 @@ func TestListenSocket(t *testing.T) {
 	}
 }
 
-// TestListJSON checks the list against DESIGN.md §7 as a script sees it.
+// TestListJSON checks the list against docs/design.md §13 as a script sees it.
 func TestListJSON(t *testing.T) {
 	f := newFixture(t)
 	a := f.enqueue("<sender@a.test>", "<alice@c.test>", "<bob@d.test>")

@@ -4,12 +4,13 @@
 // duration or a network itself and every mistake in the file is reported
 // with its file, line and key before the daemon starts.
 //
-// The format is the one of DESIGN.md §7; defaults.toml in this directory is
+// The format is the one of docs/design.md §13; defaults.toml in this directory is
 // its reference, with every key and its default value.
 package config
 
 import (
 	_ "embed"
+	"fmt"
 	"net/netip"
 	"strings"
 	"time"
@@ -26,7 +27,7 @@ var defaultsTOML []byte
 const defaultsName = "defaults.toml"
 
 // SourceRouteMode says what the relay does with a source-routed recipient
-// such as <@b.test,@c.test:user@d.test> (DESIGN.md §5).
+// such as <@b.test,@c.test:user@d.test> (docs/design.md §8).
 type SourceRouteMode string
 
 // The values of source_routes.
@@ -107,8 +108,9 @@ type Config struct {
 	// MaxHops (max_hops) is the number of Received headers above which a
 	// message is refused with 554 5.4.6 (a mail loop). At least 1.
 	MaxHops int
-	// AllowInsecureAuth (allow_insecure_auth) allows AUTH without TLS; for
-	// tests on loopback only.
+	// AllowInsecureAuth (allow_insecure_auth) allows AUTH and POP3 logins
+	// without TLS from any address; for tests. Loopback clients may log in
+	// without TLS anyway.
 	AllowInsecureAuth bool
 	// SenderDomains ([sender_domains]) grants authenticated users MAIL
 	// FROM addresses beyond their own (user@ any local domain): user name
@@ -128,6 +130,24 @@ type Config struct {
 	MTASTS MTASTS // [mta_sts]
 	DANE   DANE   // [dane]
 	TLSRPT TLSRPT // [tls_rpt]
+
+	// places maps the keys naming files the daemon reads only when it
+	// starts (tls.cert, tls.key, dkim.sign[i].key) to where the file set
+	// them ("relay.toml:7"), for KeyError.
+	places map[string]string
+}
+
+// KeyError is err, a problem found after loading with the file that the
+// value of key names (it cannot be read, it holds no certificate), in the
+// form of the errors Load returns: the config file and line that set the
+// key, then the key ("relay.toml:7: tls.cert: open ...: no such file or
+// directory"). Without a line (the value did not come from the file) it
+// names the key alone.
+func (c *Config) KeyError(key string, err error) error {
+	if place := c.places[key]; place != "" {
+		return fmt.Errorf("%s: %s: %w", place, key, err)
+	}
+	return fmt.Errorf("%s: %w", key, err)
 }
 
 // SMTP is the [smtp] table: the SMTP server's listeners and limits.

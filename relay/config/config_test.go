@@ -210,9 +210,17 @@ func TestLoadFull(t *testing.T) {
 		DNS:    DNS{Servers: []string{"127.0.0.53:53", "[::1]:5353"}, Timeout: 2 * time.Second, Attempts: 3},
 		MTASTS: MTASTS{Port: 8443},
 		TLSRPT: TLSRPT{Enabled: true, Interval: 12 * time.Hour, From: "tlsrpt@b.test"},
+		// Where the file names the files read at start, for KeyError.
+		places: map[string]string{
+			"tls.cert": "testdata/full.toml:46", "tls.key": "testdata/full.toml:47", "tls.ca_file": "testdata/full.toml:48",
+			"dkim.sign[0].key": "testdata/full.toml:78", "dkim.sign[1].key": "testdata/full.toml:83",
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(full.toml) =\n%#v\nwant\n%#v", c, want)
+	}
+	if err := c.KeyError("tls.key", errors.New("open /etc/relay/key.pem: no such file")); err.Error() != "testdata/full.toml:47: tls.key: open /etc/relay/key.pem: no such file" {
+		t.Errorf("KeyError: %v", err)
 	}
 
 	for name, want := range map[string]bool{

@@ -118,10 +118,24 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	c.TLS.Cert = underDir(dir, fc.TLS.Cert)
 	c.TLS.Key = underDir(dir, fc.TLS.Key)
 	c.TLS.CAFile = underDir(dir, fc.TLS.CAFile)
+	v.place(c, p("tls", "cert"))
+	v.place(c, p("tls", "key"))
+	v.place(c, p("tls", "ca_file"))
 	for i := range c.DKIM.Sign {
 		c.DKIM.Sign[i].Key = underDir(dir, c.DKIM.Sign[i].Key)
+		v.place(c, p("dkim", "sign", indexPart(i), "key"))
 	}
 	return c
+}
+
+// place remembers where the file set path, for Config.KeyError.
+func (v *validator) place(c *Config, path []string) {
+	if line, ok := v.file.idx[pathKey(path)]; ok {
+		if c.places == nil {
+			c.places = map[string]string{}
+		}
+		c.places[displayKey(path)] = fmt.Sprintf("%s:%d", v.file.name, line)
+	}
 }
 
 // p builds a key path; it reads better than a slice literal at call sites.

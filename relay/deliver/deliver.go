@@ -23,7 +23,7 @@ type Resolver interface {
 }
 
 // Deliverer opens SMTP sessions to remote next hops with go-smtp's client
-// (DESIGN.md §4): it finds the addresses of a hop (explicit addresses, or
+// (docs/design.md §7): it finds the addresses of a hop (explicit addresses, or
 // MX records then A/AAAA), tries them in order, applies the hop's TLS
 // policy and returns a session that carries any number of messages.
 //

@@ -9,9 +9,10 @@
 // What a client can rely on:
 //
 //   - USER and PASS are refused before TLS (STLS or an implicit-TLS
-//     listener) unless Server.AllowInsecureAuth is set, so that a password
-//     never crosses the network in the clear by accident; CAPA lists USER
-//     only when it would be accepted.
+//     listener) unless Server.AllowInsecureAuth is set, or the client is
+//     on a loopback address and Server.LoopbackIsSecure is set, so that a
+//     password never crosses the network in the clear by accident; CAPA
+//     lists USER only when it would be accepted.
 //   - The maildrop is a snapshot taken at login: messages that arrive
 //     during the session appear in the next one. Message numbers are
 //     1-based indexes into that snapshot; UIDs (UIDL) are the Backend's and
@@ -66,6 +67,15 @@ var (
 	// user with the right password learns to wait rather than to doubt it.
 	ErrBlocked = errors.New("pop3d: address temporarily blocked")
 )
+
+// BlockedError is ErrBlocked with the reason the client is told, such as
+// how long the block lasts (errors.Is(err, ErrBlocked) holds).
+type BlockedError struct {
+	Reason string // one line, after "-ERR [SYS/TEMP] "
+}
+
+func (e *BlockedError) Error() string        { return "pop3d: address temporarily blocked: " + e.Reason }
+func (e *BlockedError) Is(target error) bool { return target == ErrBlocked }
 
 // Backend opens maildrops. It is called from many connections at once.
 type Backend interface {

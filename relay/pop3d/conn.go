@@ -279,7 +279,7 @@ func (c *conn) dispatch(line string) {
 
 // authAllowed reports whether USER and PASS may be used now.
 func (c *conn) authAllowed() bool {
-	return c.tls != nil || c.srv.AllowInsecureAuth
+	return c.tls != nil || c.srv.AllowInsecureAuth || (c.srv.LoopbackIsSecure && accept.Loopback(c.raw.RemoteAddr()))
 }
 
 func (c *conn) capa(cmd command) {
@@ -379,7 +379,11 @@ func (c *conn) passCmd(cmd command) {
 		return
 	case errors.Is(err, ErrBlocked):
 		c.log.Info("pop3d: login refused: address blocked", "user", user)
-		c.failReply("[SYS/TEMP] Too many failed logins from your address: temporarily blocked, try again later")
+		reason := "Too many failed logins from your address: temporarily blocked, try again later"
+		if be := (*BlockedError)(nil); errors.As(err, &be) && be.Reason != "" {
+			reason = be.Reason
+		}
+		c.failReply("[SYS/TEMP] %s", reason)
 		c.quit = true
 		return
 	case errors.Is(err, ErrInUse):

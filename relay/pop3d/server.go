@@ -56,9 +56,13 @@ type Server struct {
 	// TLSConfig enables STLS (and is used by implicit-TLS listeners made
 	// by the caller with tls.NewListener). nil: no STLS.
 	TLSConfig *tls.Config
-	// AllowInsecureAuth accepts USER and PASS without TLS; for tests and
-	// loopback-only setups.
+	// AllowInsecureAuth accepts USER and PASS without TLS from anywhere;
+	// for tests.
 	AllowInsecureAuth bool
+	// LoopbackIsSecure accepts USER and PASS without TLS on connections
+	// from a loopback address, as Dovecot does: they never leave the
+	// machine.
+	LoopbackIsSecure bool
 
 	MaxLineLength   int
 	IdleTimeout     time.Duration

@@ -363,6 +363,10 @@ func (c *conn) reset() {
 	c.bdat = nil
 }
 
+// maxHelloName is the longest EHLO/HELO argument: a domain has at most
+// 255 octets (RFC 5321 §4.5.3.1.2), and an address literal fewer.
+const maxHelloName = 255
+
 func (c *conn) hello(esmtp bool, arg string) {
 	name, _, _ := strings.Cut(arg, " ")
 	if name == "" {
@@ -371,6 +375,12 @@ func (c *conn) hello(esmtp bool, arg string) {
 		} else {
 			c.writeReply(reply(501, "5.5.4", "Syntax: HELO hostname"))
 		}
+		return
+	}
+	if len(name) > maxHelloName {
+		// It goes into the Received field: a name no domain can have
+		// would make that line longer than mail allows.
+		c.writeReply(reply(501, "5.5.2", "Host name too long: at most %d octets (RFC 5321 §4.5.3.1.2)", maxHelloName))
 		return
 	}
 	c.reset()
@@ -410,7 +420,8 @@ func (c *conn) hello(esmtp bool, arg string) {
 }
 
 func (c *conn) authAllowed() bool {
-	return c.srv.EnableAuth && (c.tls != nil || c.srv.AllowInsecureAuth)
+	return c.srv.EnableAuth && (c.tls != nil || c.srv.AllowInsecureAuth ||
+		(c.srv.LoopbackIsSecure && accept.Loopback(c.raw.RemoteAddr())))
 }
 
 // paramReply maps an envelope parameter error to its reply.

@@ -52,9 +52,12 @@ type Server struct {
 	// wrapped with tls.NewListener by the caller). nil: no STARTTLS.
 	TLSConfig *tls.Config
 	// EnableAuth advertises and accepts AUTH PLAIN and LOGIN. AUTH is only
-	// offered inside TLS unless AllowInsecureAuth is set.
+	// offered inside TLS unless AllowInsecureAuth is set (anywhere), or
+	// LoopbackIsSecure is set and the client is on a loopback address
+	// (the connection never leaves the machine; Dovecot's rule).
 	EnableAuth        bool
 	AllowInsecureAuth bool
+	LoopbackIsSecure  bool
 
 	MaxLineLength  int
 	MaxRecipients  int

@@ -1,5 +1,5 @@
 // Package api is the wire format of the relay daemon's admin socket:
-// HTTP with JSON bodies on a unix socket (DESIGN.md §7). The daemon's
+// HTTP with JSON bodies on a unix socket (docs/design.md §11, §13). The daemon's
 // server (package relay/admin) and the operators' client (package client)
 // share these types; the package imports nothing of the relay so that the
 // client does not pull in the daemon.
@@ -14,6 +14,8 @@
 //	POST /v1/messages/{id}/{action}   Change; action is hold, release, retry, delete or bounce
 //	POST /v1/retry                    []Change: retry every queued message that is not held
 //	GET  /v1/stats                    Stats
+//	GET  /v1/shape                    Shape: recipients to deliver by destination and age
+//	                                  (Postfix's qshape); by=domain|hop, held=true (see ShapeQuery)
 //	DELETE /v1/bans/{address}         Unban: lift the login ban of a client address and
 //	                                  forget its failed logins (`relay user unban`)
 //	GET  /metrics                     Prometheus text format (also on [admin] metrics_listen)
@@ -144,6 +146,62 @@ type Stats struct {
 	// Oldest is the oldest queued message; null when the queue is empty.
 	Oldest     *Oldest `json:"oldest"`
 	SpoolBytes int64   `json:"spool_bytes"` // disk used by the spool
+}
+
+// ShapeBuckets are the age buckets of Shape, by the age of the message:
+// 0-5m, 5-10m, ..., 160-320m, and 320m+ (the last one unbounded).
+var ShapeBuckets = []time.Duration{5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute,
+	80 * time.Minute, 160 * time.Minute, 320 * time.Minute}
+
+// ShapeBy values: group by the destination domain of each recipient (the
+// first hop of a source route, else the mailbox's domain), or by the
+// next hop the relay delivers it through.
+const (
+	ShapeByDomain = "domain"
+	ShapeByHop    = "hop"
+)
+
+// Shape is the queue's shape, as Postfix's qshape prints it: the
+// recipients still to deliver (pending or deferred), by destination and by
+// the age of their message.
+type Shape struct {
+	By      string   `json:"by"`      // domain or hop
+	Held    bool     `json:"held"`    // whether held messages are counted
+	Buckets []string `json:"buckets"` // labels: "0-5m", ..., "320m+"
+	Total   ShapeRow `json:"total"`   // every destination together
+	// Rows are the destinations, the most recipients first (then by name).
+	Rows []ShapeRow `json:"rows"`
+}
+
+// ShapeRow is one destination of a Shape.
+type ShapeRow struct {
+	Destination string `json:"destination"`
+	Total       int    `json:"total"`
+	Counts      []int  `json:"counts"` // one per bucket
+}
+
+// ShapeQuery encodes the parameters of GET /v1/shape.
+func ShapeQuery(by string, held bool) url.Values {
+	v := url.Values{}
+	if by != "" {
+		v.Set("by", by)
+	}
+	if held {
+		v.Set("held", "true")
+	}
+	return v
+}
+
+// ShapeLabels returns the labels of ShapeBuckets: "0-5m", ..., "320m+".
+func ShapeLabels() []string {
+	var out []string
+	lo := 0
+	for _, b := range ShapeBuckets {
+		hi := int(b / time.Minute)
+		out = append(out, fmt.Sprintf("%d-%dm", lo, hi))
+		lo = hi
+	}
+	return append(out, fmt.Sprintf("%dm+", lo))
 }
 
 // Unban is the answer to DELETE /v1/bans/{address}.
