@@ -29,6 +29,9 @@ type node struct {
 	cfg  *config.Config
 	r    *relay.Relay
 	stop func()
+	// realDNS: the relay resolves through its [dns] servers instead of
+	// nxResolver (internet_test.go).
+	realDNS bool
 }
 
 // newNode configures a relay NAME on ip; routes are added with route
@@ -71,7 +74,11 @@ func (n *node) start() *node {
 	if os.Getenv("RELAY_TEST_LOG") != "" {
 		logOut = os.Stderr
 	}
-	r, err := relay.New(n.cfg, relay.Options{Logger: slog.New(slog.NewTextHandler(logOut, nil)).With("node", n.name), Resolver: nxResolver{}})
+	opts := relay.Options{Logger: slog.New(slog.NewTextHandler(logOut, nil)).With("node", n.name), Resolver: nxResolver{}}
+	if n.realDNS {
+		opts.Resolver = nil
+	}
+	r, err := relay.New(n.cfg, opts)
 	if err != nil {
 		n.t.Fatal(err)
 	}

@@ -96,6 +96,18 @@ type PermanentError struct {
 func (e *PermanentError) Error() string { return fmt.Sprintf("%d %v", e.Code, e.Err) }
 func (e *PermanentError) Unwrap() error { return e.Err }
 
+// TemporaryError defers recipients with a reply of its own instead of
+// the generic "451 4.4.1": Err's text starts with the enhanced status
+// code, as in &TemporaryError{Code: 451, Err: errors.New("4.7.5 ...")}.
+// A TLS policy (MTA-STS, DANE) that no next hop met is one.
+type TemporaryError struct {
+	Code int // 4xx
+	Err  error
+}
+
+func (e *TemporaryError) Error() string { return fmt.Sprintf("%d %v", e.Code, e.Err) }
+func (e *TemporaryError) Unwrap() error { return e.Err }
+
 // IsPermanent reports whether err is (or wraps) a *PermanentError.
 func IsPermanent(err error) bool {
 	var pe *PermanentError

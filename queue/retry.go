@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -55,6 +56,10 @@ func errorText(err error) string {
 	var pe *PermanentError
 	if asPermanent(err, &pe) {
 		return strconv.Itoa(pe.Code) + " " + oneLine(pe.Err.Error())
+	}
+	var te *TemporaryError
+	if errors.As(err, &te) && te.Code/100 == 4 {
+		return strconv.Itoa(te.Code) + " " + oneLine(te.Err.Error())
 	}
 	return "451 4.4.1 " + oneLine(err.Error())
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/relay-mta/relay/relay/deliver"
 	"github.com/relay-mta/relay/relay/pop3d"
 	"github.com/relay-mta/relay/relay/smtpd"
+	"github.com/relay-mta/relay/relay/tlsrpt"
 	"github.com/relay-mta/relay/relay/users"
 	"github.com/relay-mta/relay/relay/webhook"
 	"github.com/relay-mta/relay/spool"
@@ -38,10 +39,12 @@ type Options struct {
 	Logger *slog.Logger     // nil: slog.Default()
 	Now    func() time.Time // nil: time.Now
 	// Resolver answers the MX and address lookups of deliveries, and DKIM
-	// key lookups when it also has LookupTXT; nil: the system resolver.
+	// key, MTA-STS and TLS-RPT lookups when it also has LookupTXT; nil: a
+	// resolver on [dns] servers (relay/internet.go).
 	Resolver deliver.Resolver
-	// RootCAs verifies next hops whose route says tls = "require"; nil:
-	// the system roots.
+	// RootCAs verifies next hops whose route says tls = "require" or whose
+	// MTA-STS policy enforces TLS, and MTA-STS policy hosts; nil: the
+	// system roots plus [tls] ca_file.
 	RootCAs *x509.CertPool
 }
 
@@ -74,6 +77,10 @@ type Relay struct {
 	ops *operators // admin socket and metrics (relay/operators.go)
 
 	webhooks []*webhook.Poster // relay/webhooks.go
+	// tlsReports counts TLS outcomes for TLS-RPT; nil when [tls_rpt] is
+	// off (relay/internet.go).
+	tlsReports *tlsrpt.Recorder
+	resolver   deliver.Resolver
 }
 
 // New opens the spool and the users file and prepares the servers; Run
@@ -97,7 +104,14 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	}
 	// Keys are loaded before the spool opens: a bad key file stops the
 	// start with an error naming it.
-	if r.dkim, err = newDKIMPolicy(cfg, opts.Resolver, r.log); err != nil {
+	if r.resolver, err = newResolver(cfg, opts.Resolver); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	roots, err := rootCAs(cfg, opts.RootCAs)
+	if err != nil {
+		return nil, err // names the config file, line and key
+	}
+	if r.dkim, err = newDKIMPolicy(cfg, r.resolver, r.log); err != nil {
 		return nil, err // names the config file, line and key: nothing to add
 	}
 	secrets, err := readWebhookSecrets(cfg)
@@ -142,16 +156,18 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	if r.users != nil {
 		router.UserExists = r.users.Exists
 	}
+	deliverer := &deliver.Deliverer{
+		Hostname: cfg.Hostname,
+		Resolver: r.resolver,
+		RootCAs:  roots,
+		Logger:   r.log,
+		Now:      r.now,
+	}
+	r.applyTLSPolicies(deliverer) // relay/internet.go
 	r.queue = queue.New(queue.Options{
-		Spool:  r.spool,
-		Router: router,
-		Deliverer: &deliver.Deliverer{
-			Hostname: cfg.Hostname,
-			Resolver: opts.Resolver,
-			RootCAs:  opts.RootCAs,
-			Logger:   r.log,
-			Now:      r.now,
-		},
+		Spool:     r.spool,
+		Router:    router,
+		Deliverer: deliverer,
 		Retry: queue.RetryPolicy{
 			Min:      cfg.Queue.RetryMin,
 			Max:      cfg.Queue.RetryMax,
@@ -291,6 +307,15 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.servePOP3()
 	r.serveOperators()
 	go r.watchUsers(qctx) // relay/userswatch.go
+	reportsDone := make(chan struct{})
+	go func() {
+		defer close(reportsDone)
+		if txt, ok := r.resolver.(interface {
+			LookupTXT(ctx context.Context, name string) ([]string, error)
+		}); ok {
+			r.sendTLSReports(qctx, txt.LookupTXT) // relay/internet.go
+		}
+	}()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -311,6 +336,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	stopQueue() // deliveries in progress finish on their own timeouts
 	<-queueDone
 	stopWebhooks()
+	<-reportsDone
 	if err := r.spool.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("relay: close spool: %w", err)
 	}

@@ -42,6 +42,9 @@
 //	                                          written in the transaction of the change it reports,
 //	                                          deleted when acknowledged; Badger TTL of the
 //	                                          webhook's lifetime
+//	p/<domain>                                MTA-STS policy of a recipient domain (policy.go), as
+//	                                          package mtasts encodes it; Badger TTL of its max_age.
+//	                                          Not synced on write: a lost one is fetched again
 //
 // A message is m/<id> with all its b/ and r/ keys; Enqueue writes them and
 // one t/ key per recipient in one transaction, so a

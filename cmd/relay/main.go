@@ -34,6 +34,7 @@ func runApp(ctx context.Context, args []string, stderr io.Writer) int {
 			readCommand(),
 			dkimCommand(),
 			queueCommand(),
+			dnsCommand(),
 		},
 		ErrWriter: stderr,
 	}

@@ -279,6 +279,9 @@ func writeShow(w io.Writer, m *api.Message, now time.Time) {
 		if r.LastReply != "" {
 			fmt.Fprintf(w, "      last reply:   %s\n", r.LastReply)
 		}
+		if p := tlsPolicy(m, r); p != "" {
+			fmt.Fprintf(w, "      tls policy:   %s\n", p)
+		}
 		if r.NextHop != "" {
 			fmt.Fprintf(w, "      next hop:     %s\n", r.NextHop)
 		}

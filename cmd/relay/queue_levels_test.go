@@ -27,3 +27,35 @@ func TestQueueOutputShowsLevels(t *testing.T) {
 	}
 	t.Logf("list:\n%s", func() string { var x bytes.Buffer; writeList(&x, []api.Message{m}, now); return x.String() }())
 }
+
+// queue show names the TLS policy of each recipient's last attempt: the
+// one a delivery went under, or the one that deferred it.
+func TestQueueShowTLSPolicy(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	m := api.Message{ID: "0123456789ABC", From: "s@a.test", Created: now.Add(-time.Minute),
+		Recipients: []api.Recipient{
+			{Index: 0, Address: "u@dane.test", Status: api.StatusDelivered, LastReply: "250 2.0.0 OK"},
+			{Index: 1, Address: "u@sts.test", Status: api.StatusDeferred, LastReply: "451 4.7.4 MTA-STS enforce policy of sts.test: 192.0.2.1:25 (mx.sts.test) does not offer STARTTLS"},
+			{Index: 2, Address: "u@plain.test", Status: api.StatusDelivered, LastReply: "250 2.0.0 OK"},
+			{Index: 3, Address: "u@route.test", Status: api.StatusDelivered, LastReply: "250 2.0.0 OK"},
+		},
+		Events: []api.Event{
+			{At: now, Kind: "delivered", Recipient: "u@dane.test", Text: "relay=192.0.2.2:25 (policy DANE) 250 2.0.0 OK"},
+			{At: now, Kind: "deferred", Recipient: "u@sts.test", Text: "451 4.7.4 MTA-STS enforce policy of sts.test: ..."},
+			{At: now, Kind: "delivered", Recipient: "u@plain.test", Text: "relay=192.0.2.3:25 (policy none) 250 2.0.0 OK"},
+			{At: now, Kind: "delivered", Recipient: "u@route.test", Text: "relay=192.0.2.4:25 250 2.0.0 OK"},
+		}}
+	var b bytes.Buffer
+	writeShow(&b, &m, now)
+	out := b.String()
+	for _, want := range []string{
+		"[0] u@dane.test: delivered, 0 attempts\n      last reply:   250 2.0.0 OK\n      tls policy:   DANE\n",
+		"      tls policy:   MTA-STS enforce of sts.test: not met, deferred (see last reply)\n",
+		"[2] u@plain.test: delivered, 0 attempts\n      last reply:   250 2.0.0 OK\n      tls policy:   none\n",
+		"[3] u@route.test: delivered, 0 attempts\n      last reply:   250 2.0.0 OK\nHistory:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -30,8 +30,9 @@ type Metrics struct {
 	byMisses        *prometheus.CounterVec
 	webhooks        *webhookMetrics // nil until Webhooks
 
-	now      func() time.Time
-	cacheFor time.Duration
+	now       func() time.Time
+	cacheFor  time.Duration
+	tlsPolicy *prometheus.CounterVec // tlsmetrics.go
 }
 
 // MetricsOptions configure NewMetrics.
@@ -101,7 +102,8 @@ func NewMetrics(o MetricsOptions) *Metrics {
 		Name: "relay_deliver_by_misses_total",
 		Help: "Recipients of BY (RFC 2852) messages that missed their deadline: failed for it (mode R) or delivered or failed after it (mode N), by mode.",
 	}, []string{"mode"})
-	m.reg.MustRegister(m.byPriority, m.byMisses)
+	m.tlsPolicy = tlsPolicyCounter()
+	m.reg.MustRegister(m.byPriority, m.byMisses, m.tlsPolicy)
 	m.reg.MustRegister(m.accepted, m.rejected, m.acceptLatency, m.deliveries, m.deliveryLatency, m.dsns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.Connections != nil {

@@ -138,6 +138,11 @@ type Config struct {
 	// Webhooks ([[webhook]]) receive delivery events, in file order.
 	Webhooks []Webhook
 
+	DNS    DNS    // [dns] (dns.go)
+	MTASTS MTASTS // [mta_sts]
+	DANE   DANE   // [dane]
+	TLSRPT TLSRPT // [tls_rpt]
+
 	// places maps the keys naming files the daemon reads only when it
 	// starts (tls.cert, tls.key, dkim.sign[i].key) to where the file set
 	// them ("relay.toml:7"), for KeyError.
@@ -242,6 +247,10 @@ type Admin struct {
 type TLS struct {
 	Cert string // cert: PEM certificate chain
 	Key  string // key: PEM private key
+	// CAFile (ca_file) is an absolute path of PEM CA certificates trusted,
+	// besides the system's, to verify next hops (tls = "require", MTA-STS)
+	// and MTA-STS policy hosts; "" for the system's alone.
+	CAFile string
 }
 
 // Queue is the [queue] table: the retry policy.

@@ -67,7 +67,11 @@ func TestDefault(t *testing.T) {
 			DelayWarning:      4 * time.Hour,
 			PerHopConcurrency: 8,
 		},
-		DKIM: DKIM{Verify: true, Keys: map[string]string{}},
+		DKIM:   DKIM{Verify: true, Keys: map[string]string{}},
+		DNS:    DNS{Timeout: 5 * time.Second, Attempts: 2},
+		MTASTS: MTASTS{Enabled: true, Port: 443},
+		DANE:   DANE{Enabled: true},
+		TLSRPT: TLSRPT{Enabled: true, Interval: 24 * time.Hour},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() =\n%#v\nwant\n%#v", c, want)
@@ -182,7 +186,7 @@ func TestLoadFull(t *testing.T) {
 			MetricsListen: "127.0.0.1:9125",
 			History:       7 * 24 * time.Hour,
 		},
-		TLS: TLS{Cert: filepath.Join(dataDir, "tls", "cert.pem"), Key: "/etc/relay/key.pem"},
+		TLS: TLS{Cert: filepath.Join(dataDir, "tls", "cert.pem"), Key: "/etc/relay/key.pem", CAFile: filepath.Join(dataDir, "tls", "ca.pem")},
 		Queue: Queue{
 			RetryMin:          30 * time.Second,
 			RetryMax:          2 * time.Hour,
@@ -215,10 +219,13 @@ func TestLoadFull(t *testing.T) {
 			{Name: "hook-" + webhookHash("http://127.0.0.9:8080/ev"), URL: "http://127.0.0.9:8080/ev", Events: DefaultWebhookEvents,
 				Timeout: 10 * time.Second, RetryMin: time.Second, RetryMax: 5 * time.Minute, Lifetime: 120 * time.Hour, Concurrency: 4},
 		},
+		DNS:    DNS{Servers: []string{"127.0.0.53:53", "[::1]:5353"}, Timeout: 2 * time.Second, Attempts: 3},
+		MTASTS: MTASTS{Port: 8443},
+		TLSRPT: TLSRPT{Enabled: true, Interval: 12 * time.Hour, From: "tlsrpt@b.test"},
 		// Where the file names the files read at start, for KeyError.
 		places: map[string]string{
-			"tls.cert": "testdata/full.toml:52", "tls.key": "testdata/full.toml:53",
-			"dkim.sign[0].key": "testdata/full.toml:83", "dkim.sign[1].key": "testdata/full.toml:88",
+			"tls.cert": "testdata/full.toml:52", "tls.key": "testdata/full.toml:53", "tls.ca_file": "testdata/full.toml:54",
+			"dkim.sign[0].key": "testdata/full.toml:84", "dkim.sign[1].key": "testdata/full.toml:89",
 		},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -362,6 +369,21 @@ func TestLoadErrors(t *testing.T) {
 			"zero duration",
 			"[queue]\nlifetime = \"0s\"\n",
 			`:2: queue.lifetime: must be more than zero`,
+		},
+		{
+			"DNS server by name",
+			"[dns]\nservers = [\"127.0.0.1\", \"dns.example\"]\n",
+			`:2: dns.servers[1]: "dns.example" is not an IP address with an optional port`,
+		},
+		{
+			"MTA-STS port out of range",
+			"[mta_sts]\nport = 70000\n",
+			`:2: mta_sts.port: 70000 is not a port`,
+		},
+		{
+			"TLS-RPT sender without a domain",
+			"[tls_rpt]\nfrom = \"postmaster\"\n",
+			`:2: tls_rpt.from: "postmaster" is not an address like postmaster@example.org`,
 		},
 		{
 			"bad size",

@@ -124,6 +124,10 @@ type fileConfig struct {
 	DKIM              fileDKIM            `toml:"dkim"`
 	Submission        fileSubmission      `toml:"submission"`
 	Webhook           []fileWebhook       `toml:"webhook"`
+	DNS               fileDNS             `toml:"dns"`
+	MTASTS            fileMTASTS          `toml:"mta_sts"`
+	DANE              fileDANE            `toml:"dane"`
+	TLSRPT            fileTLSRPT          `toml:"tls_rpt"`
 }
 
 type fileSMTP struct {
@@ -161,8 +165,9 @@ type fileAdmin struct {
 }
 
 type fileTLS struct {
-	Cert string `toml:"cert"`
-	Key  string `toml:"key"`
+	Cert   string `toml:"cert"`
+	Key    string `toml:"key"`
+	CAFile string `toml:"ca_file"`
 }
 
 type fileQueue struct {

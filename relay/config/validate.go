@@ -106,6 +106,7 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	if len(c.RecipientDelimiter) > 1 || strings.ContainsAny(c.RecipientDelimiter, "@<>\" \t,:") {
 		v.errorf(p("recipient_delimiter"), "invalid delimiter %q (want one character such as + or -, or \"\")", fc.RecipientDelim)
 	}
+	v.dns(c, fc)
 
 	// Paths last: they all hang off data_dir.
 	if strings.TrimSpace(fc.DataDir) == "" {
@@ -126,8 +127,10 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	c.Admin.Socket = underDir(dir, fc.Admin.Socket)
 	c.TLS.Cert = underDir(dir, fc.TLS.Cert)
 	c.TLS.Key = underDir(dir, fc.TLS.Key)
+	c.TLS.CAFile = underDir(dir, fc.TLS.CAFile)
 	v.place(c, p("tls", "cert"))
 	v.place(c, p("tls", "key"))
+	v.place(c, p("tls", "ca_file"))
 	for i := range c.DKIM.Sign {
 		c.DKIM.Sign[i].Key = underDir(dir, c.DKIM.Sign[i].Key)
 		v.place(c, p("dkim", "sign", indexPart(i), "key"))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/relay-mta/relay/queue"
 	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/tlsrpt"
 )
 
 // Resolver is the part of *net.Resolver the Deliverer uses, so that tests
@@ -44,6 +45,15 @@ type Deliverer struct {
 	// Logger receives per-address failures and opened sessions; nil
 	// discards them.
 	Logger *slog.Logger
+	// STS gives recipient domains' MTA-STS policies (RFC 8461) for MX
+	// deliveries; nil: none.
+	STS STSSource
+	// DANE looks up the TLSA records of MX hosts (RFC 7672) when Resolver
+	// is a SecureResolver (a validating resolver's AD bit).
+	DANE bool
+	// Report receives the outcome of every TLS session attempt with an MX
+	// host (TLS-RPT, RFC 8460, and metrics); nil: none.
+	Report func(tlsrpt.Result)
 	// Now is the clock that the remaining time of a BY deadline (RFC
 	// 2852) is counted on: the one messages were stamped with on arrival.
 	// nil: time.Now.
@@ -107,6 +117,9 @@ type target struct {
 	// the domain itself for the implicit MX): the name a certificate must
 	// match under tls = "require", and the SNI otherwise.
 	name string
+	// policy is the TLS policy of an MX host (policy.go); nil for hops
+	// that policies do not apply to.
+	policy *hostPolicy
 }
 
 // Dial implements queue.Deliverer. The addresses of hop are tried in order
@@ -129,7 +142,7 @@ func (d *Deliverer) Dial(ctx context.Context, hop queue.Hop) (queue.Session, err
 		// Fail closed: an unknown policy might have meant "require".
 		return nil, fmt.Errorf("deliver: hop %q: unknown TLS mode %q", hop.Key, hop.TLS)
 	}
-	targets, err := d.targets(ctx, hop)
+	targets, err := d.targets(ctx, hop, mode == config.TLSOpportunistic)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +155,7 @@ func (d *Deliverer) Dial(ctx context.Context, hop queue.Hop) (queue.Session, err
 		if err == nil {
 			log := d.logger().With("hop", hop.Key, "addr", t.addr, "name", t.name)
 			if s.tls != nil {
-				log.Debug("deliver: session opened", "tls", tls.VersionName(s.tls.Version), "verified", mode == config.TLSRequire)
+				log.Debug("deliver: session opened", "tls", tls.VersionName(s.tls.Version), "verified", s.verified, "policy", s.policy)
 			} else {
 				log.Debug("deliver: session opened", "tls", "none")
 			}

@@ -28,6 +28,7 @@ type clientSession struct {
 	hostname    string               // ours, as in EHLO
 	tls         *tls.ConnectionState // nil in plaintext
 	verified    bool                 // TLS with a certificate that verified for the hop's name
+	policy      string               // TLS policy of an MX host: "none", "DANE", "MTA-STS enforce"...; "" for routes
 	cmdTimeout  time.Duration
 	dataTimeout time.Duration
 
@@ -45,8 +46,15 @@ const bodyReadBuf = 32 << 10
 
 var _ queue.Session = (*clientSession)(nil)
 
-// Remote implements queue.Session: the address connected to.
-func (s *clientSession) Remote() string { return s.remote }
+// Remote implements queue.Session: the address connected to, and for an
+// MX host the TLS policy that applied (DANE, MTA-STS enforce or testing,
+// none), which `relay queue show` then shows with each delivery.
+func (s *clientSession) Remote() string {
+	if s.policy == "" {
+		return s.remote
+	}
+	return s.remote + " (policy " + s.policy + ")"
+}
 
 // Send implements queue.Session. Each recipient gets the reply to its RCPT
 // if refused, else the reply to the end of DATA. A refused MAIL or DATA

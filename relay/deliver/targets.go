@@ -12,18 +12,21 @@ import (
 	"strings"
 
 	"github.com/relay-mta/relay/queue"
+	"github.com/relay-mta/relay/relay/mtasts"
+	"github.com/relay-mta/relay/relay/resolve"
 )
 
 // targets lists the addresses of hop, best first, without duplicates and
 // at most maxDialAddrs of them.
-func (d *Deliverer) targets(ctx context.Context, hop queue.Hop) ([]target, error) {
+// policies turns on the TLS policies of MX hosts (policy.go).
+func (d *Deliverer) targets(ctx context.Context, hop queue.Hop, policies bool) ([]target, error) {
 	var ts []target
 	var err error
 	switch {
 	case len(hop.Addrs) > 0:
 		ts, err = d.addrTargets(ctx, hop.Addrs)
 	case hop.MX != "":
-		ts, err = d.mxTargets(ctx, hop.MX, hop.Port)
+		ts, err = d.mxTargets(ctx, hop.MX, hop.Port, policies)
 	default:
 		err = fmt.Errorf("deliver: hop %q has neither addresses nor an MX name", hop.Key)
 	}
@@ -80,8 +83,16 @@ func (d *Deliverer) addrTargets(ctx context.Context, addrs []string) ([]target, 
 	return ts, nil
 }
 
-// mxTargets finds the addresses of domain's mail exchangers (RFC 5321 §5.1).
-func (d *Deliverer) mxTargets(ctx context.Context, domain string, portNum int) ([]target, error) {
+// mxTargets finds the addresses of domain's mail exchangers (RFC 5321
+// §5.1), and with policies the TLS policy of each (policy.go). Hosts are
+// tried in order of preference, equal ones in random order: the caller
+// goes on to the next address, and so the next MX, when one fails.
+//
+// NXDOMAIN fails the mail with 550 5.1.2, a null MX (RFC 7505) with 556
+// 5.1.10; any other DNS failure (SERVFAIL, a timeout) defers it. The
+// domain's own addresses are used ("implicit MX") only when it has no MX
+// record at all.
+func (d *Deliverer) mxTargets(ctx context.Context, domain string, portNum int, policies bool) ([]target, error) {
 	name := strings.TrimSuffix(strings.ToLower(domain), ".")
 	if portNum <= 0 {
 		portNum = 25
@@ -89,13 +100,23 @@ func (d *Deliverer) mxTargets(ctx context.Context, domain string, portNum int) (
 	port := strconv.Itoa(portNum)
 	r := d.resolver()
 
-	mxs, err := r.LookupMX(ctx, name)
+	var mxs []*net.MX
+	var mxSecure bool
+	var err error
+	if sr, ok := r.(SecureResolver); ok {
+		mxs, mxSecure, err = sr.LookupMXSecure(ctx, name)
+	} else {
+		mxs, err = r.LookupMX(ctx, name)
+	}
 	if err != nil && !isNotFound(err) {
 		return nil, fmt.Errorf("deliver: MX lookup for %s: %w", name, err)
 	}
-	// A not-found MX answer may still be a domain with addresses: Go's
-	// resolver reports "no MX records" (NODATA) exactly like "no such
-	// domain" (NXDOMAIN), so only the address lookup below decides.
+	if resolve.IsNXDomain(err) {
+		return nil, noSuchDomain(name)
+	}
+	// A not-found MX answer from a resolver that does not tell NXDOMAIN
+	// apart (Go's reports "no MX records" like "no such domain") may still
+	// be a domain with addresses: the address lookup below decides.
 	hosts := make([]*net.MX, 0, len(mxs))
 	for _, mx := range mxs {
 		if mx != nil && strings.TrimSuffix(mx.Host, ".") != "" {
@@ -103,9 +124,13 @@ func (d *Deliverer) mxTargets(ctx context.Context, domain string, portNum int) (
 		}
 	}
 	if len(mxs) > 0 && len(hosts) == 0 {
-		return nil, &queue.PermanentError{Code: 556, Err: fmt.Errorf("deliver: %s does not accept mail (null MX, RFC 7505)", name)}
+		return nil, &queue.PermanentError{Code: 556, Err: fmt.Errorf("5.1.10 %s does not accept mail (null MX, RFC 7505)", name)}
 	}
 
+	var sts *mtasts.Policy
+	if policies {
+		sts = d.domainPolicy(ctx, name)
+	}
 	if len(hosts) == 0 {
 		// Implicit MX: the domain itself (RFC 5321 §5.1).
 		ips, err := r.LookupHost(ctx, name)
@@ -113,11 +138,18 @@ func (d *Deliverer) mxTargets(ctx context.Context, domain string, portNum int) (
 			return nil, fmt.Errorf("deliver: address lookup for %s: %w", name, err)
 		}
 		if len(ips) == 0 {
-			return nil, &queue.PermanentError{Code: 550, Err: fmt.Errorf("deliver: %s: no such domain (no MX or address records)", name)}
+			return nil, noSuchDomain(name)
+		}
+		var hp *hostPolicy
+		if policies {
+			// No DANE without a validated MX RRset (RFC 7672 §2.2.1).
+			if hp, err = d.hostPolicyFor(ctx, name, name, portNum, false, sts); err != nil {
+				return nil, err
+			}
 		}
 		ts := make([]target, len(ips))
 		for i, ip := range ips {
-			ts[i] = target{addr: net.JoinHostPort(ip, port), name: name}
+			ts[i] = target{addr: net.JoinHostPort(ip, port), name: name, policy: hp}
 		}
 		return ts, nil
 	}
@@ -141,25 +173,41 @@ func (d *Deliverer) mxTargets(ctx context.Context, domain string, portNum int) (
 	}
 
 	var ts []target
-	var lastErr error
+	var lastErr, policyErr error
 	for _, mx := range hosts {
-		host := strings.TrimSuffix(mx.Host, ".")
+		host := strings.ToLower(strings.TrimSuffix(mx.Host, "."))
+		var hp *hostPolicy
+		if policies {
+			if hp, err = d.hostPolicyFor(ctx, name, host, portNum, mxSecure, sts); err != nil {
+				policyErr = err
+				continue
+			}
+		}
 		ips, err := r.LookupHost(ctx, host)
 		if err != nil {
 			lastErr = fmt.Errorf("deliver: look up MX host %s of %s: %w", host, name, err)
 			continue
 		}
 		for _, ip := range ips {
-			ts = append(ts, target{addr: net.JoinHostPort(ip, port), name: host})
+			ts = append(ts, target{addr: net.JoinHostPort(ip, port), name: host, policy: hp})
 		}
 	}
 	if len(ts) == 0 {
-		if lastErr == nil {
+		switch {
+		case policyErr != nil:
+			// The reason an operator must see: a policy kept every host out.
+			return nil, policyErr
+		case lastErr == nil:
 			lastErr = fmt.Errorf("deliver: no MX host of %s has an address", name)
 		}
 		return nil, lastErr
 	}
 	return ts, nil
+}
+
+// noSuchDomain fails the mail of a domain that does not exist.
+func noSuchDomain(name string) error {
+	return &queue.PermanentError{Code: 550, Err: fmt.Errorf("5.1.2 %s: no such domain (no MX or address records)", name)}
 }
 
 func isNotFound(err error) bool {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/relay/dane"
+	"github.com/relay-mta/relay/relay/tlsrpt"
 )
 
 // dialTarget connects to one address and makes it ready for MAIL: greeting,
@@ -87,13 +89,23 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 		dataTimeout: orDuration(d.DataTimeout, defaultDataTimeout),
 		now:         d.now,
 	}
+	pol := t.policy
+	if pol != nil {
+		s.policy = pol.label()
+	}
 	if mode == config.TLSNone {
 		return s.ready(c, raw), nil
 	}
 	if ok, _ := c.Extension("STARTTLS"); !ok {
-		if mode == config.TLSRequire {
+		if pol != nil && pol.kind != policyNone {
+			d.report(pol, t.name, t.addr, tlsrpt.StartTLSNotSupported, t.addr+" does not offer STARTTLS")
+		}
+		if mode == config.TLSRequire || pol.enforced() {
 			c.CommandTimeout = quitTimeout
 			c.Quit() // courtesy only; the caller closes the socket anyway
+			if pol.enforced() {
+				return nil, pol.deferErr("4.7.4", "%s (%s) does not offer STARTTLS", t.addr, t.name)
+			}
 			return nil, fmt.Errorf("deliver: %s does not offer STARTTLS and the route says tls = require", t.addr)
 		}
 		return s.ready(c, raw), nil
@@ -110,16 +122,32 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 	if n := br.Buffered(); n > 0 {
 		return nil, fmt.Errorf("deliver: %s sent %d bytes of plaintext after its STARTTLS reply", t.addr, n)
 	}
-	tc := tls.Client(raw, d.tlsConfig(mode, t.name))
+	tc := tls.Client(raw, d.tlsConfig(mode, t))
 	if err := tc.HandshakeContext(ctx); err != nil {
+		if pol.enforced() {
+			d.report(pol, t.name, t.addr, handshakeFailure(pol, err), err.Error())
+			return nil, pol.deferErr("4.7.5", "%s (%s): %v", t.addr, t.name, err)
+		}
 		return nil, fmt.Errorf("deliver: %s: TLS handshake: %w", t.addr, err)
 	}
 	raw.SetDeadline(time.Time{})
 	st := tc.ConnectionState()
-	// Under tls = "require" the handshake verified the certificate; an
-	// opportunistic session is checked here too, without failing it, so
-	// that REQUIRETLS mail (RFC 8689 §4.2.1) may use it when it verifies.
-	s.verified = mode == config.TLSRequire || d.verifyPeer(st, t.name) == nil
+	// Under tls = "require" and an enforced policy the handshake verified
+	// the certificate; an opportunistic session is checked here too,
+	// without failing it, so that REQUIRETLS mail (RFC 8689 §4.2.1) may
+	// use it when it verifies, and MTA-STS testing can report.
+	verr := error(nil)
+	if mode != config.TLSRequire && !pol.enforced() {
+		verr = d.verifyPeer(st, t.name)
+	}
+	s.verified = verr == nil
+	if pol != nil {
+		if pol.kind == policySTSTesting && verr != nil {
+			d.report(pol, t.name, t.addr, certFailure(verr), verr.Error())
+		} else {
+			d.report(pol, t.name, t.addr, "", "")
+		}
+	}
 
 	conn := &replayConn{Conn: tc, pending: []byte(greetingReplay)}
 	c = d.newClient(conn)
@@ -128,6 +156,17 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 	}
 	s.tls = &st
 	return s.ready(c, conn), nil
+}
+
+// handshakeFailure is the TLS-RPT result type of a failed handshake under
+// an enforced policy: the certificate's fault under MTA-STS, a TLSA
+// mismatch (validation-failure) under DANE or any other failure.
+func handshakeFailure(p *hostPolicy, err error) string {
+	var cv *tls.CertificateVerificationError
+	if p.kind == policySTSEnforce && errors.As(err, &cv) {
+		return certFailure(cv.Err)
+	}
+	return tlsrpt.ValidationFailure
 }
 
 // ready makes s the session on conn, whose opening c has done: from here
@@ -151,10 +190,24 @@ func (d *Deliverer) newClient(conn net.Conn) *smtp.Client {
 	return c
 }
 
-// tlsConfig is the client TLS configuration for a hop whose certificate
-// should name name.
-func (d *Deliverer) tlsConfig(mode config.TLSMode, name string) *tls.Config {
-	if mode == config.TLSRequire {
+// tlsConfig is the client TLS configuration for target t.
+func (d *Deliverer) tlsConfig(mode config.TLSMode, t target) *tls.Config {
+	name := t.name
+	switch {
+	case t.policy != nil && t.policy.kind == policyDANE:
+		// RFC 7672 §3: the TLSA records authenticate the server, not the
+		// Web PKI; names are checked only under DANE-TA (dane.Verify).
+		recs := t.policy.tlsa
+		return &tls.Config{
+			ServerName: name, MinVersion: tls.VersionTLS12,
+			InsecureSkipVerify: true,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				return dane.Verify(cs.PeerCertificates, recs, []string{name})
+			},
+		}
+	case mode == config.TLSRequire || t.policy.enforced():
+		// MTA-STS enforce (RFC 8461 §4.2) is tls = "require": a
+		// certificate valid for the MX host's name, from a trusted CA.
 		// ServerName may be an IP address (a route to "[192.0.2.1]:25");
 		// crypto/tls then checks the certificate's IP SANs.
 		return &tls.Config{RootCAs: d.RootCAs, ServerName: name, MinVersion: tls.VersionTLS12}
