@@ -198,6 +198,11 @@ type Spool struct {
 	// drafts counts the bytes of drafts against the disk reserve: the
 	// guard, or Options.Space in tests.
 	drafts Space
+	// newBodies counts body files created and synced, whose directory
+	// entries the next storage sync makes durable; bodiesSynced is its
+	// value at the last directory fsync (walMu).
+	newBodies    atomic.Uint64
+	bodiesSynced uint64
 	// removals are body files of retired messages waiting for the sync
 	// that makes their retirement durable (retireBody).
 	removeMu sync.Mutex
