@@ -217,12 +217,18 @@
 // session holds at most ~128 KiB whatever the message size (a 20 MiB
 // message used to be held whole, and copied). Each piece is reserved
 // with the disk guard as it is written (Space). EnqueueDraft
-// fdatasyncs the file and fsyncs bodies/ before the one transaction
-// that writes m/ (BodyFile, HeadSize), b/<id>/0 (the header we add and
-// the client's header section) and every r/ and t/ key: a message is
-// still wholly present or wholly absent, and a file no committed
-// message owns (a crash mid-DATA) is removed by Open (sweepBodies).
-// Inline bodies are stored as before, in the same transaction.
+// fdatasyncs the file before the one transaction that writes m/
+// (BodyFile, HeadSize), b/<id>/0 (the header we add and the client's
+// header section) and every r/ and t/ key; the storage sync that
+// acknowledges the message fsyncs bodies/ first, once for all the files
+// created since the last one (syncStorage; with SyncWrites, each Draft
+// does it itself). A file no committed message owns (a crash mid-DATA)
+// is removed by Open (sweepBodies); a committed record whose file is
+// missing or short can only be a message never acknowledged (a crash
+// between its commit and that sync, with Badger's WAL pages written back
+// early), and Open drops it with a history event (dropBodiless): the
+// client sends it again. Inline bodies are stored as before, in the
+// same transaction.
 //
 // A filed body is removed when its message retires, but only after the
 // storage sync that makes the retirement durable (retireBody, doSync):
