@@ -30,7 +30,9 @@
 //	                                          (InlineReceived; stored under e/ before that field)
 //	x/<user>/<seq uint64 BE>                  local mailbox entry: Return-Path and Delivered-To
 //	                                          header lines, then the body (user names must
-//	                                          not contain '/')
+//	                                          not contain '/'); or, for a filed body, a NUL,
+//	                                          the file's length (uvarint), those lines and
+//	                                          the head, the rest in mail/<seq, 16 hex digits>
 //	d/<token>/<forward path>                  message ID; Badger TTL of the queue lifetime. A
 //	                                          recipient handed over by another relay under
 //	                                          hand-off token <token> (EnqueueOnce)
@@ -238,7 +240,9 @@
 // rewrote a file that was half garbage, and its memory map counted in
 // the relay's RSS. Readers (delivery, DSNs, queue show, local mailbox
 // delivery) take a Body and read it as a stream, with read(2), never
-// a map. Why not everything in files: each file costs a create, an
+// a map. Local delivery of a filed message copies nothing: mail/<seq> is
+// a hard link to the body file, made and synced before the mailbox
+// entry commits, and POP3 streams it (mailbox.go). Why not everything in files: each file costs a create, an
 // fdatasync and an unlink; at 1 KiB that would be the cost Postfix pays
 // per message, while inline bodies ride the group commit.
 //

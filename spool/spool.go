@@ -300,6 +300,10 @@ func Open(opts Options) (*Spool, error) {
 	// Every notice stored before is below the IDs handed out from now on:
 	// the outbox is complete up to there.
 	s.outbox.last = s.ids.last
+	if err := s.sweepMailFiles(); err != nil {
+		s.stopSyncer()
+		return nil, errors.Join(fmt.Errorf("spool: open %s: mailbox files: %w", opts.Dir, err), db.Close(), space.Close())
+	}
 	if err := s.sweepBodies(); err != nil {
 		s.stopSyncer()
 		return nil, errors.Join(fmt.Errorf("spool: open %s: bodies: %w", opts.Dir, err), db.Close(), space.Close())
