@@ -84,13 +84,15 @@ type Verifier struct {
 // is for a message that cannot be read at all.
 func (v *Verifier) Verify(ctx context.Context, msg []byte) ([]Result, error) {
 	header, rest := splitHeader(msg)
-	return v.VerifyParts(ctx, header, bytes.NewReader(rest))
+	return v.VerifyParts(ctx, header, func() (io.Reader, error) { return bytes.NewReader(rest), nil })
 }
 
 // VerifyParts is Verify for a message given as its header section (up to,
 // and with, the empty line that ends it, when there is one) and a reader
 // of the rest, so that a body of any size streams through the hashes.
-func (v *Verifier) VerifyParts(ctx context.Context, header []byte, body io.Reader) ([]Result, error) {
+// body is called only when the header has a signature: most mail has
+// none, and opening a spooled body costs system calls.
+func (v *Verifier) VerifyParts(ctx context.Context, header []byte, body func() (io.Reader, error)) ([]Result, error) {
 	fields, end := headerFields(header)
 	var sigs []field
 	for _, f := range fields {
@@ -101,10 +103,14 @@ func (v *Verifier) VerifyParts(ctx context.Context, header []byte, body io.Reade
 	if len(sigs) == 0 {
 		return nil, nil
 	}
-	msg := io.MultiReader(bytes.NewReader(header), body)
+	rest, err := body()
+	if err != nil {
+		return nil, fmt.Errorf("dkim: verify: %w", err)
+	}
+	msg := io.MultiReader(bytes.NewReader(header), rest)
 	if end == len(header) {
 		// see Signer.Signatures
-		msg = io.MultiReader(bytes.NewReader(header), strings.NewReader("\r\n"), body)
+		msg = io.MultiReader(bytes.NewReader(header), strings.NewReader("\r\n"), rest)
 	}
 	max := v.MaxSignatures
 	if max <= 0 {

@@ -101,13 +101,20 @@ func (r *Relay) DKIMSigner(domain string) *dkim.Signer {
 func (p *dkimPolicy) check(id string, header []byte, body func() (io.Reader, error), originate bool, log *slog.Logger) ([]byte, error) {
 	var head []byte // fields to put in front of the message
 	if p.verifier != nil {
-		rest, err := body()
-		if err != nil {
-			return nil, err
+		// The body is read only for a signed message; a body that cannot
+		// be read is the session's error, not a verification result.
+		var bodyErr error
+		read := func() (io.Reader, error) {
+			r, err := body()
+			bodyErr = err
+			return r, err
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), dkimTimeout)
-		results, err := p.verifier.VerifyParts(ctx, header, rest)
+		results, err := p.verifier.VerifyParts(ctx, header, read)
 		cancel()
+		if bodyErr != nil {
+			return nil, bodyErr
+		}
 		if err != nil {
 			log.Warn("dkim: cannot verify", "id", id, "err", err)
 		}

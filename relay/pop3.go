@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -164,8 +165,18 @@ func (m *maildrop) Messages() ([]pop3d.MessageInfo, error) {
 	return out, nil
 }
 
-func (m *maildrop) Message(i int) ([]byte, error) {
-	return m.b.r.spool.MailboxMessage(m.user, m.entries[i].Seq)
+func (m *maildrop) Message(i int) (io.ReadCloser, error) {
+	b, err := m.b.r.spool.OpenMailboxMessage(m.user, m.entries[i].Seq)
+	if err != nil {
+		return nil, err
+	}
+	return bodyReadCloser{b.NewReader(), b}, nil
+}
+
+// bodyReadCloser reads a spooled message and closes it.
+type bodyReadCloser struct {
+	io.Reader
+	io.Closer
 }
 
 func (m *maildrop) Delete(indexes []int) error {

@@ -217,7 +217,12 @@ func (s *Spool) retryOp(txn *wtxn, id string, rec *msgRecord, now time.Time) (in
 // pending or deferred as they were, stays in the history window. It
 // returns how many recipients were still to be delivered.
 func (s *Spool) Delete(id string) (int, error) {
-	return s.operate("delete", id, false, func(txn *wtxn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
+	return s.operate("delete", id, false, s.deleteOp("by the operator, without a DSN"))
+}
+
+// deleteOp retires a message without a DSN, with an event that says why.
+func (s *Spool) deleteOp(why string) opFunc {
+	return func(txn *wtxn, id string, rec *msgRecord, now time.Time) (int, []Event, error) {
 		n, err := s.eachOpen(txn, id, rec, func(i uint32, r *Recipient) (bool, error) {
 			if rec.Held {
 				return false, nil // no schedule key to delete
@@ -227,7 +232,7 @@ func (s *Spool) Delete(id string) (int, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		ev := Event{At: now, Kind: EventDeleted, Rcpt: -1, Text: "by the operator, without a DSN: " + rcpts(n) + " not delivered"}
+		ev := Event{At: now, Kind: EventDeleted, Rcpt: -1, Text: why + ": " + rcpts(n) + " not delivered"}
 		if err := s.noticeMessage(txn, NoticeDeleted, id, rec, ev); err != nil {
 			return 0, nil, err
 		}
@@ -237,7 +242,7 @@ func (s *Spool) Delete(id string) (int, error) {
 			return 0, nil, err
 		}
 		return n, nil, errRetired
-	})
+	}
 }
 
 // errRetired tells operate that fn deleted the message: the envelope is

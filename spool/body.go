@@ -174,8 +174,17 @@ func (d *Draft) finish() error {
 	}
 	d.f = nil
 	if err == nil {
-		// The file's name must survive a crash as well as its data.
-		err = fsyncFile(d.s.bodiesPath())
+		// The file's name must survive a crash as well as its data. With
+		// a group commit, the sync that makes the message durable fsyncs
+		// the directory first, once for every file created before it
+		// (syncStorage); a crash before then may leave a committed record
+		// without its file, of a message never acknowledged, which the
+		// next Open drops (sweepBodies).
+		if d.s.mode == modeBadger {
+			err = fsyncFile(d.s.bodiesPath())
+		} else {
+			d.s.newBodies.Add(1)
+		}
 	}
 	if err != nil {
 		d.err = fmt.Errorf("spool: body of %s: %w", d.id, err)
@@ -279,12 +288,16 @@ func (s *Spool) sweepBodies() error {
 		return err
 	}
 	removed := 0
+	sizes := make(map[string]int64, len(ents))
 	err = s.db.View(func(txn *badger.Txn) error {
 		for _, e := range ents {
 			id := e.Name()
 			rec, err := getMsgRecord(txn, id)
 			switch {
 			case err == nil && rec.BodyFile:
+				if info, err := e.Info(); err == nil {
+					sizes[id] = info.Size()
+				}
 				continue
 			case err != nil && !errors.Is(err, ErrNotFound):
 				return err
@@ -299,7 +312,49 @@ func (s *Spool) sweepBodies() error {
 	if removed > 0 {
 		s.log.Info("spool: removed body files no message owns", "files", removed)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return s.dropBodiless(sizes)
+}
+
+// dropBodiless removes the messages whose body file is missing or short
+// (sizes: the body files found, by message ID). Only a crash between a
+// message's commit and the sync that acknowledges it leaves one (see
+// Draft.finish): the client was never told 250 and sends it again.
+func (s *Spool) dropBodiless(sizes map[string]int64) error {
+	var lost []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixMessage)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			id := string(it.Item().Key()[len(prefixMessage):])
+			err := it.Item().Value(func(v []byte) error {
+				rec, err := decodeMessage(v)
+				if err != nil {
+					return err
+				}
+				if size, ok := sizes[id]; rec.BodyFile && (!ok || size != rec.Size-int64(rec.HeadSize)) {
+					lost = append(lost, id)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range lost {
+		s.log.Warn("spool: dropped a message whose body file did not survive a crash before it was acknowledged", "id", id)
+		if _, err := s.operate("drop", id, false, s.deleteOp("at start: its body file was lost in a crash before the message was acknowledged")); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Body is a stored message body, read with NewReader. Close it when done.

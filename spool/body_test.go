@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -117,6 +118,46 @@ func TestDraftDiscardAndOrphans(t *testing.T) {
 	s = openT(t, Options{Dir: dir, GCInterval: -1})
 	if f := bodyFiles(t, dir); len(f) != 0 {
 		t.Fatalf("orphan body files %v after Open", f)
+	}
+}
+
+// TestBodilessDropped: a crash after a message's commit but before the
+// sync that acknowledges it may keep the record and lose the body file's
+// name (or its tail). The next Open drops such a message, with an event
+// saying why, and keeps one whose file is whole.
+func TestBodilessDropped(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, Options{Dir: dir, GCInterval: -1})
+	body := bytes.Repeat([]byte("0123456789abcdef\r\n"), 2*InlineMax/18)
+	var ids []string
+	for range 3 {
+		id, err := s.EnqueueDraft(context.Background(), "", time.Hour, env1(), rcpt1("<u@c.test>"), nil, draftOf(t, s, body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	s.Close()
+	// What the crash left: no file for the first, half a file for the second.
+	if err := os.Remove(filepath.Join(dir, bodiesDir, ids[0])); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, bodiesDir, ids[1]), int64(len(body)/2)); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, Options{Dir: dir, GCInterval: -1, History: time.Hour})
+	for _, id := range ids[:2] {
+		if _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("message %s without its whole body: Get = %v, want ErrNotFound", id, err)
+		}
+		h, err := s.History(id)
+		if err != nil || len(h.Events) == 0 || !strings.Contains(h.Events[len(h.Events)-1].Text, "lost in a crash") {
+			t.Errorf("history of %s = %+v, %v; want an event saying why it went", id, h, err)
+		}
+	}
+	checkBody(t, s, ids[2], body)
+	if f := bodyFiles(t, dir); len(f) != 1 || f[0] != ids[2] {
+		t.Errorf("body files %v, want [%s]", f, ids[2])
 	}
 }
 

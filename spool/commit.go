@@ -315,6 +315,14 @@ func (s *Spool) doSync() error {
 func (s *Spool) syncStorage() error {
 	s.walMu.Lock()
 	defer s.walMu.Unlock()
+	// Before the records that name them: the body files' names (their
+	// data was synced by Draft.finish).
+	if n := s.newBodies.Load(); n != s.bodiesSynced {
+		if err := fsyncFile(s.bodiesPath()); err != nil {
+			return fmt.Errorf("fsync %s: %w", s.bodiesPath(), err)
+		}
+		s.bodiesSynced = n
+	}
 	if big := s.bigCommits.Load(); big != s.bigSynced {
 		if err := s.db.Sync(); err != nil {
 			return fmt.Errorf("badger sync: %w", err)

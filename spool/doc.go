@@ -30,7 +30,9 @@
 //	                                          (InlineReceived; stored under e/ before that field)
 //	x/<user>/<seq uint64 BE>                  local mailbox entry: Return-Path and Delivered-To
 //	                                          header lines, then the body (user names must
-//	                                          not contain '/')
+//	                                          not contain '/'); or, for a filed body, a NUL,
+//	                                          the file's length (uvarint), those lines and
+//	                                          the head, the rest in mail/<seq, 16 hex digits>
 //	d/<token>/<forward path>                  message ID; Badger TTL of the queue lifetime. A
 //	                                          recipient handed over by another relay under
 //	                                          hand-off token <token> (EnqueueOnce)
@@ -220,12 +222,18 @@
 // session holds at most ~128 KiB whatever the message size (a 20 MiB
 // message used to be held whole, and copied). Each piece is reserved
 // with the disk guard as it is written (Space). EnqueueDraft
-// fdatasyncs the file and fsyncs bodies/ before the one transaction
-// that writes m/ (BodyFile, HeadSize), b/<id>/0 (the header we add and
-// the client's header section) and every r/ and t/ key: a message is
-// still wholly present or wholly absent, and a file no committed
-// message owns (a crash mid-DATA) is removed by Open (sweepBodies).
-// Inline bodies are stored as before, in the same transaction.
+// fdatasyncs the file before the one transaction that writes m/
+// (BodyFile, HeadSize), b/<id>/0 (the header we add and the client's
+// header section) and every r/ and t/ key; the storage sync that
+// acknowledges the message fsyncs bodies/ first, once for all the files
+// created since the last one (syncStorage; with SyncWrites, each Draft
+// does it itself). A file no committed message owns (a crash mid-DATA)
+// is removed by Open (sweepBodies); a committed record whose file is
+// missing or short can only be a message never acknowledged (a crash
+// between its commit and that sync, with Badger's WAL pages written back
+// early), and Open drops it with a history event (dropBodiless): the
+// client sends it again. Inline bodies are stored as before, in the
+// same transaction.
 //
 // A filed body is removed when its message retires, but only after the
 // storage sync that makes the retirement durable (retireBody, doSync):
@@ -235,7 +243,9 @@
 // rewrote a file that was half garbage, and its memory map counted in
 // the relay's RSS. Readers (delivery, DSNs, queue show, local mailbox
 // delivery) take a Body and read it as a stream, with read(2), never
-// a map. Why not everything in files: each file costs a create, an
+// a map. Local delivery of a filed message copies nothing: mail/<seq> is
+// a hard link to the body file, made and synced before the mailbox
+// entry commits, and POP3 streams it (mailbox.go). Why not everything in files: each file costs a create, an
 // fdatasync and an unlink; at 1 KiB that would be the cost Postfix pays
 // per message, while inline bodies ride the group commit.
 //

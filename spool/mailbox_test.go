@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 )
 
 // deliverLocal writes a mailbox entry the way Record does on local
@@ -86,5 +90,79 @@ func TestDeleteMailboxEntries(t *testing.T) {
 	}
 	if err := s.DeleteMailboxEntries(ctx, "", []uint64{1}); err == nil {
 		t.Error("DeleteMailboxEntries accepted an empty mailbox name")
+	}
+}
+
+// mailFiles lists the mailbox files of a spool directory.
+func mailFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dir, mailDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestMailboxFiledBody: local delivery of a message whose body is a file
+// links the file into the mailbox instead of copying it into Badger; the
+// entry reads back whole, with an exact size, after the message retired
+// and after a restart; deleting it removes the file; a link no entry names
+// (a crash before the entry committed) goes at the next Open.
+func TestMailboxFiledBody(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, Options{Dir: dir, GCInterval: -1})
+	body := randomBytes(5<<20, 3)
+	head := []byte("Received: by b.test\r\n")
+	id, err := s.EnqueueDraft(context.Background(), "", time.Hour, env1(), rcpt1("<alice@b.test>"), head, draftOf(t, s, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := []byte("Return-Path: <a@c.test>\r\nDelivered-To: alice@b.test\r\n")
+	if _, err := s.Record(context.Background(), id, []Result{{Rcpt: 0, Status: StatusDelivered, Reply: "250 delivered",
+		Mailbox: "alice", MailboxHeader: hdr}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitDurable(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Concat(hdr, head, body)
+	check := func(when string) uint64 {
+		t.Helper()
+		box, err := s.ListMailbox("alice")
+		if err != nil || len(box) != 1 || box[0].Size != int64(len(want)) {
+			t.Fatalf("%s: ListMailbox = %+v, %v; want one entry of %d bytes", when, box, err, len(want))
+		}
+		msg, err := s.MailboxMessage("alice", box[0].Seq)
+		if err != nil || !bytes.Equal(msg, want) {
+			t.Fatalf("%s: message of %d bytes (%v), want %d bytes as delivered", when, len(msg), err, len(want))
+		}
+		return box[0].Seq
+	}
+	check("after delivery")
+	if f := bodyFiles(t, dir); len(f) != 0 {
+		t.Errorf("body files %v after the message retired", f)
+	}
+	if f := mailFiles(t, dir); len(f) != 1 {
+		t.Errorf("mailbox files %v, want one", f)
+	}
+	s.Close()
+	// A link without an entry, as a crash before the commit leaves.
+	if err := os.WriteFile(filepath.Join(dir, mailDir, "00000000000000ff"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, Options{Dir: dir, GCInterval: -1})
+	seq := check("after a restart")
+	if f := mailFiles(t, dir); len(f) != 1 {
+		t.Errorf("mailbox files %v after Open, want the entry's only", f)
+	}
+	if err := s.DeleteMailboxEntries(context.Background(), "alice", []uint64{seq}); err != nil {
+		t.Fatal(err)
+	}
+	if f := mailFiles(t, dir); len(f) != 0 {
+		t.Errorf("mailbox files %v after the entry was deleted", f)
 	}
 }

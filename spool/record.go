@@ -168,12 +168,17 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 			return "", err
 		}
 		if res.Mailbox != "" && res.Status == StatusDelivered {
-			if body == nil {
-				if body, err = s.mailboxBody(txn, id, rec); err != nil {
-					return "", err
+			if rec.BodyFile {
+				err = s.putMailboxFiled(txn, res.Mailbox, res.MailboxHeader, id, rec)
+			} else {
+				if body == nil {
+					if body, err = s.mailboxBody(txn, id, rec); err != nil {
+						return "", err
+					}
 				}
+				err = s.putMailbox(txn, res.Mailbox, res.MailboxHeader, body)
 			}
-			if err := s.putMailbox(txn, res.Mailbox, res.MailboxHeader, body); err != nil {
+			if err != nil {
 				return "", err
 			}
 		}
@@ -391,54 +396,19 @@ func (s *Spool) putMailbox(txn *wtxn, user string, hdr, body []byte) error {
 	return txn.Set(mailboxKey(user, seq), v)
 }
 
-// Mailbox lists the messages in user's mailbox, oldest first.
-func (s *Spool) Mailbox(user string) ([]MailboxEntry, error) {
-	if err := s.begin(); err != nil {
-		return nil, fmt.Errorf("spool: mailbox %s: %w", user, err)
-	}
-	defer s.end()
-	p := mailboxPrefix(user)
-	var out []MailboxEntry
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
-			if len(k) != len(p)+8 {
-				return fmt.Errorf("%w: mailbox key %q", errCorrupt, k)
-			}
-			out = append(out, MailboxEntry{Seq: binary.BigEndian.Uint64(k[len(p):]), Size: it.Item().ValueSize()})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("spool: mailbox %s: %w", user, err)
-	}
-	return out, nil
-}
+// Mailbox lists the messages in user's mailbox, oldest first (as
+// ListMailbox).
+func (s *Spool) Mailbox(user string) ([]MailboxEntry, error) { return s.ListMailbox(user) }
 
-// MailboxMessage returns one message of user's mailbox.
+// MailboxMessage returns one message of user's mailbox, whole. POP3
+// reads it as a stream instead (OpenMailboxMessage).
 func (s *Spool) MailboxMessage(user string, seq uint64) ([]byte, error) {
-	if err := s.begin(); err != nil {
-		return nil, fmt.Errorf("spool: mailbox %s: %w", user, err)
-	}
-	defer s.end()
-	var v []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(mailboxKey(user, seq))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		v, err = item.ValueCopy(nil)
-		return err
-	})
+	b, err := s.OpenMailboxMessage(user, seq)
 	if err != nil {
-		return nil, fmt.Errorf("spool: mailbox %s message %d: %w", user, seq, err)
+		return nil, err
 	}
-	return v, nil
+	defer b.Close()
+	return b.ReadAll()
 }
 
 // RaiseFloor promises the scheduler that no schedule key due before t

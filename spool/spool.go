@@ -198,6 +198,11 @@ type Spool struct {
 	// drafts counts the bytes of drafts against the disk reserve: the
 	// guard, or Options.Space in tests.
 	drafts Space
+	// newBodies counts body files created and synced, whose directory
+	// entries the next storage sync makes durable; bodiesSynced is its
+	// value at the last directory fsync (walMu).
+	newBodies    atomic.Uint64
+	bodiesSynced uint64
 	// removals are body files of retired messages waiting for the sync
 	// that makes their retirement durable (retireBody).
 	removeMu sync.Mutex
@@ -295,6 +300,10 @@ func Open(opts Options) (*Spool, error) {
 	// Every notice stored before is below the IDs handed out from now on:
 	// the outbox is complete up to there.
 	s.outbox.last = s.ids.last
+	if err := s.sweepMailFiles(); err != nil {
+		s.stopSyncer()
+		return nil, errors.Join(fmt.Errorf("spool: open %s: mailbox files: %w", opts.Dir, err), db.Close(), space.Close())
+	}
 	if err := s.sweepBodies(); err != nil {
 		s.stopSyncer()
 		return nil, errors.Join(fmt.Errorf("spool: open %s: bodies: %w", opts.Dir, err), db.Close(), space.Close())

@@ -41,6 +41,7 @@ package pop3d
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 )
 
@@ -102,9 +103,10 @@ type Maildrop interface {
 	// Messages lists the maildrop, oldest first; it is called once, right
 	// after Login, and the session works on that list until it ends.
 	Messages() ([]MessageInfo, error)
-	// Message returns the whole message i (an index into the list), with
-	// CRLF line endings.
-	Message(i int) ([]byte, error)
+	// Message opens message i (an index into the list), with CRLF line
+	// endings, for reading as a stream: exactly the Size that Messages
+	// said. The session closes it.
+	Message(i int) (io.ReadCloser, error)
 	// Delete removes the messages at the given indexes for good, all of
 	// them or none (the UPDATE state, at QUIT). It is not called when no
 	// message was marked.

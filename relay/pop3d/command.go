@@ -2,8 +2,8 @@ package pop3d
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
+	"io"
 	"strings"
 )
 
@@ -74,70 +74,47 @@ func parseCommand(line string) (command, error) {
 	return cmd, nil
 }
 
-// writeDotStuffed writes data as the body of a multi-line response (RFC
-// 1939 §3): a line that starts with '.' gets one more, a last line without
-// a line ending gets CRLF, and ".\r\n" ends the response. Every other byte
-// goes out as it is, so a client that undoes the stuffing gets data back
-// exactly. A bare LF is treated as a line end for stuffing, since some
-// clients split lines on LF alone.
-func writeDotStuffed(w *bufio.Writer, data []byte) {
-	lineStart := true
-	for len(data) > 0 {
-		if lineStart && data[0] == '.' {
-			w.WriteByte('.')
+// writeDotStuffed copies the message r to w as the lines of a multi-line
+// response (RFC 1939 §3): a line starting with "." gets another, a last
+// line without its end gets one, and ".\r\n" ends it. With bodyLines
+// >= 0 it stops after the header, the blank line that ends it and that
+// many lines of the body (TOP, RFC 1939 §7; a message with no blank line
+// is all header). The message streams through r's buffer whatever its
+// size. An error reading r is returned; what was written so far is then
+// no complete response, and the session must end.
+func writeDotStuffed(w *bufio.Writer, r io.Reader, bodyLines int) error {
+	br := bufio.NewReaderSize(r, 32<<10)
+	lineStart, inHeader := true, true
+	for body := 0; bodyLines < 0 || inHeader || body < bodyLines; {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			if lineStart && line[0] == '.' {
+				w.WriteByte('.')
+			}
+			blank := lineStart && (string(line) == "\n" || string(line) == "\r\n")
+			w.Write(line)
+			lineStart = line[len(line)-1] == '\n'
+			switch {
+			case !lineStart: // the rest of the line is still to come
+			case inHeader && blank:
+				inHeader = false
+			case !inHeader:
+				body++
+			}
 		}
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			w.Write(data)
-			lineStart = false
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF {
 			break
 		}
-		w.Write(data[:i+1])
-		data = data[i+1:]
-		lineStart = true
+		if err != nil {
+			return err
+		}
 	}
 	if !lineStart {
 		w.WriteString("\r\n")
 	}
 	w.WriteString(".\r\n")
-}
-
-// topLines returns the header of msg, the blank line after it, and the
-// first n lines of its body (RFC 1939 §7 TOP). A message with no blank
-// line is all header.
-func topLines(msg []byte, n int) []byte {
-	end := headerEnd(msg)
-	i := end
-	for k := 0; k < n && i < len(msg); k++ {
-		j := bytes.IndexByte(msg[i:], '\n')
-		if j < 0 {
-			return msg
-		}
-		i += j + 1
-	}
-	return msg[:i]
-}
-
-// headerEnd returns the offset just after the blank line that ends the
-// header, or len(msg) when there is none.
-func headerEnd(msg []byte) int {
-	if bytes.HasPrefix(msg, []byte("\r\n")) {
-		return 2
-	}
-	if bytes.HasPrefix(msg, []byte("\n")) {
-		return 1
-	}
-	for i := 0; ; {
-		j := bytes.IndexByte(msg[i:], '\n')
-		if j < 0 {
-			return len(msg)
-		}
-		i += j + 1
-		switch {
-		case bytes.HasPrefix(msg[i:], []byte("\r\n")):
-			return i + 2
-		case bytes.HasPrefix(msg[i:], []byte("\n")):
-			return i + 1
-		}
-	}
+	return nil
 }

@@ -516,15 +516,23 @@ func (c *conn) list(cmd command) {
 	}
 }
 
-// message reads message i from the Backend, answering -ERR on failure.
-func (c *conn) message(i int) ([]byte, bool) {
-	data, err := c.drop.Message(i)
+// send opens message i and sends it as the response to RETR (bodyLines
+// < 0) or TOP, streamed from the Backend. A failure to open it is -ERR; a
+// failure while sending ends the session, since a partial response cannot
+// be taken back.
+func (c *conn) send(i, bodyLines int, ok string) {
+	r, err := c.drop.Message(i)
 	if err != nil {
 		c.log.Error("pop3d: read message", "uid", c.msgs[i].UID, "err", err)
 		c.failReply("[SYS/TEMP] Cannot read message %d, try again later", i+1)
-		return nil, false
+		return
 	}
-	return data, true
+	defer r.Close()
+	c.okReply("%s", ok)
+	if err := writeDotStuffed(c.bw, r, bodyLines); err != nil {
+		c.log.Error("pop3d: read message", "uid", c.msgs[i].UID, "err", err)
+		c.quit = true
+	}
 }
 
 func (c *conn) retr(cmd command) {
@@ -536,12 +544,7 @@ func (c *conn) retr(cmd command) {
 	if i < 0 {
 		return
 	}
-	data, ok := c.message(i)
-	if !ok {
-		return
-	}
-	c.okReply("%d octets", len(data))
-	writeDotStuffed(c.bw, data)
+	c.send(i, -1, fmt.Sprintf("%d octets", c.msgs[i].Size))
 }
 
 func (c *conn) top(cmd command) {
@@ -558,12 +561,7 @@ func (c *conn) top(cmd command) {
 		c.errReply("Invalid number of lines %q", cmd.Args[1])
 		return
 	}
-	data, ok := c.message(i)
-	if !ok {
-		return
-	}
-	c.okReply("Top of message %d follows", i+1)
-	writeDotStuffed(c.bw, topLines(data, lines))
+	c.send(i, lines, fmt.Sprintf("Top of message %d follows", i+1))
 }
 
 func (c *conn) dele(cmd command) {

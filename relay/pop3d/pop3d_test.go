@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
+	"io"
 	"math/big"
 	mrand "math/rand/v2"
 	"net"
@@ -87,7 +88,9 @@ func (d *fakeDrop) Messages() ([]MessageInfo, error) {
 	return out, nil
 }
 
-func (d *fakeDrop) Message(i int) ([]byte, error) { return d.msgs[i].data, nil }
+func (d *fakeDrop) Message(i int) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(d.msgs[i].data)), nil
+}
 
 func (d *fakeDrop) Delete(idx []int) error {
 	d.b.mu.Lock()
@@ -623,7 +626,9 @@ func TestWriteDotStuffed(t *testing.T) {
 	} {
 		var buf bytes.Buffer
 		w := bufio.NewWriter(&buf)
-		writeDotStuffed(w, []byte(tc.in))
+		if err := writeDotStuffed(w, strings.NewReader(tc.in), -1); err != nil {
+			t.Fatal(err)
+		}
 		w.Flush()
 		if buf.String() != tc.want {
 			t.Errorf("writeDotStuffed(%q) = %q, want %q", tc.in, buf.String(), tc.want)
@@ -644,9 +649,36 @@ func TestTopLines(t *testing.T) {
 		{"\r\nbody\r\n", 0, "\r\n"},
 		{"A: 1\n\nb\n", 0, "A: 1\n\n"},
 	} {
-		if got := string(topLines([]byte(tc.in), tc.n)); got != tc.want {
-			t.Errorf("topLines(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		var buf bytes.Buffer
+		w := bufio.NewWriter(&buf)
+		if err := writeDotStuffed(w, strings.NewReader(tc.in), tc.n); err != nil {
+			t.Fatal(err)
 		}
+		w.Flush()
+		want := tc.want
+		if !strings.HasSuffix(want, "\n") {
+			want += "\r\n"
+		}
+		if got := buf.String(); got != want+".\r\n" {
+			t.Errorf("TOP %d of %q = %q, want %q", tc.n, tc.in, got, want+".\r\n")
+		}
+	}
+}
+
+// TestWriteDotStuffedLongLines: lines longer than the reader's buffer
+// stream through in pieces, stuffed only at their start, and TOP counts
+// them as one line each.
+func TestWriteDotStuffedLongLines(t *testing.T) {
+	long := "." + strings.Repeat("x", 100<<10)
+	in := "A: 1\r\n\r\n" + long + "\r\n" + long + "\r\nlast\r\n"
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	if err := writeDotStuffed(w, strings.NewReader(in), 1); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	if want := "A: 1\r\n\r\n." + long + "\r\n.\r\n"; buf.String() != want {
+		t.Errorf("TOP 1 of two 100 KiB lines: %d bytes, want %d", buf.Len(), len(want))
 	}
 }
 
