@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -279,9 +280,11 @@ func (d *memDrop) Messages() ([]pop3d.MessageInfo, error) {
 	}
 	return out, nil
 }
-func (d *memDrop) Message(i int) ([]byte, error) { return d.msgs[i], nil }
-func (d *memDrop) Delete(idx []int) error        { *d.deleted = idx; return nil }
-func (d *memDrop) Close()                        {}
+func (d *memDrop) Message(i int) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(d.msgs[i])), nil
+}
+func (d *memDrop) Delete(idx []int) error { *d.deleted = idx; return nil }
+func (d *memDrop) Close()                 {}
 
 type memBackend struct{ drop *memDrop }
 
