@@ -14,8 +14,11 @@ package queue
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
+	"strconv"
 
 	"github.com/relay-mta/relay/spool"
 )
@@ -37,9 +40,38 @@ type Hop struct {
 	Addrs  []string
 	MX     string
 	Port   int
-	TLS    string // "opportunistic" | "require" | "none"
+	TLS    string // "opportunistic" | "require" | "implicit" | "none"
 	Source string // what chose this hop, for logs: "route c.test", "mx", "source route"
+
+	// How a [[route]] reaches its hop (zero for MX hops). Settings that
+	// change what a session is (a login, a source address, an EHLO name)
+	// are part of Key, so a session is never shared across them.
+	//
+	// Auth, when set, is the login given after TLS (AUTH PLAIN or LOGIN).
+	Auth *Auth
+	// RootCAs verify the hop under tls = "require" or "implicit" instead
+	// of the Deliverer's roots; ServerName is the name its certificate
+	// must carry instead of the host's.
+	RootCAs    *x509.CertPool
+	ServerName string
+	// SourceIP is the local address to connect from; invalid: any.
+	SourceIP netip.Addr
+	// EHLO is the name given in EHLO; "": the Deliverer's hostname.
+	EHLO string
+	// Shape is the traffic shaping of the hop's lane; zero fields take
+	// the Queue's defaults.
+	Shape Shape
 }
+
+// Auth is a login at a next hop. Its String never shows the password.
+type Auth struct {
+	User, Password string
+}
+
+func (a *Auth) String() string { return "user " + a.User }
+
+// GoString keeps the password out of %#v too.
+func (a *Auth) GoString() string { return "&queue.Auth{User: " + strconv.Quote(a.User) + "}" }
 
 // Router decides the next hop of a recipient. It does no I/O (MX lookups
 // happen in the Deliverer when a session is opened), so the scheduler can

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relay-mta/relay/queue/ratelimit"
 	"github.com/relay-mta/relay/spool"
 )
 
@@ -30,8 +31,18 @@ type Options struct {
 	// not hit every next hop at once. 0: min(Retry.Min, 30s).
 	RestartJitter time.Duration
 	// SessionIdle is how long an idle session to a next hop is kept open
-	// for more messages. 0: 5s.
+	// for more messages (the connection cache). 0: 5s.
 	SessionIdle time.Duration
+	// MaxMessageRate, MaxMessagesPerConnection: the defaults of every
+	// hop's Shape (zero: no limit).
+	MaxMessageRate           ratelimit.Rate
+	MaxMessagesPerConnection int
+	// ThrottleRestore is how long a throttled hop must go without asking
+	// us to slow down before one level of throttling is taken back. 0: 1m.
+	ThrottleRestore time.Duration
+	// Limiter spaces messages to hops with a rate; nil: a
+	// ratelimit.Local on Now. A fleet shares one by key (the hop's Key).
+	Limiter ratelimit.Limiter
 	// OnResult, if set, is called after each recipient's outcome is
 	// recorded (for metrics and tests).
 	OnResult func(id string, rcpt int, status spool.Status, reply string)
@@ -56,9 +67,10 @@ type Options struct {
 // Queue schedules and performs deliveries. Create it with New and start it
 // with Run.
 type Queue struct {
-	o    Options
-	log  *slog.Logger
-	wake chan struct{}
+	o       Options
+	log     *slog.Logger
+	limiter ratelimit.Limiter
+	wake    chan struct{}
 
 	mu       sync.Mutex
 	inflight map[rcptRef]struct{}
@@ -131,6 +143,12 @@ func New(o Options) *Queue {
 	if o.SessionIdle == 0 {
 		o.SessionIdle = 5 * time.Second
 	}
+	if o.ThrottleRestore <= 0 {
+		o.ThrottleRestore = time.Minute
+	}
+	if o.Limiter == nil {
+		o.Limiter = ratelimit.NewLocal(o.Now)
+	}
 	if o.DSNMaxFull == 0 {
 		o.DSNMaxFull = DefaultDSNMaxFull
 	}
@@ -139,6 +157,7 @@ func New(o Options) *Queue {
 	}
 	return &Queue{
 		o:        o,
+		limiter:  o.Limiter,
 		log:      o.Logger,
 		wake:     make(chan struct{}, 1),
 		inflight: make(map[rcptRef]struct{}),
