@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relay-mta/relay/queue/ratelimit"
 	"github.com/relay-mta/relay/spool"
 )
 
@@ -43,6 +44,9 @@ type lane struct {
 	levelChanged time.Time // when level last went up or one step down
 	lastThrottle time.Time
 	throttles    int
+	baseRate     ratelimit.Rate // the rate the levels halve: configured, or observed
+	sentAt       [sentRing]time.Time
+	sentN        int
 }
 
 // laneCap is how many jobs a lane holds besides those being delivered.
@@ -289,6 +293,7 @@ func (l *lane) deliver(ctx context.Context, c cached, j *job) cached {
 			c = cached{sess: sess}
 		}
 		reused := c.used
+		l.sent(q.o.Now())
 		replies, err = c.sess.Send(dctx, j.msg, rcpts, body)
 		c.used, c.sent = true, c.sent+1
 		if err != nil && reused && NotSent(err) {

@@ -27,16 +27,50 @@ type Shape struct {
 // limited, try again later") is asked too much. Each such answer, at most
 // one per throttleStepGap, takes the lane one level down (at most
 // maxThrottle): half the sessions and half the rate of the level above.
-// A hop without a configured rate gets throttledRate at the first level.
-// Each ThrottleRestore without another such answer takes one level back.
+// A hop without a configured rate is given one when first throttled: the
+// rate it was getting (over its last sentRing messages), at least
+// minThrottledRate; when it had too few messages to tell, only its
+// sessions are cut. Each ThrottleRestore without another such answer
+// takes one level back; at level 0 the configured rate (or none) is back.
 const (
 	maxThrottle     = 3
 	throttleStepGap = time.Second
 )
 
-// throttledRate is the rate of a throttled hop that has no rate of its
-// own: the first level's, halved at each further level.
-var throttledRate = ratelimit.Rate{N: 10, Per: time.Second}
+// minThrottledRate is the least base rate a throttled hop without a
+// rate of its own is given.
+var minThrottledRate = ratelimit.Rate{N: 1, Per: time.Second}
+
+// sentRing is how many recent sends a lane remembers to measure its rate.
+const sentRing = 32
+
+// sent notes a message sent to the hop now.
+func (l *lane) sent(now time.Time) {
+	l.mu.Lock()
+	l.sentAt[l.sentN%sentRing] = now
+	l.sentN++
+	l.mu.Unlock()
+}
+
+// observedLocked is the rate the hop got over its last sends, zero when
+// too few to tell.
+func (l *lane) observedLocked(now time.Time) ratelimit.Rate {
+	n := min(l.sentN, sentRing)
+	if n < sentRing/2 {
+		return ratelimit.Rate{}
+	}
+	oldest := l.sentAt[(l.sentN-n)%sentRing]
+	span := now.Sub(oldest)
+	if span <= 0 {
+		return ratelimit.Rate{}
+	}
+	// n messages over span, as a count per second rounded down; below
+	// one a second, one per the span of one message.
+	if perSec := float64(n) * float64(time.Second) / float64(span); perSec >= 1 {
+		return ratelimit.Rate{N: int(perSec), Per: time.Second}
+	}
+	return ratelimit.Rate{N: 1, Per: span / time.Duration(n)}
+}
 
 // IsThrottleReply reports whether a reply asks the sender to slow down:
 // 421 (RFC 5321 §3.8) or an enhanced status in class 4.7 (RFC 3463:
@@ -107,10 +141,7 @@ func (l *lane) rateLocked(now time.Time) ratelimit.Rate {
 	if lvl == 0 {
 		return l.shape.Rate
 	}
-	if l.shape.Rate.IsZero() {
-		return throttledRate.Slower(lvl - 1)
-	}
-	return l.shape.Rate.Slower(lvl)
+	return l.baseRate.Slower(lvl)
 }
 
 // throttle records that the hop asked us to slow down.
@@ -126,6 +157,17 @@ func (l *lane) throttle(now time.Time, reply string) {
 	}
 	l.lastThrottle = now
 	l.levelChanged = now
+	if lvl == 0 {
+		l.baseRate = l.shape.Rate
+		if l.baseRate.IsZero() {
+			// Without a rate of its own and without enough sends to
+			// measure one, only the sessions are cut.
+			l.baseRate = l.observedLocked(now)
+			if !l.baseRate.IsZero() && l.baseRate.Interval() > minThrottledRate.Interval() {
+				l.baseRate = minThrottledRate
+			}
+		}
+	}
 	if lvl < maxThrottle {
 		l.level++
 		l.q.log.Warn("queue: next hop asks to slow down", "hop", l.hop.Key, "level", l.level,
