@@ -38,6 +38,7 @@ type lane struct {
 	idle      int       // workers waiting for a job, each maybe holding a session
 	deadUntil time.Time // after a failed connection: defer without dialling
 	deadReply string
+	wasDead   bool // marked down since its last delivery (expedite.go)
 
 	// Adaptive shaping (shape.go).
 	level        int       // throttle level, 0..maxThrottle
@@ -348,6 +349,7 @@ func (l *lane) deliver(ctx context.Context, c cached, j *job) cached {
 		l.throttle(now, throttled)
 	}
 	q.record(j.msg, results, relayed)
+	l.recovered()
 	return c
 }
 
@@ -388,6 +390,7 @@ const deadHopWindow = 10 * time.Second
 func (l *lane) markDead(now time.Time, reply string) {
 	l.mu.Lock()
 	l.deadUntil, l.deadReply = now.Add(min(deadHopWindow, max(l.q.o.Retry.Min, time.Second))), reply
+	l.wasDead = true
 	l.mu.Unlock()
 }
 

@@ -5,11 +5,21 @@
 // spool. It opens no sockets itself: SMTP delivery is a Deliverer, next
 // hops come from a Router, both supplied by the relay.
 //
-// MT-PRIORITY (RFC 6710) is honoured in the lanes, not in the schedule
-// index, which stays ordered by due time: each lane holds a few jobs in
-// priority order, and a higher-priority job takes the place of the
-// lowest-priority one in a full lane, which goes back to being due in the
-// index (lane.go). Memory stays bounded by the lanes, whatever the queue.
+// MT-PRIORITY (RFC 6710) is honoured in the schedule and in the lanes.
+// The spool keeps one schedule index per priority class (spool/doc.go);
+// a pass reads the classes above 0 first, then the ordinary index, then
+// the classes below 0, so urgent work due with a backlog is dispatched
+// before it. Each lane holds a few jobs in priority order, and a
+// higher-priority job takes the place of the lowest-priority one in a
+// full lane, which goes back to being due in the index (lane.go). When a
+// next hop that was down delivers again, its priority work is made due at
+// once (expedite.go). Memory stays bounded by the lanes, whatever the
+// queue.
+//
+// Lanes also shape the traffic to their hop (shape.go): a message rate
+// through a ratelimit.Limiter, sessions and messages per session, and
+// an adaptive slow-down when the hop answers 421 or 4.7.x. Idle workers
+// keep their sessions open for SessionIdle: that is the connection cache.
 package queue
 
 import (

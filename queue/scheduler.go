@@ -230,6 +230,16 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 			held = t
 		}
 	}
+	var from time.Time // where the indexes are read from: the floor
+	if after != nil {
+		from = after.At
+	}
+	// The classes above 0 (MT-PRIORITY 1 to 9) first, highest first: an
+	// urgent message due with a backlog of ordinary ones is handed to
+	// its lane before any of them, however long the backlog.
+	if !q.passClasses(ctx, from, now, true, note, hold) {
+		return next
+	}
 	seen, last := 0, time.Time{}
 	for seen < passLimit {
 		dues, err := q.o.Spool.DueAfter(after, now, scanBatch)
@@ -249,42 +259,16 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 		seen += len(dues)
 		after = &dues[len(dues)-1]
 		last = after.At
-		// Group by message, keeping index order.
-		byMsg := map[string][]int{}
-		firstDue := map[string]time.Time{}
-		var order []string
-		for _, d := range dues {
-			if eff := q.effectiveDue(d); eff.After(now) {
-				note(eff)
-				hold(d.At)
-				continue
-			}
-			if q.isInflight(d.ID, d.Rcpt) {
-				continue
-			}
-			if _, ok := byMsg[d.ID]; !ok {
-				order = append(order, d.ID)
-				firstDue[d.ID] = d.At
-			}
-			byMsg[d.ID] = append(byMsg[d.ID], d.Rcpt)
-		}
-		for _, id := range order {
-			if ctx.Err() != nil {
-				return next
-			}
-			left, displaced := q.dispatch(ctx, id, byMsg[id], firstDue[id], now)
-			if left {
-				hold(dues[0].At) // conservative: anything in this batch may be left
-			}
-			if !displaced.IsZero() {
-				// A job handed out earlier (maybe in an earlier pass,
-				// below where this one started) went back to due.
-				hold(displaced)
-			}
+		if !q.dispatchDues(ctx, dues, now, note, hold) {
+			return next
 		}
 		if !more {
 			break
 		}
+	}
+	// Then the classes below 0 (MT-PRIORITY -1 to -9).
+	if !q.passClasses(ctx, from, now, false, note, hold) {
+		return next
 	}
 	switch {
 	case !held.IsZero():
@@ -301,6 +285,76 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 	}
 	q.pruneLanes()
 	return next
+}
+
+// passClasses dispatches the due entries of the priority classes above 0
+// (above) or below it, read from from on. It reports false when ctx ended.
+func (q *Queue) passClasses(ctx context.Context, from, now time.Time, above bool, note, hold func(time.Time)) bool {
+	dues, next, err := q.o.Spool.DueClasses(from, now, passLimit, above)
+	if err != nil {
+		q.log.Error("queue: read schedule", "err", err)
+		hold(from)
+		note(now.Add(time.Second))
+		return true
+	}
+	if !next.IsZero() {
+		note(next)
+	}
+	if len(dues) == passLimit {
+		// More than one pass takes: the rest stays due, and the floor
+		// must not pass it.
+		hold(from)
+		note(now)
+		dues = wholeMessages(dues)
+	}
+	if len(dues) == 0 {
+		return true
+	}
+	return q.dispatchDues(ctx, dues, now, note, hold)
+}
+
+// dispatchDues hands the due entries of one read of an index to their
+// lanes, a message's recipients together, in the order read. What it
+// leaves due is held (the floor stays below it). It reports false when
+// ctx ended.
+func (q *Queue) dispatchDues(ctx context.Context, dues []spool.Due, now time.Time, note, hold func(time.Time)) bool {
+	byMsg := map[string][]int{}
+	firstDue := map[string]time.Time{}
+	var order []string
+	earliest := dues[0].At // of this read: a class read is not in due order across classes
+	for _, d := range dues {
+		if d.At.Before(earliest) {
+			earliest = d.At
+		}
+		if eff := q.effectiveDue(d); eff.After(now) {
+			note(eff)
+			hold(d.At)
+			continue
+		}
+		if q.isInflight(d.ID, d.Rcpt) {
+			continue
+		}
+		if _, ok := byMsg[d.ID]; !ok {
+			order = append(order, d.ID)
+			firstDue[d.ID] = d.At
+		}
+		byMsg[d.ID] = append(byMsg[d.ID], d.Rcpt)
+	}
+	for _, id := range order {
+		if ctx.Err() != nil {
+			return false
+		}
+		left, displaced := q.dispatch(ctx, id, byMsg[id], firstDue[id], now)
+		if left {
+			hold(earliest) // conservative: anything in this read may be left
+		}
+		if !displaced.IsZero() {
+			// A job handed out earlier (maybe in an earlier pass,
+			// below where this one started) went back to due.
+			hold(displaced)
+		}
+	}
+	return true
 }
 
 // wholeMessages drops from a full read of the index the entries of its

@@ -192,3 +192,6 @@ func (r *Relay) shutdownOperators(ctx context.Context) {
 // Hops is the traffic shaping state of the busy next hops (for tests and
 // the admin API).
 func (r *Relay) Hops() []queue.HopState { return r.queue.Hops() }
+
+// Revive forgets next hops marked down (after an operator's retry).
+func (r *Relay) Revive() { r.queue.Revive() }
