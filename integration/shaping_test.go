@@ -1,7 +1,11 @@
 package integration
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -125,6 +129,25 @@ func TestThrottleOn421(t *testing.T) {
 	t.Logf("relay queue stats:\n%s", out)
 	if !strings.Contains(out, "(throttled, level ") || !strings.Contains(out, key) {
 		t.Errorf("relay queue stats does not show the throttled hop:\n%s", out)
+	}
+	// And the metrics.
+	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", a.cfg.Admin.Socket)
+	}}}
+	resp, err := hc.Get("http://admin/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf("relay_hop_throttle_level{hop=%q} %d", key, h.Level),
+		fmt.Sprintf("relay_hop_session_limit{hop=%q} %d", key, h.Limit),
+		fmt.Sprintf("relay_hop_throttled_total{hop=%q} %d", key, h.Throttles),
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }
 
