@@ -26,6 +26,10 @@ type Link struct {
 	conns     map[net.Conn]struct{}
 	accepted  int
 	dropped   int
+	busyEvery int // every n-th connection is answered 421 4.7.0 and closed
+	busy      int // connections so answered
+	open      int // client connections open now
+	peak      int // most of them open at once since ResetPeak
 	closed    bool
 	closeOnce sync.Once
 }
@@ -101,6 +105,37 @@ func (l *Link) Stats() (accepted, droppedMidData int) {
 	return l.accepted, l.dropped
 }
 
+// BusyEvery makes every n-th connection from now on get "421 4.7.0" as
+// its greeting and be closed, as a server that limits connections does;
+// 0 stops it.
+func (l *Link) BusyEvery(n int) {
+	l.mu.Lock()
+	l.busyEvery = n
+	l.mu.Unlock()
+}
+
+// Busy returns how many connections BusyEvery turned away.
+func (l *Link) Busy() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.busy
+}
+
+// Peak returns the most connections open at once through the link since
+// ResetPeak (or the start), and how many are open now.
+func (l *Link) Peak() (peak, open int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.peak, l.open
+}
+
+// ResetPeak starts counting Peak afresh from the connections open now.
+func (l *Link) ResetPeak() {
+	l.mu.Lock()
+	l.peak = l.open
+	l.mu.Unlock()
+}
+
 // Close stops the link and severs its connections.
 func (l *Link) Close() {
 	l.closeOnce.Do(func() {
@@ -125,6 +160,13 @@ func (l *Link) serve() {
 			continue
 		}
 		l.accepted++
+		if l.busyEvery > 0 && l.accepted%l.busyEvery == 0 {
+			l.busy++
+			l.mu.Unlock()
+			c.Write([]byte("421 4.7.0 Too many connections, slow down\r\n"))
+			c.Close()
+			continue
+		}
 		drop := l.dropData > 0
 		if drop {
 			l.dropData--
@@ -164,9 +206,16 @@ func (l *Link) pipe(client net.Conn, dropMidData, rewriting, dropReply bool) {
 		server.Close()
 		return
 	}
+	l.mu.Lock()
+	l.open++
+	l.peak = max(l.peak, l.open)
+	l.mu.Unlock()
 	defer func() {
 		l.track(client, false)
 		l.track(server, false)
+		l.mu.Lock()
+		l.open--
+		l.mu.Unlock()
 	}()
 	done := make(chan struct{}, 2)
 	go func() {

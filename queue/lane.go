@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relay-mta/relay/queue/ratelimit"
 	"github.com/relay-mta/relay/spool"
 )
 
@@ -28,12 +29,25 @@ type lane struct {
 	hop   Hop
 	ready chan struct{} // one token per queued job; workers wait on it
 
+	shape Shape // resolved against the Queue's defaults
+
 	mu        sync.Mutex
 	jobs      jobHeap
 	seq       uint64 // arrival counter: FIFO within a priority
 	workers   int
+	idle      int       // workers waiting for a job, each maybe holding a session
 	deadUntil time.Time // after a failed connection: defer without dialling
 	deadReply string
+	wasDead   bool // marked down since its last delivery (expedite.go)
+
+	// Adaptive shaping (shape.go).
+	level        int       // throttle level, 0..maxThrottle
+	levelChanged time.Time // when level last went up or one step down
+	lastThrottle time.Time
+	throttles    int
+	baseRate     ratelimit.Rate // the rate the levels halve: configured, or observed
+	sentAt       [sentRing]time.Time
+	sentN        int
 }
 
 // laneCap is how many jobs a lane holds besides those being delivered.
@@ -78,7 +92,7 @@ func (q *Queue) lane(h Hop) *lane {
 	defer q.mu.Unlock()
 	l := q.lanes[h.Key]
 	if l == nil {
-		l = &lane{q: q, hop: h, ready: make(chan struct{}, q.laneCap())}
+		l = &lane{q: q, hop: h, shape: q.shapeOf(h), ready: make(chan struct{}, q.laneCap())}
 		q.lanes[h.Key] = l
 	}
 	return l
@@ -92,7 +106,10 @@ func (q *Queue) pruneLanes() {
 	defer q.mu.Unlock()
 	for k, l := range q.lanes {
 		l.mu.Lock()
-		idle := l.workers == 0 && len(l.jobs) == 0 && !l.deadUntil.After(q.o.Now())
+		now := q.o.Now()
+		// A throttled lane is kept until it is restored: forgetting it
+		// would forget that the hop asked us to slow down.
+		idle := l.workers == 0 && len(l.jobs) == 0 && !l.deadUntil.After(now) && l.levelLocked(now) == 0
 		l.mu.Unlock()
 		if idle {
 			delete(q.lanes, k)
@@ -121,7 +138,10 @@ func (l *lane) push(ctx context.Context, j *job) (ok bool, displaced *job) {
 		heap.Push(&l.jobs, j)
 		l.ready <- struct{}{} // never blocks: tokens ≤ jobs ≤ cap
 	}
-	if l.workers < l.q.o.PerHopConcurrency {
+	// The connection cache: a worker waiting for work holds its session
+	// open (work), so a new worker, and with it a new connection, is only
+	// started when the idle ones cannot take every queued job.
+	if l.workers < l.limitLocked(l.q.o.Now()) && len(l.jobs) > l.idle {
 		l.workers++
 		l.q.workers.Add(1)
 		go l.work(ctx)
@@ -141,12 +161,8 @@ func (l *lane) pop() *job {
 
 func (l *lane) work(ctx context.Context) {
 	defer l.q.workers.Done()
-	var sess Session
-	defer func() {
-		if sess != nil {
-			sess.Close()
-		}
-	}()
+	var c cached
+	defer func() { c.close() }()
 	idle := time.NewTimer(l.q.o.SessionIdle)
 	defer idle.Stop()
 	for {
@@ -154,20 +170,57 @@ func (l *lane) work(ctx context.Context) {
 			l.exit()
 			return
 		}
+		l.setIdle(1)
 		select {
 		case <-l.ready:
+			l.setIdle(-1)
 			if j := l.pop(); j != nil {
-				sess = l.deliver(ctx, sess, j)
+				if !l.pace(ctx) {
+					l.q.release(j)
+					l.exit()
+					return
+				}
+				c = l.deliver(ctx, c, j)
+				if c.sess != nil && l.shape.PerConnection > 0 && c.sent >= l.shape.PerConnection {
+					c.close() // max_messages_per_connection: the next job dials anew
+				}
+			}
+			if l.exitIfOverLimit() {
+				return
 			}
 			idle.Reset(l.q.o.SessionIdle)
 		case <-idle.C:
+			l.setIdle(-1)
 			if l.exitIfEmpty() {
 				return
 			}
 			idle.Reset(l.q.o.SessionIdle)
 		case <-ctx.Done():
+			l.setIdle(-1)
 		}
 	}
+}
+
+// cached is a worker's session and what it has carried: the connection
+// cache is the set of sessions held by idle workers, kept SessionIdle
+// after their lane empties and closed with QUIT.
+type cached struct {
+	sess Session
+	sent int  // messages carried
+	used bool // carried at least one transaction, so it may have gone stale
+}
+
+func (c *cached) close() {
+	if c.sess != nil {
+		c.sess.Close()
+	}
+	*c = cached{}
+}
+
+func (l *lane) setIdle(d int) {
+	l.mu.Lock()
+	l.idle += d
+	l.mu.Unlock()
 }
 
 func (l *lane) exit() {
@@ -186,11 +239,24 @@ func (l *lane) exitIfEmpty() bool {
 	return true
 }
 
-// deliver performs one job and returns the session to keep using (nil
-// when there is none or it broke). Deliveries run to completion on their
-// own timeouts even when the queue is stopping: cutting one off after the
-// next hop took the message would only cause a duplicate.
-func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
+// exitIfOverLimit ends a worker when the lane has more than it may now
+// (a throttled hop gets fewer sessions).
+func (l *lane) exitIfOverLimit() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.workers <= l.limitLocked(l.q.o.Now()) {
+		return false
+	}
+	l.workers--
+	return true
+}
+
+// deliver performs one job on c's session (dialling one when there is
+// none) and returns the session to keep using. Deliveries run to
+// completion on their own timeouts even when the queue is stopping:
+// cutting one off after the next hop took the message would only cause a
+// duplicate.
+func (l *lane) deliver(ctx context.Context, c cached, j *job) cached {
 	q := l.q
 	defer func() {
 		q.release(j)
@@ -199,33 +265,17 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 	dctx := context.WithoutCancel(ctx)
 	if l.hop.Local {
 		l.record(j, l.localResults(j), nil)
-		return nil
+		return cached{}
 	}
 	now := q.o.Now()
 	if reply, dead := l.dead(now); dead {
 		l.record(j, l.deferAll(j, reply, now), nil)
-		return sess
-	}
-	if sess == nil {
-		var err error
-		sess, err = q.o.Deliverer.Dial(dctx, l.hop)
-		if err != nil {
-			now = q.o.Now()
-			results := make([]spool.Result, len(j.rcpts))
-			for i, n := range j.rcpts {
-				results[i] = q.errorResult(j.msg, n, err, now)
-			}
-			if !IsPermanent(err) {
-				l.markDead(now, errorText(err))
-			}
-			l.record(j, results, nil)
-			return nil
-		}
+		return c
 	}
 	body, err := q.o.Spool.OpenBody(j.msg.ID)
 	if err != nil {
 		q.log.Error("queue: read body", "id", j.msg.ID, "err", err)
-		return sess
+		return c
 	}
 	defer body.Close()
 	// The DSN parameters travel with each recipient (RFC 3461 §4).
@@ -233,20 +283,47 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 	for i := range j.outs {
 		rcpts[i] = j.outs[i] + j.parms[i]
 	}
-	replies, err := sess.Send(dctx, j.msg, rcpts, body)
+	var replies []Reply
+	for {
+		if c.sess == nil {
+			sess, err := q.o.Deliverer.Dial(dctx, l.hop)
+			if err != nil {
+				l.dialFailed(j, err)
+				return cached{}
+			}
+			c = cached{sess: sess}
+		}
+		reused := c.used
+		l.sent(q.o.Now())
+		replies, err = c.sess.Send(dctx, j.msg, rcpts, body)
+		c.used, c.sent = true, c.sent+1
+		if err != nil && reused && NotSent(err) {
+			// The hop closed the cached session while it was idle
+			// (RFC 5321 §4.5.3.2 lets it): nothing of this message went
+			// through, so it goes again on a new session.
+			q.log.Debug("queue: cached session gone, dialling anew", "hop", l.hop.Key, "err", err)
+			c.close()
+			continue
+		}
+		break
+	}
 	now = q.o.Now()
 	if err != nil || len(replies) != len(j.rcpts) {
 		if err == nil {
 			err = fmt.Errorf("session returned %d replies for %d recipients", len(replies), len(j.rcpts))
 		}
-		remote := sess.Remote()
-		sess.Close()
+		if Throttled(err) {
+			l.throttle(now, errorText(err))
+		}
+		remote := c.sess.Remote()
+		c.close()
 		results := l.deferAll(j, errorText(fmt.Errorf("%s: %w", remote, err)), now)
 		l.record(j, results, nil)
-		return nil
+		return c
 	}
 	results := make([]spool.Result, len(j.rcpts))
 	var relayed map[int]bool
+	throttled := ""
 	for i, n := range j.rcpts {
 		if replies[i].Relayed {
 			if relayed == nil {
@@ -262,11 +339,38 @@ func (l *lane) deliver(ctx context.Context, sess Session, j *job) Session {
 			results[i] = spool.Result{Rcpt: n, Status: spool.StatusFailed, Reply: text}
 		default:
 			results[i] = q.deferResult(j.msg, n, text, now)
+			if IsThrottleReply(replies[i].Code, text) {
+				throttled = text
+			}
 		}
-		results[i].Remote = sess.Remote()
+		results[i].Remote = c.sess.Remote()
+	}
+	if throttled != "" {
+		l.throttle(now, throttled)
 	}
 	l.record(j, results, relayed)
-	return sess
+	l.recovered()
+	return c
+}
+
+// dialFailed defers (or fails) a job whose session could not be opened.
+// A hop that refused or timed out is marked down for a while; one that
+// answered but asked us to slow down is throttled instead, since it is
+// up and will take mail at a lower pace.
+func (l *lane) dialFailed(j *job, err error) {
+	q := l.q
+	now := q.o.Now()
+	results := make([]spool.Result, len(j.rcpts))
+	for i, n := range j.rcpts {
+		results[i] = q.errorResult(j.msg, n, err, now)
+	}
+	switch {
+	case Throttled(err):
+		l.throttle(now, errorText(err))
+	case !IsPermanent(err):
+		l.markDead(now, errorText(err))
+	}
+	l.record(j, results, nil)
 }
 
 // record records the results of job j, naming this lane as their next
@@ -295,6 +399,7 @@ const deadHopWindow = 10 * time.Second
 func (l *lane) markDead(now time.Time, reply string) {
 	l.mu.Lock()
 	l.deadUntil, l.deadReply = now.Add(min(deadHopWindow, max(l.q.o.Retry.Min, time.Second))), reply
+	l.wasDead = true
 	l.mu.Unlock()
 }
 

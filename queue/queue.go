@@ -5,17 +5,30 @@
 // spool. It opens no sockets itself: SMTP delivery is a Deliverer, next
 // hops come from a Router, both supplied by the relay.
 //
-// MT-PRIORITY (RFC 6710) is honoured in the lanes, not in the schedule
-// index, which stays ordered by due time: each lane holds a few jobs in
-// priority order, and a higher-priority job takes the place of the
-// lowest-priority one in a full lane, which goes back to being due in the
-// index (lane.go). Memory stays bounded by the lanes, whatever the queue.
+// MT-PRIORITY (RFC 6710) is honoured in the schedule and in the lanes.
+// The spool keeps one schedule index per priority class (spool/doc.go);
+// a pass reads the classes above 0 first, then the ordinary index, then
+// the classes below 0, so urgent work due with a backlog is dispatched
+// before it. Each lane holds a few jobs in priority order, and a
+// higher-priority job takes the place of the lowest-priority one in a
+// full lane, which goes back to being due in the index (lane.go). When a
+// next hop that was down delivers again, its priority work is made due at
+// once (expedite.go). Memory stays bounded by the lanes, whatever the
+// queue.
+//
+// Lanes also shape the traffic to their hop (shape.go): a message rate
+// through a ratelimit.Limiter, sessions and messages per session, and
+// an adaptive slow-down when the hop answers 421 or 4.7.x. Idle workers
+// keep their sessions open for SessionIdle: that is the connection cache.
 package queue
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
+	"strconv"
 
 	"github.com/relay-mta/relay/spool"
 )
@@ -37,9 +50,38 @@ type Hop struct {
 	Addrs  []string
 	MX     string
 	Port   int
-	TLS    string // "opportunistic" | "require" | "none"
+	TLS    string // "opportunistic" | "require" | "implicit" | "none"
 	Source string // what chose this hop, for logs: "route c.test", "mx", "source route"
+
+	// How a [[route]] reaches its hop (zero for MX hops). Settings that
+	// change what a session is (a login, a source address, an EHLO name)
+	// are part of Key, so a session is never shared across them.
+	//
+	// Auth, when set, is the login given after TLS (AUTH PLAIN or LOGIN).
+	Auth *Auth
+	// RootCAs verify the hop under tls = "require" or "implicit" instead
+	// of the Deliverer's roots; ServerName is the name its certificate
+	// must carry instead of the host's.
+	RootCAs    *x509.CertPool
+	ServerName string
+	// SourceIP is the local address to connect from; invalid: any.
+	SourceIP netip.Addr
+	// EHLO is the name given in EHLO; "": the Deliverer's hostname.
+	EHLO string
+	// Shape is the traffic shaping of the hop's lane; zero fields take
+	// the Queue's defaults.
+	Shape Shape
 }
+
+// Auth is a login at a next hop. Its String never shows the password.
+type Auth struct {
+	User, Password string
+}
+
+func (a *Auth) String() string { return "user " + a.User }
+
+// GoString keeps the password out of %#v too.
+func (a *Auth) GoString() string { return "&queue.Auth{User: " + strconv.Quote(a.User) + "}" }
 
 // Router decides the next hop of a recipient. It does no I/O (MX lookups
 // happen in the Deliverer when a session is opened), so the scheduler can

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relay-mta/relay/queue/ratelimit"
 	"github.com/relay-mta/relay/spool"
 )
 
@@ -30,8 +31,18 @@ type Options struct {
 	// not hit every next hop at once. 0: min(Retry.Min, 30s).
 	RestartJitter time.Duration
 	// SessionIdle is how long an idle session to a next hop is kept open
-	// for more messages. 0: 5s.
+	// for more messages (the connection cache). 0: 5s.
 	SessionIdle time.Duration
+	// MaxMessageRate, MaxMessagesPerConnection: the defaults of every
+	// hop's Shape (zero: no limit).
+	MaxMessageRate           ratelimit.Rate
+	MaxMessagesPerConnection int
+	// ThrottleRestore is how long a throttled hop must go without asking
+	// us to slow down before one level of throttling is taken back. 0: 1m.
+	ThrottleRestore time.Duration
+	// Limiter spaces messages to hops with a rate; nil: a
+	// ratelimit.Local on Now. A fleet shares one by key (the hop's Key).
+	Limiter ratelimit.Limiter
 	// OnResult, if set, is called after each recipient's outcome is
 	// recorded (for metrics and tests).
 	OnResult func(id string, rcpt int, status spool.Status, reply string)
@@ -60,9 +71,10 @@ type Options struct {
 // Queue schedules and performs deliveries. Create it with New and start it
 // with Run.
 type Queue struct {
-	o    Options
-	log  *slog.Logger
-	wake chan struct{}
+	o       Options
+	log     *slog.Logger
+	limiter ratelimit.Limiter
+	wake    chan struct{}
 
 	mu       sync.Mutex
 	inflight map[rcptRef]struct{}
@@ -135,6 +147,12 @@ func New(o Options) *Queue {
 	if o.SessionIdle == 0 {
 		o.SessionIdle = 5 * time.Second
 	}
+	if o.ThrottleRestore <= 0 {
+		o.ThrottleRestore = time.Minute
+	}
+	if o.Limiter == nil {
+		o.Limiter = ratelimit.NewLocal(o.Now)
+	}
 	if o.DSNMaxFull == 0 {
 		o.DSNMaxFull = DefaultDSNMaxFull
 	}
@@ -143,6 +161,7 @@ func New(o Options) *Queue {
 	}
 	return &Queue{
 		o:        o,
+		limiter:  o.Limiter,
 		log:      o.Logger,
 		wake:     make(chan struct{}, 1),
 		inflight: make(map[rcptRef]struct{}),
@@ -215,6 +234,16 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 			held = t
 		}
 	}
+	var from time.Time // where the indexes are read from: the floor
+	if after != nil {
+		from = after.At
+	}
+	// The classes above 0 (MT-PRIORITY 1 to 9) first, highest first: an
+	// urgent message due with a backlog of ordinary ones is handed to
+	// its lane before any of them, however long the backlog.
+	if !q.passClasses(ctx, from, now, true, note, hold) {
+		return next
+	}
 	seen, last := 0, time.Time{}
 	for seen < passLimit {
 		dues, err := q.o.Spool.DueAfter(after, now, scanBatch)
@@ -234,42 +263,16 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 		seen += len(dues)
 		after = &dues[len(dues)-1]
 		last = after.At
-		// Group by message, keeping index order.
-		byMsg := map[string][]int{}
-		firstDue := map[string]time.Time{}
-		var order []string
-		for _, d := range dues {
-			if eff := q.effectiveDue(d); eff.After(now) {
-				note(eff)
-				hold(d.At)
-				continue
-			}
-			if q.isInflight(d.ID, d.Rcpt) {
-				continue
-			}
-			if _, ok := byMsg[d.ID]; !ok {
-				order = append(order, d.ID)
-				firstDue[d.ID] = d.At
-			}
-			byMsg[d.ID] = append(byMsg[d.ID], d.Rcpt)
-		}
-		for _, id := range order {
-			if ctx.Err() != nil {
-				return next
-			}
-			left, displaced := q.dispatch(ctx, id, byMsg[id], firstDue[id], now)
-			if left {
-				hold(dues[0].At) // conservative: anything in this batch may be left
-			}
-			if !displaced.IsZero() {
-				// A job handed out earlier (maybe in an earlier pass,
-				// below where this one started) went back to due.
-				hold(displaced)
-			}
+		if !q.dispatchDues(ctx, dues, now, note, hold) {
+			return next
 		}
 		if !more {
 			break
 		}
+	}
+	// Then the classes below 0 (MT-PRIORITY -1 to -9).
+	if !q.passClasses(ctx, from, now, false, note, hold) {
+		return next
 	}
 	switch {
 	case !held.IsZero():
@@ -286,6 +289,76 @@ func (q *Queue) pass(ctx context.Context) time.Time {
 	}
 	q.pruneLanes()
 	return next
+}
+
+// passClasses dispatches the due entries of the priority classes above 0
+// (above) or below it, read from from on. It reports false when ctx ended.
+func (q *Queue) passClasses(ctx context.Context, from, now time.Time, above bool, note, hold func(time.Time)) bool {
+	dues, next, err := q.o.Spool.DueClasses(from, now, passLimit, above)
+	if err != nil {
+		q.log.Error("queue: read schedule", "err", err)
+		hold(from)
+		note(now.Add(time.Second))
+		return true
+	}
+	if !next.IsZero() {
+		note(next)
+	}
+	if len(dues) == passLimit {
+		// More than one pass takes: the rest stays due, and the floor
+		// must not pass it.
+		hold(from)
+		note(now)
+		dues = wholeMessages(dues)
+	}
+	if len(dues) == 0 {
+		return true
+	}
+	return q.dispatchDues(ctx, dues, now, note, hold)
+}
+
+// dispatchDues hands the due entries of one read of an index to their
+// lanes, a message's recipients together, in the order read. What it
+// leaves due is held (the floor stays below it). It reports false when
+// ctx ended.
+func (q *Queue) dispatchDues(ctx context.Context, dues []spool.Due, now time.Time, note, hold func(time.Time)) bool {
+	byMsg := map[string][]int{}
+	firstDue := map[string]time.Time{}
+	var order []string
+	earliest := dues[0].At // of this read: a class read is not in due order across classes
+	for _, d := range dues {
+		if d.At.Before(earliest) {
+			earliest = d.At
+		}
+		if eff := q.effectiveDue(d); eff.After(now) {
+			note(eff)
+			hold(d.At)
+			continue
+		}
+		if q.isInflight(d.ID, d.Rcpt) {
+			continue
+		}
+		if _, ok := byMsg[d.ID]; !ok {
+			order = append(order, d.ID)
+			firstDue[d.ID] = d.At
+		}
+		byMsg[d.ID] = append(byMsg[d.ID], d.Rcpt)
+	}
+	for _, id := range order {
+		if ctx.Err() != nil {
+			return false
+		}
+		left, displaced := q.dispatch(ctx, id, byMsg[id], firstDue[id], now)
+		if left {
+			hold(earliest) // conservative: anything in this read may be left
+		}
+		if !displaced.IsZero() {
+			// A job handed out earlier (maybe in an earlier pass,
+			// below where this one started) went back to due.
+			hold(displaced)
+		}
+	}
+	return true
 }
 
 // wholeMessages drops from a full read of the index the entries of its

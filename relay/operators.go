@@ -37,6 +37,7 @@ func (r *Relay) newOperators() *operators {
 		metrics: admin.NewMetrics(admin.MetricsOptions{
 			Spool:       r.spool,
 			Connections: func() int { return r.smtp.Connections() },
+			Hops:        func() []queue.HopState { return r.queue.Hops() },
 			Now:         r.now,
 		}),
 	}
@@ -192,3 +193,10 @@ func (r *Relay) shutdownOperators(ctx context.Context) {
 	}
 	<-o.done
 }
+
+// Hops is the traffic shaping state of the busy next hops (for tests and
+// the admin API).
+func (r *Relay) Hops() []queue.HopState { return r.queue.Hops() }
+
+// Revive forgets next hops marked down (after an operator's retry).
+func (r *Relay) Revive() { r.queue.Revive() }

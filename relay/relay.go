@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/queue"
+	"github.com/relay-mta/relay/queue/ratelimit"
 	"github.com/relay-mta/relay/relay/aliases"
 	"github.com/relay-mta/relay/relay/config"
 	"github.com/relay-mta/relay/relay/deliver"
@@ -118,6 +119,11 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
+	// So are the smarthost passwords and CA files of the routes.
+	router := NewRouter(cfg)
+	if err := router.LoadRouteFiles(); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	var tlsConfig *tls.Config
 	if cfg.TLS.Cert == "" && (len(cfg.SMTP.ListenTLS) > 0 || len(cfg.POP3.ListenTLS) > 0) {
 		return nil, errors.New("relay: listen_tls is set but [tls] names no cert and key (set them, or run relay serve --self-signed)")
@@ -152,7 +158,6 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	}
 	r.ops = r.newOperators() // relay/operators.go
 	r.newWebhooks(secrets)   // relay/webhooks.go
-	router := NewRouter(cfg)
 	if r.users != nil {
 		router.UserExists = r.users.Exists
 	}
@@ -173,15 +178,18 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 			Max:      cfg.Queue.RetryMax,
 			Lifetime: cfg.Queue.Lifetime,
 		},
-		PerHopConcurrency: cfg.Queue.PerHopConcurrency,
-		Logger:            r.log,
-		Now:               r.now,
-		Hostname:          cfg.Hostname,
-		DelayWarning:      cfg.Queue.DelayWarning,
-		SignDSN:           r.dsnSigner(),
-		OnOutcome:         r.onOutcome,
-		OnDSN:             r.onDSN,
-		DSNRecipients:     r.expandDSNRecipient,
+		PerHopConcurrency:        cfg.Queue.PerHopConcurrency,
+		MaxMessageRate:           ratelimit.Rate{N: cfg.Queue.MaxMessageRate.N, Per: cfg.Queue.MaxMessageRate.Per},
+		MaxMessagesPerConnection: cfg.Queue.MaxMessagesPerConnection,
+		ThrottleRestore:          cfg.Queue.ThrottleRestore,
+		Logger:                   r.log,
+		Now:                      r.now,
+		Hostname:                 cfg.Hostname,
+		DelayWarning:             cfg.Queue.DelayWarning,
+		SignDSN:                  r.dsnSigner(),
+		OnOutcome:                r.onOutcome,
+		OnDSN:                    r.onDSN,
+		DSNRecipients:            r.expandDSNRecipient,
 	})
 	r.smtp = r.newSMTPServer(backend{r: r}, tlsConfig, r.users != nil)
 	r.submit = r.newSMTPServer(backend{r: r, submission: true}, tlsConfig, true) // relay/submission.go

@@ -10,6 +10,7 @@ import (
 
 	"github.com/relay-mta/relay/envelope"
 	"github.com/relay-mta/relay/queue"
+	"github.com/relay-mta/relay/queue/ratelimit"
 	"github.com/relay-mta/relay/relay/config"
 )
 
@@ -33,6 +34,9 @@ type Router struct {
 	wild map[string]config.Route
 	// star is the route of "*", if any.
 	star *config.Route
+	// secrets holds what each route's sending needs from files (its
+	// password, its CA roots), by the route's domain; see LoadRouteFiles.
+	secrets map[string]routeFiles
 	// UserExists, when set, says whether a local mailbox exists; mail for
 	// a local user that does not (a DSN to a mistyped sender, say) fails
 	// with 550 5.1.1 instead of filling a mailbox nobody can read.
@@ -183,7 +187,7 @@ func (r *Router) hostHop(host string, inRoute bool) (queue.Hop, error) {
 	}
 	d := normRouteDomain(host)
 	if rt, ok := r.exact[d]; ok {
-		return routeHop(rt, "route "+rt.Domain), nil
+		return r.routeHop(rt, "route "+rt.Domain), nil
 	}
 	// Longest parent first: for a.b.c.test try b.c.test, c.test, test.
 	for parent := d; ; {
@@ -193,11 +197,11 @@ func (r *Router) hostHop(host string, inRoute bool) (queue.Hop, error) {
 		}
 		parent = parent[i+1:]
 		if rt, ok := r.wild[parent]; ok {
-			return routeHop(rt, "route "+rt.Domain), nil
+			return r.routeHop(rt, "route "+rt.Domain), nil
 		}
 	}
 	if r.star != nil {
-		return routeHop(*r.star, "route *"), nil
+		return r.routeHop(*r.star, "route *"), nil
 	}
 	return queue.Hop{
 		Key:    mxKey(d, 25, config.TLSOpportunistic),
@@ -220,7 +224,7 @@ func (r *Router) literalHop(host string, inRoute bool) (queue.Hop, error) {
 		return queue.Hop{}, &queue.PermanentError{Code: 550, Err: fmt.Errorf("address literal %s names no IP address", host)}
 	}
 	if rt, ok := r.exact[lit]; ok {
-		return routeHop(rt, "route "+lit), nil
+		return r.routeHop(rt, "route "+lit), nil
 	}
 	addrs := []string{net.JoinHostPort(ip.String(), "25")}
 	return queue.Hop{
@@ -232,22 +236,65 @@ func (r *Router) literalHop(host string, inRoute bool) (queue.Hop, error) {
 }
 
 // routeHop turns a [[route]] entry into a hop.
-func routeHop(rt config.Route, source string) queue.Hop {
+func (r *Router) routeHop(rt config.Route, source string) queue.Hop {
 	tlsMode := rt.TLS
 	if tlsMode == "" {
 		tlsMode = config.TLSOpportunistic
 	}
-	port := rt.Port
-	if port == 0 {
-		port = 25
+	hosts := rt.Hosts
+	if len(hosts) == 0 { // a hand-built Route
+		hosts = []config.RouteHost{{Host: rt.Host, Port: rt.Port, MX: rt.MX}}
 	}
-	host := strings.ToLower(rt.Host)
-	if rt.MX {
-		host = normRouteDomain(host)
-		return queue.Hop{Key: mxKey(host, port, tlsMode), MX: host, Port: port, TLS: string(tlsMode), Source: source}
+	var hop queue.Hop
+	if len(hosts) == 1 && hosts[0].MX {
+		host := normRouteDomain(hosts[0].Host)
+		port := orPort(hosts[0].Port)
+		hop = queue.Hop{Key: mxKey(host, port, tlsMode), MX: host, Port: port}
+	} else {
+		// Several next hops are tried in order within one attempt: an
+		// address, or a bare name whose MX hosts Dial looks up.
+		addrs := make([]string, len(hosts))
+		for i, h := range hosts {
+			if h.MX {
+				addrs[i] = normRouteDomain(h.Host)
+			} else {
+				addrs[i] = net.JoinHostPort(strings.ToLower(h.Host), strconv.Itoa(orPort(h.Port)))
+			}
+		}
+		hop = queue.Hop{Key: smtpKey(addrs, tlsMode), Addrs: addrs}
 	}
-	addrs := []string{net.JoinHostPort(host, strconv.Itoa(port))}
-	return queue.Hop{Key: smtpKey(addrs, tlsMode), Addrs: addrs, TLS: string(tlsMode), Source: source}
+	hop.TLS, hop.Source = string(tlsMode), source
+	hop.ServerName, hop.SourceIP, hop.EHLO = rt.TLSServerName, rt.SourceIP, rt.EHLOName
+	hop.Shape = queue.Shape{
+		Rate:          ratelimit.Rate{N: rt.MaxMessageRate.N, Per: rt.MaxMessageRate.Per},
+		Concurrency:   rt.PerHopConcurrency,
+		PerConnection: rt.MaxMessagesPerConnection,
+	}
+	if f, ok := r.secrets[rt.Domain]; ok {
+		hop.Auth, hop.RootCAs = f.auth, f.roots
+	}
+	// What makes a session different is part of the lane's name, so that
+	// two routes to one smarthost with two logins never share a session.
+	if rt.AuthUser != "" {
+		hop.Key += ";auth=" + rt.AuthUser
+	}
+	if hop.ServerName != "" {
+		hop.Key += ";name=" + hop.ServerName
+	}
+	if hop.SourceIP.IsValid() {
+		hop.Key += ";source=" + hop.SourceIP.String()
+	}
+	if hop.EHLO != "" {
+		hop.Key += ";ehlo=" + hop.EHLO
+	}
+	return hop
+}
+
+func orPort(p int) int {
+	if p == 0 {
+		return 25
+	}
+	return p
 }
 
 // smtpKey and mxKey name lanes by destination, so that every domain routed

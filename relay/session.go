@@ -290,6 +290,9 @@ func (s *session) Data(r io.Reader) (string, error) {
 		Helo:       s.helo.Name,
 		AuthUser:   s.user,
 		Hops:       countReceived(head),
+		// The schedule index of its class (spool/doc.go): the priority
+		// as honoured, after mt_priority_untrusted.
+		Priority: int8(max(-9, min(9, s.params.Priority))),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

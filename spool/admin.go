@@ -98,7 +98,7 @@ func (s *Spool) Hold(id string) (int, error) {
 			return 0, nil, nil
 		}
 		n, err := s.eachOpen(txn, id, rec, func(i uint32, r *Recipient) (bool, error) {
-			return false, txn.Delete(schedKey(dueNanos(r.NextAttempt), id, i))
+			return false, txn.Delete(schedKey(rec.Priority, dueNanos(r.NextAttempt), id, i))
 		})
 		if err != nil {
 			return 0, nil, err
@@ -120,7 +120,7 @@ func (s *Spool) Release(id string) (int, error) {
 		due := s.floor.at(now)
 		n, err := s.eachOpen(txn, id, rec, func(i uint32, r *Recipient) (bool, error) {
 			r.NextAttempt = time.Unix(0, int64(due))
-			return true, txn.Set(schedKey(due, id, i), []byte{})
+			return true, txn.Set(schedKey(rec.Priority, due, id, i), []byte{})
 		})
 		if err != nil {
 			return 0, nil, err
@@ -198,12 +198,12 @@ func (s *Spool) retryOp(txn *wtxn, id string, rec *msgRecord, now time.Time) (in
 		if old <= due {
 			return false, nil // already due
 		}
-		if err := txn.Delete(schedKey(old, id, i)); err != nil {
+		if err := txn.Delete(schedKey(rec.Priority, old, id, i)); err != nil {
 			return false, err
 		}
 		n++
 		r.NextAttempt = time.Unix(0, int64(due))
-		return true, txn.Set(schedKey(due, id, i), []byte{})
+		return true, txn.Set(schedKey(rec.Priority, due, id, i), []byte{})
 	})
 	if err != nil || n == 0 {
 		return 0, nil, err
@@ -227,7 +227,7 @@ func (s *Spool) deleteOp(why string) opFunc {
 			if rec.Held {
 				return false, nil // no schedule key to delete
 			}
-			return false, txn.Delete(schedKey(dueNanos(r.NextAttempt), id, i))
+			return false, txn.Delete(schedKey(rec.Priority, dueNanos(r.NextAttempt), id, i))
 		})
 		if err != nil {
 			return 0, nil, err

@@ -25,7 +25,7 @@ func checkInvariants(t *testing.T, s *Spool) {
 			if m.Held || r.Status == StatusDelivered || r.Status == StatusFailed {
 				continue
 			}
-			want[string(schedKey(dueNanos(r.NextAttempt), m.ID, uint32(n)))] = true
+			want[string(schedKey(m.Priority, dueNanos(r.NextAttempt), m.ID, uint32(n)))] = true
 		}
 		return nil
 	})
@@ -38,10 +38,9 @@ func checkInvariants(t *testing.T, s *Spool) {
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().KeyCopy(nil)
 			switch string(k[:2]) {
-			case prefixSchedule:
+			case prefixSchedule, prefixClass:
 				if !want[string(k)] {
-					d, _ := parseSchedKey(k)
-					t.Errorf("stray schedule key %+v", d)
+					t.Errorf("stray schedule key %q", k)
 				}
 				delete(want, string(k))
 			case prefixRcpt, prefixBody, prefixEvent:
@@ -56,8 +55,7 @@ func checkInvariants(t *testing.T, s *Spool) {
 		t.Fatal(err)
 	}
 	for k := range want {
-		d, _ := parseSchedKey([]byte(k))
-		t.Errorf("missing schedule key %+v", d)
+		t.Errorf("missing schedule key %q", k)
 	}
 }
 

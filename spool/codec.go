@@ -170,9 +170,12 @@ func encodeMessage(m *msgRecord) []byte {
 	e.uvarint(uint64(m.ChunkSize))
 	e.bool(m.ExtraEvents)    // appended fields: absent in older records
 	e.bool(m.InlineReceived) //
-	if m.BodyFile {
-		e.bool(true)
+	if m.BodyFile || m.Priority != 0 {
+		e.bool(m.BodyFile)
 		e.uvarint(uint64(m.HeadSize))
+	}
+	if m.Priority != 0 {
+		e.varint(int64(m.Priority)) // appended field: absent means 0
 	}
 	return e.b
 }
@@ -200,6 +203,13 @@ func decodeMessage(b []byte) (*msgRecord, error) {
 	if d.err == nil && len(d.b) > 0 {
 		m.BodyFile = d.bool("body file")
 		m.HeadSize = int64(d.uvarint("head size"))
+	}
+	if d.err == nil && len(d.b) > 0 {
+		p := d.varint("priority")
+		if p < -9 || p > 9 {
+			return nil, fmt.Errorf("%w: priority %d", errCorrupt, p)
+		}
+		m.Priority = int8(p)
 	}
 	if d.err != nil {
 		return nil, d.err

@@ -205,7 +205,7 @@ func putMessage(txn *wtxn, id string, due uint64, env *Envelope, rcpts []Recipie
 			return nil, err
 		}
 		if !env.Held {
-			if err := txn.Set(schedKey(due, id, n), []byte{}); err != nil {
+			if err := txn.Set(schedKey(env.Priority, due, id, n), []byte{}); err != nil {
 				return nil, err
 			}
 		}

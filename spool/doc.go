@@ -25,6 +25,9 @@
 //	r/<id>/<n uint32 BE>                      recipient record n: path, params, status, attempts,
 //	                                          last reply, next attempt
 //	t/<due uint64 BE>/<id>/<n uint32 BE>      empty; the schedule index, due = Unix nanoseconds
+//	u/<rank byte>/<due uint64 BE>/<id>/<n uint32 BE>
+//	                                          empty; the schedule index of a priority class
+//	                                          other than 0: rank = 9 - priority (see below)
 //	e/<id>/<seq uint64 BE>                    event record: time, kind, recipient (-1: message), text;
 //	                                          the first, "received", is made from m/<id> instead
 //	                                          (InlineReceived; stored under e/ before that field)
@@ -129,6 +132,29 @@
 // t/ key clamp its due time to at least t (writers hold floorMu for
 // reading from choosing the time until their commit), so once it returns
 // no key below t can appear any more.
+//
+// # Priority classes
+//
+// A message accepted with an MT-PRIORITY (RFC 6710) other than 0 has its
+// schedule keys in the index of its class, u/<rank>/, instead of t/:
+// rank 0 is priority 9 and rank 8 priority 1, rank 10 priority -1 and
+// rank 18 priority -9 (rank 9 would be 0, which is t/). The priority is
+// the message record's Priority (an appended field, absent for 0), set by
+// the relay from the MAIL parameters after its policy for untrusted
+// clients; the spool still parses no parameter. Everything said above of
+// t/ keys holds for u/ keys: one per pending recipient of a message not
+// held, at its NextAttempt, clamped by the floor, written and deleted in
+// the same transactions. schedKey picks the index from the message's
+// priority, so no writer can put a key in the wrong one.
+//
+// The scheduler reads the classes above 0 first, highest first
+// (DueClasses: one iterator, one seek per class with keys), then t/, then
+// the classes below 0. So when many recipients are due at once, urgent
+// ones are taken from the schedule before any ordinary one, at the cost
+// of a seek per class and not a scan of the backlog; a message's
+// recipients share its class, so a read never splits them more than a
+// read of t/ does. Expedite makes chosen recipients due now (the queue
+// uses it for priority mail when a next hop that was down is back).
 //
 // # Value encoding
 //

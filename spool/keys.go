@@ -13,6 +13,7 @@ const (
 	prefixBody     = "b/"
 	prefixRcpt     = "r/"
 	prefixSchedule = "t/"
+	prefixClass    = "u/" // schedule indexes of the priority classes other than 0
 	prefixEvent    = "e/"
 	prefixMailbox  = "x/" // reserved for local mailboxes (later task)
 	prefixState    = "s/"
@@ -123,6 +124,30 @@ func parseRcptKey(k []byte, id string) (uint32, error) {
 
 const schedKeyLen = len(prefixSchedule) + 8 + 1 + IDLen + 1 + 4
 
+// classKeyLen is the length of a u/ key: two bytes more than a t/ key.
+const classKeyLen = schedKeyLen + 2
+
+// classRank orders the priority classes other than 0 in u/: 9 ranks
+// first (0) and -9 last (18), so that the classes above 0 are ranks 0-8
+// and those below it ranks 10-18.
+func classRank(prio int8) byte { return byte(9 - int(prio)) }
+
+// rankPriority undoes classRank.
+func rankPriority(rank byte) int8 { return int8(9 - int(rank)) }
+
+// parseClassKey splits u/<rank>/<due>/<id>/<n>.
+func parseClassKey(k []byte) (Due, error) {
+	if len(k) != classKeyLen || string(k[:len(prefixClass)]) != prefixClass || k[len(prefixClass)] > 18 || k[len(prefixClass)] == 9 {
+		return Due{}, fmt.Errorf("malformed schedule key %q", k)
+	}
+	d, err := parseSchedKey(append([]byte(prefixSchedule), k[len(prefixClass)+2:]...))
+	if err != nil {
+		return Due{}, fmt.Errorf("malformed schedule key %q", k)
+	}
+	d.Priority = rankPriority(k[len(prefixClass)])
+	return d, nil
+}
+
 // dueNanos maps a time to the 8-byte schedule key component: Unix
 // nanoseconds, clamped at 0 so that the big-endian encoding sorts by time.
 func dueNanos(t time.Time) uint64 {
@@ -133,9 +158,17 @@ func dueNanos(t time.Time) uint64 {
 	return uint64(n)
 }
 
-func schedKey(due uint64, id string, n uint32) []byte {
-	k := make([]byte, 0, schedKeyLen)
-	k = append(k, prefixSchedule...)
+// schedKey is the schedule key of recipient n of message id, due at due,
+// in the index of its message's priority class: t/ for priority 0,
+// u/<rank>/ for the others (see classRank).
+func schedKey(prio int8, due uint64, id string, n uint32) []byte {
+	k := make([]byte, 0, classKeyLen)
+	if prio == 0 {
+		k = append(k, prefixSchedule...)
+	} else {
+		k = append(k, prefixClass...)
+		k = append(k, classRank(prio), '/')
+	}
 	k = binary.BigEndian.AppendUint64(k, due)
 	k = append(k, '/')
 	k = append(k, id...)

@@ -142,7 +142,7 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 			final[n] = true
 			continue // already final: a duplicate report changes nothing
 		}
-		if err := txn.Delete(schedKey(dueNanos(r.NextAttempt), id, n)); err != nil {
+		if err := txn.Delete(schedKey(rec.Priority, dueNanos(r.NextAttempt), id, n)); err != nil {
 			return "", err
 		}
 		r.Status, r.LastReply = res.Status, res.Reply
@@ -154,7 +154,7 @@ func (s *Spool) recordTxn(id string, results []Result, dsn *Outgoing) (string, e
 			due := s.floor.at(res.NextAttempt)
 			r.NextAttempt = time.Unix(0, int64(due))
 			if !rec.Held {
-				if err := txn.Set(schedKey(due, id, n), []byte{}); err != nil {
+				if err := txn.Set(schedKey(rec.Priority, due, id, n), []byte{}); err != nil {
 					return "", err
 				}
 			}
@@ -346,7 +346,7 @@ func (s *Spool) DueAfter(after *Due, now time.Time, limit int) ([]Due, error) {
 	}
 	defer s.end()
 	bound := dueNanos(now)
-	start := append(schedKey(dueNanos(after.At), after.ID, uint32(after.Rcpt)), 0)
+	start := append(schedKey(0, dueNanos(after.At), after.ID, uint32(after.Rcpt)), 0)
 	var out []Due
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixSchedule)})

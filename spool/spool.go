@@ -47,6 +47,10 @@ type Envelope struct {
 	AuthUser   string    // authenticated user, "" when none
 	Hops       int       // count of Received headers at acceptance
 	Held       bool      // held messages get no schedule keys (see doc.go)
+	// Priority is the message's MT-PRIORITY (RFC 6710), -9..9, as the
+	// caller decided to honour it: it chooses the schedule index its
+	// recipients' keys go in (doc.go, "Priority classes").
+	Priority int8
 }
 
 // Recipient is one forward path of a message and its delivery state.
@@ -76,9 +80,10 @@ type Message struct {
 // Due is one entry of the schedule index: recipient Rcpt of message ID is
 // due for a delivery attempt at At.
 type Due struct {
-	ID   string
-	Rcpt int
-	At   time.Time
+	ID       string
+	Rcpt     int
+	At       time.Time
+	Priority int8 // the message's; the class of the index the entry is in
 }
 
 // Event is one entry of a message's history (e/<id>/<seq>).

@@ -415,6 +415,27 @@ func queueStats(ctx context.Context, cmd *cli.Command) error {
 			fmt.Fprintf(w, "  %7d  %s\n", st.ByHop[h], h)
 		}
 	}
+	if len(st.Hops) > 0 {
+		fmt.Fprintln(w, "sessions and shaping, by next hop:")
+		for _, h := range st.Hops {
+			rate := h.Rate
+			if rate == "" {
+				rate = "unlimited"
+			}
+			line := fmt.Sprintf("  %d/%d sessions, %d queued, rate %s", h.Sessions, h.SessionLimit, h.Queued, rate)
+			if h.ThrottleLevel > 0 {
+				conf := h.ConfiguredRate
+				if conf == "" {
+					conf = "unlimited"
+				}
+				line += fmt.Sprintf(" (throttled, level %d: configured %d sessions, %s)", h.ThrottleLevel, h.Concurrency, conf)
+			}
+			if h.Throttled > 0 {
+				line += fmt.Sprintf("; %d replies asked to slow down", h.Throttled)
+			}
+			fmt.Fprintf(w, "%s  %s\n", line, h.Hop)
+		}
+	}
 	printWebhooks(w, st.Webhooks, time.Now())
 	return nil
 }

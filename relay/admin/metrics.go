@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/relay-mta/relay/queue"
 	"github.com/relay-mta/relay/relay/smtpd"
 	"github.com/relay-mta/relay/spool"
 )
@@ -46,7 +47,10 @@ type MetricsOptions struct {
 	// reads the whole queue, which a scrape every few seconds must not
 	// do with a deep one. 0: DefaultQueueCacheFor.
 	QueueCacheFor time.Duration
-	Now           func() time.Time // nil: time.Now
+	// Hops returns the shaping state of the busy next hops; nil: no hop
+	// metrics.
+	Hops func() []queue.HopState
+	Now  func() time.Time // nil: time.Now
 }
 
 // DefaultQueueCacheFor is MetricsOptions.QueueCacheFor when 0.
@@ -111,6 +115,9 @@ func NewMetrics(o MetricsOptions) *Metrics {
 			Name: "relay_smtp_connections",
 			Help: "SMTP connections open now.",
 		}, func() float64 { return float64(o.Connections()) }))
+	}
+	if o.Hops != nil {
+		m.reg.MustRegister(newHopCollector(o.Hops))
 	}
 	if o.Spool != nil {
 		m.reg.MustRegister(newQueueCollector(o.Spool, o.QueueCacheFor, o.Now))

@@ -18,12 +18,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/relay-mta/relay/envelope"
 	"github.com/relay-mta/relay/queue"
+	"github.com/relay-mta/relay/queue/ratelimit"
 	"github.com/relay-mta/relay/relay/admin/api"
 	"github.com/relay-mta/relay/spool"
 )
@@ -38,6 +40,8 @@ type Queue interface {
 	// Revive forgets next hops marked down, so work made due by an
 	// operator is attempted at once.
 	Revive()
+	// Hops is the traffic shaping state of the busy next hops.
+	Hops() []queue.HopState
 }
 
 // Options configure a Server.
@@ -366,6 +370,14 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	for hop, n := range st.ByHop {
 		out.ByHop[hop] = n
 	}
+	out.Hops = []api.HopShaping{}
+	for _, h := range s.o.Queue.Hops() {
+		out.Hops = append(out.Hops, api.HopShaping{
+			Hop: h.Key, Sessions: h.Sessions, Queued: h.Queued, SessionLimit: h.Limit, Concurrency: h.Concurrency,
+			Rate: rateText(h.Rate), ConfiguredRate: rateText(h.Configured), ThrottleLevel: h.Level, Throttled: h.Throttles,
+		})
+	}
+	sort.Slice(out.Hops, func(i, j int) bool { return out.Hops[i].Hop < out.Hops[j].Hop })
 	if st.OldestID != "" {
 		out.Oldest = &api.Oldest{ID: st.OldestID, Created: st.Oldest, AgeSeconds: s.o.Now().Sub(st.Oldest).Seconds()}
 	}
@@ -381,6 +393,14 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, out)
+}
+
+// rateText is a rate as configured ("20/s"), "" for no limit.
+func rateText(r ratelimit.Rate) string {
+	if r.IsZero() {
+		return ""
+	}
+	return r.String()
 }
 
 // resolve turns the {id} of a path, possibly a prefix, into a message ID,

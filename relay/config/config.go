@@ -273,6 +273,41 @@ type Queue struct {
 	// below it new mail is refused with 452 4.3.1 until space returns.
 	// 0 means 4 × max_message_size + 64 MiB.
 	MinFreeSpace int64
+	// MaxMessageRate (max_message_rate) is the default of every next
+	// hop's message rate ("100/s", "600/m"); zero: no limit.
+	MaxMessageRate Rate
+	// MaxMessagesPerConnection (max_messages_per_connection) is how many
+	// messages one session to a next hop carries before it is closed and
+	// a new one opened; 0: no limit.
+	MaxMessagesPerConnection int
+	// ThrottleRestore (throttle_restore) is how long a next hop that
+	// asked us to slow down (421, 4.7.x) must go without asking again
+	// before one step of the slow-down is taken back.
+	ThrottleRestore time.Duration
+}
+
+// Rate is a number of messages per period; the zero Rate means no limit.
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+// IsZero reports whether r sets no limit.
+func (r Rate) IsZero() bool { return r.N <= 0 || r.Per <= 0 }
+
+func (r Rate) String() string {
+	if r.IsZero() {
+		return "unlimited"
+	}
+	switch r.Per {
+	case time.Second:
+		return fmt.Sprintf("%d/s", r.N)
+	case time.Minute:
+		return fmt.Sprintf("%d/m", r.N)
+	case time.Hour:
+		return fmt.Sprintf("%d/h", r.N)
+	}
+	return fmt.Sprintf("%d/%v", r.N, r.Per)
 }
 
 // Route is one [[route]] entry: where mail for a domain goes, bypassing MX
@@ -291,9 +326,51 @@ type Route struct {
 	// relay then looks up Host's MX records (then its A/AAAA), as it would
 	// for a recipient domain.
 	MX bool
-	// TLS (tls) is the TLS policy for this hop; opportunistic when absent.
+	// TLS (tls) is the TLS policy for this hop; opportunistic when absent,
+	// require when AuthUser is set.
 	TLS TLSMode
+	// Hosts are every entry of To, in order: the next hops tried one
+	// after the other within one delivery attempt (failover). Host, Port
+	// and MX repeat the first. A hand-built Route may leave Hosts empty.
+	Hosts []RouteHost
+
+	// AuthUser (auth_user) is the name to log in with (AUTH PLAIN or
+	// LOGIN, only over TLS); "" for no AUTH. The password is the first
+	// line of AuthPasswordFile (auth_password_file, absolute), which the
+	// relay refuses to read when group or others may read it.
+	AuthUser         string
+	AuthPasswordFile string
+	// TLSCAFile (tls_ca_file, absolute) holds the PEM certificates that
+	// verify this hop under tls = "require" instead of the system's
+	// roots; TLSServerName (tls_server_name) is the name its certificate
+	// must carry instead of the host's.
+	TLSCAFile     string
+	TLSServerName string
+	// SourceIP (source_ip) is the local address connections to this hop
+	// come from; invalid: chosen by the system.
+	SourceIP netip.Addr
+	// EHLOName (ehlo_name) is the name given in EHLO to this hop; "": the
+	// hostname.
+	EHLOName string
+	// MaxMessageRate (max_message_rate), PerHopConcurrency
+	// (per_hop_concurrency) and MaxMessagesPerConnection
+	// (max_messages_per_connection) shape the traffic to this hop; zero:
+	// the [queue] value.
+	MaxMessageRate           Rate
+	PerHopConcurrency        int
+	MaxMessagesPerConnection int
 }
+
+// RouteHost is one next hop of a route's to.
+type RouteHost struct {
+	Host string // name or IP address, without brackets
+	Port int
+	MX   bool // a bare name: its MX records, then its addresses
+}
+
+// TLSImplicit speaks TLS from the first byte (RFC 8314, port 465),
+// verified as TLSRequire is.
+const TLSImplicit TLSMode = "implicit"
 
 // DKIM is the [dkim] table.
 type DKIM struct {

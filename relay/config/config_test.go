@@ -66,6 +66,7 @@ func TestDefault(t *testing.T) {
 			Lifetime:          120 * time.Hour,
 			DelayWarning:      4 * time.Hour,
 			PerHopConcurrency: 8,
+			ThrottleRestore:   time.Minute,
 		},
 		DKIM:   DKIM{Verify: true, Keys: map[string]string{}},
 		DNS:    DNS{Timeout: 5 * time.Second, Attempts: 2},
@@ -193,11 +194,12 @@ func TestLoadFull(t *testing.T) {
 			Lifetime:          5 * 24 * time.Hour,
 			DelayWarning:      0,
 			PerHopConcurrency: 4,
+			ThrottleRestore:   time.Minute,
 		},
 		Routes: []Route{
-			{Domain: "c.test", To: "127.0.0.3:2525", Host: "127.0.0.3", Port: 2525, TLS: TLSRequire},
-			{Domain: "*.d.test", To: "[2001:db8::3]:25", Host: "2001:db8::3", Port: 25, TLS: TLSOpportunistic},
-			{Domain: "*", To: "smarthost.test", Host: "smarthost.test", Port: 25, MX: true, TLS: TLSNone},
+			{Domain: "c.test", To: "127.0.0.3:2525", Host: "127.0.0.3", Port: 2525, TLS: TLSRequire, Hosts: []RouteHost{{"127.0.0.3", 2525, false}}},
+			{Domain: "*.d.test", To: "[2001:db8::3]:25", Host: "2001:db8::3", Port: 25, TLS: TLSOpportunistic, Hosts: []RouteHost{{"2001:db8::3", 25, false}}},
+			{Domain: "*", To: "smarthost.test", Host: "smarthost.test", Port: 25, MX: true, TLS: TLSNone, Hosts: []RouteHost{{"smarthost.test", 25, true}}},
 		},
 		DKIM: DKIM{
 			Verify:         false,
@@ -408,7 +410,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"bad route tls",
 			"[[route]]\ndomain = \"c.test\"\nto = \"127.0.0.3:2525\"\n\n[[route]]\ndomain = \"d.test\"\nto = \"127.0.0.4:2525\"\ntls = \"always\"\n",
-			`:8: route[1].tls: invalid value "always" (want opportunistic, require or none)`,
+			`:8: route[1].tls: invalid value "always" (want opportunistic, require, implicit or none)`,
 		},
 		{
 			"bad source_routes",
@@ -526,6 +528,31 @@ func TestLoadErrors(t *testing.T) {
 			`:2: dkim.keys."a.test": invalid name "a.test" (want <selector>._domainkey.<domain>)`,
 		},
 		{
+			"auth over opportunistic TLS",
+			"[[route]]\ndomain = \"*\"\nto = \"smtp.example.net:587\"\ntls = \"opportunistic\"\nauth_user = \"u\"\nauth_password_file = \"pw\"\n",
+			`:4: route[0].tls: "opportunistic" with auth_user: a password is only sent over verified TLS (want require or implicit)`,
+		},
+		{
+			"auth user without password file",
+			"[[route]]\ndomain = \"*\"\nto = \"smtp.example.net:587\"\nauth_user = \"u\"\n",
+			`:4: route[0].auth_user: is set but auth_password_file is not; both are needed`,
+		},
+		{
+			"bad failover entry",
+			"[[route]]\ndomain = \"*\"\nto = [\"127.0.0.3:25\", \"a b:25\"]\n",
+			`:3: route[0].to[1]: invalid host in "a b:25" (want host:port, [ip]:port or a name)`,
+		},
+		{
+			"bad rate",
+			"[queue]\nmax_message_rate = \"fast\"\n",
+			`:2: queue.max_message_rate: invalid rate "fast" (want a count per s, m or h, like "100/s")`,
+		},
+		{
+			"bad source_ip",
+			"[[route]]\ndomain = \"*\"\nto = \"127.0.0.3:25\"\nsource_ip = \"localhost\"\n",
+			`:4: route[0].source_ip: invalid IP address "localhost"`,
+		},
+		{
 			"empty data_dir",
 			"data_dir = \"\"\n",
 			`:1: data_dir: must not be empty`,
@@ -559,7 +586,7 @@ func TestLoadSeveralErrors(t *testing.T) {
 	want := strings.Join([]string{
 		path + `:2: queue.retry_min: invalid duration "1x"`,
 		path + `:4: smtp.max_message_size: invalid size "big"`,
-		path + `:8: route[0].tls: invalid value "maybe" (want opportunistic, require or none)`,
+		path + `:8: route[0].tls: invalid value "maybe" (want opportunistic, require, implicit or none)`,
 	}, "\n")
 	if err.Error() != want {
 		t.Errorf("error\n got: %s\nwant: %s", err, want)
@@ -799,5 +826,49 @@ func TestKeysAreCaseSensitive(t *testing.T) {
 	_, err := Load(path)
 	if err == nil || !strings.Contains(err.Error(), `relay.toml:2: unknown key "relAY_networks"`) || !strings.Contains(err.Error(), `relay.toml:3: unknown key "SMTP"`) {
 		t.Fatalf("Load = %v", err)
+	}
+}
+
+func TestLoadSmarthostRoute(t *testing.T) {
+	path := writeConfig(t, `data_dir = "d"
+[queue]
+max_message_rate = "600/m"
+[[route]]
+domain = "*"
+to = ["smtp.example.net:587", "backup.example.net:587", "mx.example.net"]
+auth_user = "relay@example.net"
+auth_password_file = "smarthost.pw"
+tls_ca_file = "/etc/ssl/provider.pem"
+tls_server_name = "SMTP.example.net"
+source_ip = "192.0.2.10"
+ehlo_name = "out1.example.org"
+max_message_rate = "20/s"
+per_hop_concurrency = 2
+max_messages_per_connection = 100
+[[route]]
+domain = "s.test"
+to = "smtps.example.net:465"
+auth_user = "u"
+auth_password_file = "/pw"
+`)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Queue.MaxMessageRate != (Rate{600, time.Minute}) {
+		t.Errorf("queue rate %v", c.Queue.MaxMessageRate)
+	}
+	rt := c.Routes[0]
+	want := []RouteHost{{"smtp.example.net", 587, false}, {"backup.example.net", 587, false}, {"mx.example.net", 25, true}}
+	if !reflect.DeepEqual(rt.Hosts, want) || rt.Host != "smtp.example.net" || rt.Port != 587 {
+		t.Errorf("hosts %+v (first %s:%d)", rt.Hosts, rt.Host, rt.Port)
+	}
+	if rt.TLS != TLSRequire || rt.AuthUser != "relay@example.net" || rt.AuthPasswordFile != filepath.Join(c.DataDir, "smarthost.pw") ||
+		rt.TLSCAFile != "/etc/ssl/provider.pem" || rt.TLSServerName != "smtp.example.net" || rt.SourceIP.String() != "192.0.2.10" ||
+		rt.EHLOName != "out1.example.org" || rt.MaxMessageRate != (Rate{20, time.Second}) || rt.PerHopConcurrency != 2 || rt.MaxMessagesPerConnection != 100 {
+		t.Errorf("route %+v", rt)
+	}
+	if c.Routes[1].TLS != TLSImplicit {
+		t.Errorf("AUTH on port 465: tls = %s, want implicit", c.Routes[1].TLS)
 	}
 }

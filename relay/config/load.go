@@ -177,12 +177,24 @@ type fileQueue struct {
 	DelayWarning      string `toml:"delay_warning"`
 	PerHopConcurrency int64  `toml:"per_hop_concurrency"`
 	MinFreeSpace      any    `toml:"min_free_space"`
+	MaxMessageRate    string `toml:"max_message_rate"`
+	MaxMsgsPerConn    int64  `toml:"max_messages_per_connection"`
+	ThrottleRestore   string `toml:"throttle_restore"`
 }
 
 type fileRoute struct {
-	Domain string `toml:"domain"`
-	To     string `toml:"to"`
-	TLS    string `toml:"tls"`
+	Domain           string `toml:"domain"`
+	To               any    `toml:"to"` // a string, or an array of them (failover)
+	TLS              string `toml:"tls"`
+	AuthUser         string `toml:"auth_user"`
+	AuthPasswordFile string `toml:"auth_password_file"`
+	TLSCAFile        string `toml:"tls_ca_file"`
+	TLSServerName    string `toml:"tls_server_name"`
+	SourceIP         string `toml:"source_ip"`
+	EHLOName         string `toml:"ehlo_name"`
+	MaxMessageRate   string `toml:"max_message_rate"`
+	PerHopConc       int64  `toml:"per_hop_concurrency"`
+	MaxMsgsPerConn   int64  `toml:"max_messages_per_connection"`
 }
 
 type fileDKIM struct {
@@ -247,6 +259,8 @@ func knownKeyPath(t reflect.Type, path []string) bool {
 			continue
 		case t.Kind() == reflect.Map:
 			return true // free-form tables: [dkim.keys], [sender_domains]
+		case isIndexPart(part) && t.Kind() == reflect.Interface:
+			continue // an array in a field that takes several types (route.to)
 		case t.Kind() != reflect.Struct:
 			return false
 		}

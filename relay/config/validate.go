@@ -131,6 +131,10 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	v.place(c, p("tls", "cert"))
 	v.place(c, p("tls", "key"))
 	v.place(c, p("tls", "ca_file"))
+	for i := range c.Routes {
+		c.Routes[i].AuthPasswordFile = underDir(dir, c.Routes[i].AuthPasswordFile)
+		c.Routes[i].TLSCAFile = underDir(dir, c.Routes[i].TLSCAFile)
+	}
 	for i := range c.DKIM.Sign {
 		c.DKIM.Sign[i].Key = underDir(dir, c.DKIM.Sign[i].Key)
 		v.place(c, p("dkim", "sign", indexPart(i), "key"))
@@ -208,49 +212,9 @@ func (v *validator) queue(c *Config, fc *fileConfig) {
 	c.Queue.DelayWarning = v.duration(p("queue", "delay_warning"), q.DelayWarning, 0)
 	c.Queue.PerHopConcurrency = v.count(p("queue", "per_hop_concurrency"), q.PerHopConcurrency, 1)
 	c.Queue.MinFreeSpace = v.size(p("queue", "min_free_space"), q.MinFreeSpace, 0)
-}
-
-func (v *validator) routes(c *Config, fc *fileConfig) {
-	seen := map[string]int{}
-	for i, r := range fc.Route {
-		at := func(key string) []string { return p("route", indexPart(i), key) }
-		var rt Route
-
-		d := normDomain(r.Domain)
-		switch {
-		case r.Domain == "":
-			v.errorf(at("domain"), "missing")
-		case d == "*":
-		case strings.HasPrefix(d, "*.") && validDomain(d[2:]):
-		case validDomain(d):
-		default:
-			v.errorf(at("domain"), "invalid domain %q (want a domain, *.domain or *)", r.Domain)
-		}
-		rt.Domain = d
-		if j, dup := seen[d]; dup && d != "" {
-			v.errorf(at("domain"), "%q already has a route (route[%d])", d, j)
-		}
-		seen[d] = i
-
-		rt.To = strings.TrimSpace(r.To)
-		if rt.To == "" {
-			v.errorf(at("to"), "missing")
-		} else if host, port, mx, err := parseRouteTo(rt.To); err != nil {
-			v.errorf(at("to"), "%v", err)
-		} else {
-			rt.Host, rt.Port, rt.MX = host, port, mx
-		}
-
-		switch m := TLSMode(strings.TrimSpace(r.TLS)); m {
-		case "":
-			rt.TLS = TLSOpportunistic
-		case TLSOpportunistic, TLSRequire, TLSNone:
-			rt.TLS = m
-		default:
-			v.errorf(at("tls"), "invalid value %q (want opportunistic, require or none)", r.TLS)
-		}
-		c.Routes = append(c.Routes, rt)
-	}
+	c.Queue.MaxMessageRate = v.rate(p("queue", "max_message_rate"), q.MaxMessageRate)
+	c.Queue.MaxMessagesPerConnection = v.count(p("queue", "max_messages_per_connection"), q.MaxMsgsPerConn, 0)
+	c.Queue.ThrottleRestore = v.duration(p("queue", "throttle_restore"), q.ThrottleRestore, 1)
 }
 
 func (v *validator) dkim(c *Config, fc *fileConfig) {
@@ -441,36 +405,6 @@ func validHost(h string) bool {
 		return true
 	}
 	return validDomain(normDomain(h))
-}
-
-// parseRouteTo parses a route's next hop: "host:port" and "[ip]:port"
-// connect there; "[host]" or a bare IP address connect to port 25; a bare
-// name is looked up by MX, as Postfix's relayhost does.
-func parseRouteTo(s string) (host string, port int, mx bool, err error) {
-	if h, ps, err := net.SplitHostPort(s); err == nil {
-		n, err := strconv.Atoi(ps)
-		if err != nil || n < 1 || n > 65535 {
-			return "", 0, false, fmt.Errorf("invalid port in %q", s)
-		}
-		if h == "" || !validHost(h) {
-			return "", 0, false, fmt.Errorf("invalid host in %q (want host:port, [ip]:port or a name)", s)
-		}
-		return strings.ToLower(h), n, false, nil
-	}
-	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
-		h := s[1 : len(s)-1]
-		if !validHost(h) {
-			return "", 0, false, fmt.Errorf("invalid host in %q (want host:port, [ip]:port or a name)", s)
-		}
-		return strings.ToLower(h), 25, false, nil
-	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.String(), 25, false, nil
-	}
-	if d := normDomain(s); validDomain(d) {
-		return d, 25, true, nil
-	}
-	return "", 0, false, fmt.Errorf("invalid next hop %q (want host:port, [ip]:port or a name)", s)
 }
 
 // underDir resolves a relative path against dir; "" stays "" (not set).

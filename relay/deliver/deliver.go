@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -120,6 +121,13 @@ type target struct {
 	// policy is the TLS policy of an MX host (policy.go); nil for hops
 	// that policies do not apply to.
 	policy *hostPolicy
+
+	// What the hop's route says of every one of its addresses (set by
+	// Dial): the EHLO name, the roots that verify its certificate, and
+	// the local address to connect from.
+	ehlo   string
+	roots  *x509.CertPool
+	source netip.Addr
 }
 
 // Dial implements queue.Deliverer. The addresses of hop are tried in order
@@ -130,17 +138,25 @@ func (d *Deliverer) Dial(ctx context.Context, hop queue.Hop) (queue.Session, err
 	if hop.Local {
 		return nil, fmt.Errorf("deliver: hop %q is local, not an SMTP destination", hop.Key)
 	}
-	if h := d.hostname(); strings.ContainsAny(h, " \t\r\n") {
-		return nil, fmt.Errorf("deliver: invalid EHLO name %q", h)
+	ehlo := d.hostname()
+	if hop.EHLO != "" {
+		ehlo = hop.EHLO
+	}
+	if strings.ContainsAny(ehlo, " \t\r\n") {
+		return nil, fmt.Errorf("deliver: invalid EHLO name %q", ehlo)
 	}
 	mode := config.TLSMode(hop.TLS)
 	switch mode {
 	case "":
 		mode = config.TLSOpportunistic
-	case config.TLSOpportunistic, config.TLSRequire, config.TLSNone:
+	case config.TLSOpportunistic, config.TLSRequire, config.TLSImplicit, config.TLSNone:
 	default:
 		// Fail closed: an unknown policy might have meant "require".
 		return nil, fmt.Errorf("deliver: hop %q: unknown TLS mode %q", hop.Key, hop.TLS)
+	}
+	if hop.Auth != nil && mode != config.TLSRequire && mode != config.TLSImplicit {
+		// Fail closed: a password never goes out without verified TLS.
+		return nil, fmt.Errorf("deliver: hop %q: AUTH needs tls = require or implicit, not %q", hop.Key, mode)
 	}
 	targets, err := d.targets(ctx, hop, mode == config.TLSOpportunistic)
 	if err != nil {
@@ -151,11 +167,28 @@ func (d *Deliverer) Dial(ctx context.Context, hop queue.Hop) (queue.Session, err
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("deliver: %s: %w", hop.Key, context.Cause(ctx))
 		}
+		t.ehlo, t.roots, t.source = ehlo, d.RootCAs, hop.SourceIP
+		if hop.RootCAs != nil {
+			t.roots = hop.RootCAs
+		}
+		if hop.ServerName != "" {
+			t.name = hop.ServerName
+		}
 		s, err := d.dialTarget(ctx, t, mode)
+		if err == nil && hop.Auth != nil {
+			if err = s.auth(hop.Auth); err != nil {
+				s.Close()
+				if refusedLogin(err) {
+					// The same login would be refused by every address
+					// of the hop: the attempt ends with the reply.
+					return nil, err
+				}
+			}
+		}
 		if err == nil {
 			log := d.logger().With("hop", hop.Key, "addr", t.addr, "name", t.name)
 			if s.tls != nil {
-				log.Debug("deliver: session opened", "tls", tls.VersionName(s.tls.Version), "verified", s.verified, "policy", s.policy)
+				log.Debug("deliver: session opened", "tls", tls.VersionName(s.tls.Version), "verified", s.verified, "policy", s.policy, "auth", hop.Auth != nil)
 			} else {
 				log.Debug("deliver: session opened", "tls", "none")
 			}

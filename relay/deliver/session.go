@@ -22,6 +22,7 @@ type clientSession struct {
 	br          *bufio.Reader
 	bw          *bufio.Writer
 	ext         func(keyword string) bool // offered in the reply to our EHLO
+	authParam   func() string             // the mechanisms after AUTH in that reply
 	pipelining  bool                      // RFC 2920, offered
 	now         func() time.Time
 	remote      string
@@ -158,11 +159,13 @@ func (s *clientSession) transact(mail string, rcpts []string, head []byte, body 
 		return false
 	})
 	if err != nil {
-		return nil, s.fail(lines[len(wire)], err)
+		// Nothing of the message was written yet: a session that the
+		// hop closed while it was cached fails here.
+		return nil, s.failNotSent(lines[len(wire)], err)
 	}
 	for i, r := range wire {
 		if r.fatal() || (i < mailAt && !r.ok()) {
-			return nil, s.fail(lines[i], errors.New(r.text))
+			return nil, s.failReply(lines[i], r)
 		}
 	}
 
@@ -171,7 +174,7 @@ func (s *clientSession) transact(mail string, rcpts []string, head []byte, body 
 	case r.refusal():
 		return s.endEarly(wire, dataAt, all(replies, queue.Reply{Code: r.code, Text: r.text}))
 	case !r.ok():
-		return nil, s.fail(lines[mailAt], errors.New(r.text))
+		return nil, s.failReply(lines[mailAt], r)
 	}
 	accepted = 0
 	for i, r := range wire[mailAt+1 : min(len(wire), dataAt)] {
@@ -183,7 +186,7 @@ func (s *clientSession) transact(mail string, rcpts []string, head []byte, body 
 		case r.refusal():
 			replies[i] = queue.Reply{Code: r.code, Text: r.text}
 		default:
-			return nil, s.fail(lines[mailAt+1+i], errors.New(r.text))
+			return nil, s.failReply(lines[mailAt+1+i], r)
 		}
 	}
 	// The accepted recipients share the answer to DATA and to the message.
@@ -204,7 +207,7 @@ func (s *clientSession) transact(mail string, rcpts []string, head []byte, body 
 	case r.refusal():
 		return answer(r), nil
 	default:
-		return nil, s.fail("DATA", errors.New(r.text))
+		return nil, s.failReply("DATA", r)
 	}
 
 	s.conn.SetWriteDeadline(time.Now().Add(s.dataTimeout))
@@ -219,7 +222,7 @@ func (s *clientSession) transact(mail string, rcpts []string, head []byte, body 
 		return nil, s.fail("end of DATA", err)
 	}
 	if !r.ok() && !r.refusal() {
-		return nil, s.fail("end of DATA", errors.New(r.text))
+		return nil, s.fail("end of DATA", &hopError{err: errors.New(r.text), code: r.code, text: r.text})
 	}
 	// RFC 5321 §4.1.1.4: any reply to the end of DATA ends the
 	// transaction; the next MAIL needs no RSET.
@@ -244,6 +247,17 @@ func (s *clientSession) fail(cmd string, err error) error {
 		cmd = cmd[:i] // "MAIL FROM", "RCPT TO": not the whole line
 	}
 	return fmt.Errorf("deliver: %s: %s: %w", s.remote, cmd, err)
+}
+
+// failReply is fail for a reply that ends the session (a 421, say)
+// before the message was written: the hop has accepted nothing of it.
+func (s *clientSession) failReply(cmd string, r wireReply) error {
+	return s.fail(cmd, &hopError{err: errors.New(r.text), code: r.code, text: r.text, notSent: true})
+}
+
+// failNotSent is fail for an I/O error before the message was written.
+func (s *clientSession) failNotSent(cmd string, err error) error {
+	return s.fail(cmd, &hopError{err: err, notSent: true})
 }
 
 // Close implements queue.Session: QUIT, bounded by a short timeout, then

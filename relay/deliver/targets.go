@@ -57,6 +57,20 @@ func (d *Deliverer) addrTargets(ctx context.Context, addrs []string) ([]target, 
 	var lastErr error
 	for _, a := range addrs {
 		host, port, err := net.SplitHostPort(a)
+		if err != nil && !strings.ContainsAny(a, ":[]") {
+			// A bare name in a route's list of next hops: its MX hosts,
+			// in preference order, on port 25 (route failover).
+			mts, err := d.mxTargets(ctx, a, 25, false) // routes keep their own tls setting
+			if err != nil {
+				lastErr = fmt.Errorf("deliver: next hop %s: %w", a, errors.Unwrap(err))
+				if !queue.IsPermanent(err) {
+					lastErr = err
+				}
+				continue
+			}
+			ts = append(ts, mts...)
+			continue
+		}
 		if err != nil {
 			lastErr = fmt.Errorf("deliver: address %q: %w", a, err)
 			continue

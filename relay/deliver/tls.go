@@ -23,6 +23,9 @@ import (
 // EHLO, and STARTTLS as mode says.
 func (d *Deliverer) dialTarget(ctx context.Context, t target, mode config.TLSMode) (*clientSession, error) {
 	dialer := net.Dialer{Timeout: orDuration(d.DialTimeout, defaultDialTimeout)}
+	if t.source.IsValid() {
+		dialer.LocalAddr = &net.TCPAddr{IP: t.source.AsSlice()} // source_ip
+	}
 	raw, err := dialer.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
 		return nil, fmt.Errorf("deliver: dial %s: %w", t.addr, err)
@@ -77,9 +80,22 @@ const greetingReplay = "220 greeting received before STARTTLS\r\n"
 // strip TLS by breaking the handshake.
 func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode config.TLSMode) (*clientSession, error) {
 	cmdTimeout := orDuration(d.CommandTimeout, defaultCommandTimeout)
-	c := d.newClient(raw)
-	if err := c.Hello(d.hostname()); err != nil {
-		return nil, fmt.Errorf("deliver: %s: greeting or EHLO: %w", t.addr, err)
+	conn := raw
+	var implicit *tls.ConnectionState
+	if mode == config.TLSImplicit {
+		// RFC 8314: TLS from the first byte, verified as under require.
+		raw.SetDeadline(time.Now().Add(cmdTimeout))
+		tc := tls.Client(raw, d.tlsConfig(config.TLSRequire, t))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, fmt.Errorf("deliver: %s: TLS handshake: %w", t.addr, err)
+		}
+		raw.SetDeadline(time.Time{})
+		st := tc.ConnectionState()
+		conn, implicit = tc, &st
+	}
+	c := d.newClient(conn)
+	if err := c.Hello(t.ehlo); err != nil {
+		return nil, fmt.Errorf("deliver: %s: greeting or EHLO: %w", t.addr, replyErr(err))
 	}
 	s := &clientSession{
 		raw:         raw,
@@ -92,6 +108,10 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 	pol := t.policy
 	if pol != nil {
 		s.policy = pol.label()
+	}
+	if implicit != nil {
+		s.tls, s.verified = implicit, true
+		return s.ready(c, conn), nil
 	}
 	if mode == config.TLSNone {
 		return s.ready(c, raw), nil
@@ -138,7 +158,7 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 	// use it when it verifies, and MTA-STS testing can report.
 	verr := error(nil)
 	if mode != config.TLSRequire && !pol.enforced() {
-		verr = d.verifyPeer(st, t.name)
+		verr = d.verifyPeer(st, t)
 	}
 	s.verified = verr == nil
 	if pol != nil {
@@ -149,10 +169,10 @@ func (d *Deliverer) open(ctx context.Context, raw net.Conn, t target, mode confi
 		}
 	}
 
-	conn := &replayConn{Conn: tc, pending: []byte(greetingReplay)}
+	conn = &replayConn{Conn: tc, pending: []byte(greetingReplay)}
 	c = d.newClient(conn)
-	if err := c.Hello(d.hostname()); err != nil {
-		return nil, fmt.Errorf("deliver: %s: EHLO after STARTTLS: %w", t.addr, err)
+	if err := c.Hello(t.ehlo); err != nil {
+		return nil, fmt.Errorf("deliver: %s: EHLO after STARTTLS: %w", t.addr, replyErr(err))
 	}
 	s.tls = &st
 	return s.ready(c, conn), nil
@@ -177,6 +197,7 @@ func handshakeFailure(p *hostPolicy, err error) string {
 func (s *clientSession) ready(c *smtp.Client, conn net.Conn) *clientSession {
 	s.conn = conn
 	s.ext = func(name string) bool { ok, _ := c.Extension(name); return ok }
+	s.authParam = func() string { _, p := c.Extension("AUTH"); return p }
 	s.pipelining = s.ext("PIPELINING")
 	s.br = bufio.NewReaderSize(conn, maxReplyLine)
 	s.bw = bufio.NewWriterSize(conn, 16<<10)
@@ -210,7 +231,7 @@ func (d *Deliverer) tlsConfig(mode config.TLSMode, t target) *tls.Config {
 		// certificate valid for the MX host's name, from a trusted CA.
 		// ServerName may be an IP address (a route to "[192.0.2.1]:25");
 		// crypto/tls then checks the certificate's IP SANs.
-		return &tls.Config{RootCAs: d.RootCAs, ServerName: name, MinVersion: tls.VersionTLS12}
+		return &tls.Config{RootCAs: t.roots, ServerName: name, MinVersion: tls.VersionTLS12}
 	}
 	cfg := &tls.Config{
 		// Opportunistic TLS (RFC 7435): without authentication it still
@@ -226,11 +247,11 @@ func (d *Deliverer) tlsConfig(mode config.TLSMode, t target) *tls.Config {
 
 // verifyPeer checks the certificate chain of an opportunistic TLS session
 // against RootCAs and the hop's name, as tls = "require" would have.
-func (d *Deliverer) verifyPeer(st tls.ConnectionState, name string) error {
+func (d *Deliverer) verifyPeer(st tls.ConnectionState, t target) error {
 	if len(st.PeerCertificates) == 0 {
 		return errors.New("no peer certificate")
 	}
-	opts := x509.VerifyOptions{Roots: d.RootCAs, DNSName: name, Intermediates: x509.NewCertPool()}
+	opts := x509.VerifyOptions{Roots: t.roots, DNSName: t.name, Intermediates: x509.NewCertPool()}
 	for _, c := range st.PeerCertificates[1:] {
 		opts.Intermediates.AddCert(c)
 	}

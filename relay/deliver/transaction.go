@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/relay-mta/relay/queue"
 )
 
 // This file is the mail transaction of a delivery session on the wire:
@@ -52,6 +55,39 @@ const (
 const maxPipelined = 100
 
 var errReplySyntax = errors.New("malformed reply")
+
+// hopError is an error of a session to a next hop that the queue looks
+// into (queue.Throttled, queue.NotSent): the reply it stands for, if any,
+// and whether the hop can have accepted anything of the message.
+type hopError struct {
+	err     error
+	code    int    // the reply's code; 0 for an I/O error
+	text    string // the reply, code first
+	notSent bool   // failed before the message was written
+}
+
+func (e *hopError) Error() string { return e.err.Error() }
+func (e *hopError) Unwrap() error { return e.err }
+
+// Throttled reports a reply asking us to slow down (421, 4.7.x).
+func (e *hopError) Throttled() bool { return queue.IsThrottleReply(e.code, e.text) }
+
+// NotSent reports a failure before any of the message was written.
+func (e *hopError) NotSent() bool { return e.notSent }
+
+// replyErr keeps the reply of an error from go-smtp's client (the opening
+// exchange) where the queue can see it.
+func replyErr(err error) error {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return err
+	}
+	text := fmt.Sprintf("%d %s", se.Code, se.Message)
+	if se.EnhancedCode != (smtp.EnhancedCode{}) && se.EnhancedCode != smtp.NoEnhancedCode {
+		text = fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
+	}
+	return &hopError{err: err, code: se.Code, text: text, notSent: true}
+}
 
 // readReply reads one (possibly multi-line) reply within timeout.
 func (s *clientSession) readReply(timeout time.Duration) (wireReply, error) {

@@ -143,6 +143,9 @@ type Stats struct {
 	Recipients map[string]int `json:"recipients"`
 	// ByHop counts recipients still to be delivered by next hop.
 	ByHop map[string]int `json:"by_hop"`
+	// Hops is the traffic shaping of the next hops with a lane now (mail
+	// queued for them, sessions open, or throttling not yet restored).
+	Hops []HopShaping `json:"hops"`
 	// Oldest is the oldest queued message; null when the queue is empty.
 	Oldest     *Oldest `json:"oldest"`
 	SpoolBytes int64   `json:"spool_bytes"` // disk used by the spool
@@ -222,6 +225,24 @@ func ShapeLabels() []string {
 		lo = hi
 	}
 	return append(out, fmt.Sprintf("%dm+", lo))
+}
+
+// HopShaping is the traffic shaping state of one next hop.
+type HopShaping struct {
+	Hop          string `json:"hop"`
+	Sessions     int    `json:"sessions"`      // open or opening
+	Queued       int    `json:"queued"`        // jobs waiting in its lane
+	SessionLimit int    `json:"session_limit"` // sessions allowed now
+	Concurrency  int    `json:"concurrency"`   // per_hop_concurrency
+	// Rate is the message rate allowed now, ConfiguredRate the
+	// configured one ("20/s"); "": no limit.
+	Rate           string `json:"rate"`
+	ConfiguredRate string `json:"configured_rate"`
+	// ThrottleLevel is how far the hop is throttled after 421 or 4.7.x
+	// replies (each level halves sessions and rate; 0: not), Throttled
+	// how many such replies it gave.
+	ThrottleLevel int `json:"throttle_level"`
+	Throttled     int `json:"throttled"`
 }
 
 // Unban is the answer to DELETE /v1/bans/{address}.
