@@ -82,6 +82,6 @@ if [ -n "${DRAIN_WATCH:-}" ]; then
 	for t in $(seq 0 10 "$DRAIN_WATCH"); do
 		[ "$t" = 0 ] || sleep 10
 		printf 'drain   +%3ds spool %6d KiB (idle %d KiB, %.2fx)  VmRSS %s\n' "$t" "$(spool_kib)" "$idle" \
-			"$(echo "$(spool_kib) / $idle" | bc -l)" "$(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$rpid/status)"
+			"$(echo "$(spool_kib) / $idle" | bc -l)" "$(awk '/VmRSS/{r=$2} /RssAnon/{a=$2} END{printf "%.1f MiB, RssAnon %.1f MiB", r/1024, a/1024}' /proc/$rpid/status)"
 	done
 fi
