@@ -20,7 +20,7 @@ SRC=/usr/sbin/smtp-source SINKBIN=/usr/sbin/smtp-sink
 [ -x $SRC ] && [ -x $SINKBIN ] || { echo "smtp-source/smtp-sink missing: apt-get install postfix" >&2; exit 2; }
 if [ -n "${RELAY_BIN:-}" ]; then cp "$RELAY_BIN" "$BASE/relay"; else go build -o "$BASE/relay" ./cmd/relay; fi
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$BASE"; }
 trap cleanup EXIT
 
 sink_count() { local s; s=$(tail -c 200 "$1" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -1); echo "${s#mesg=}"; }
