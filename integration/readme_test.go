@@ -79,9 +79,15 @@ var readmeAddr = regexp.MustCompile(`127\.0\.0\.(\d+)`)
 
 // readmeRewrite makes a README command line runnable here: addresses in
 // 127.0.24.x, the test's relay binary for `go run ./cmd/relay` and for
-// `go build -o relay ../cmd/relay`.
+// `go build -o relay ../cmd/relay`, and the README's one-second waits
+// (for relays to listen, for mail to move on) three seconds long: with
+// every package's tests running at once on two cores, a relay took
+// longer than a second to listen (seen once in a full run).
+var readmeSleep = regexp.MustCompile(`(?m)^sleep 1\b`)
+
 func readmeRewrite(s string) string {
 	s = readmeAddr.ReplaceAllString(s, "127.0.24.$1")
+	s = readmeSleep.ReplaceAllString(s, "sleep 3")
 	s = strings.ReplaceAll(s, "go run ./cmd/relay", `"$RELAY"`)
 	s = strings.ReplaceAll(s, "go build -o relay ../cmd/relay", `cp "$RELAY" relay`)
 	return s
