@@ -13,9 +13,12 @@ import (
 )
 
 // bodyFiles lists the body files of a spool directory.
-func bodyFiles(t *testing.T, dir string) []string {
+func bodyFiles(t *testing.T, dir string) []string { return dirNames(t, filepath.Join(dir, bodiesDir)) }
+
+// dirNames lists the names in a directory.
+func dirNames(t *testing.T, dir string) []string {
 	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(dir, bodiesDir))
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,18 +94,7 @@ func TestDeleteMailboxEntries(t *testing.T) {
 }
 
 // mailFiles lists the mailbox files of a spool directory.
-func mailFiles(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(dir, mailDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
-}
+func mailFiles(t *testing.T, dir string) []string { return dirNames(t, filepath.Join(dir, mailDir)) }
 
 // TestMailboxFiledBody: local delivery of a message whose body is a file
 // links the file into the mailbox instead of copying it into Badger; the
