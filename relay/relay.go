@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/queue"
-	"github.com/relay-mta/relay/queue/ratelimit"
 	"github.com/relay-mta/relay/relay/aliases"
 	"github.com/relay-mta/relay/relay/config"
 	"github.com/relay-mta/relay/relay/deliver"
@@ -179,7 +178,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 			Lifetime: cfg.Queue.Lifetime,
 		},
 		PerHopConcurrency:        cfg.Queue.PerHopConcurrency,
-		MaxMessageRate:           ratelimit.Rate{N: cfg.Queue.MaxMessageRate.N, Per: cfg.Queue.MaxMessageRate.Per},
+		MaxMessageRate:           cfg.Queue.MaxMessageRate,
 		MaxMessagesPerConnection: cfg.Queue.MaxMessagesPerConnection,
 		ThrottleRestore:          cfg.Queue.ThrottleRestore,
 		Logger:                   r.log,

@@ -10,7 +10,6 @@ import (
 
 	"github.com/relay-mta/relay/envelope"
 	"github.com/relay-mta/relay/queue"
-	"github.com/relay-mta/relay/queue/ratelimit"
 	"github.com/relay-mta/relay/relay/config"
 )
 
@@ -266,7 +265,7 @@ func (r *Router) routeHop(rt config.Route, source string) queue.Hop {
 	hop.TLS, hop.Source = string(tlsMode), source
 	hop.ServerName, hop.SourceIP, hop.EHLO = rt.TLSServerName, rt.SourceIP, rt.EHLOName
 	hop.Shape = queue.Shape{
-		Rate:          ratelimit.Rate{N: rt.MaxMessageRate.N, Per: rt.MaxMessageRate.Per},
+		Rate:          rt.MaxMessageRate,
 		Concurrency:   rt.PerHopConcurrency,
 		PerConnection: rt.MaxMessagesPerConnection,
 	}

@@ -14,6 +14,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/relay-mta/relay/queue/ratelimit"
 )
 
 // defaultsTOML holds the defaults. They are kept as a TOML file, read by the
@@ -287,28 +289,7 @@ type Queue struct {
 }
 
 // Rate is a number of messages per period; the zero Rate means no limit.
-type Rate struct {
-	N   int
-	Per time.Duration
-}
-
-// IsZero reports whether r sets no limit.
-func (r Rate) IsZero() bool { return r.N <= 0 || r.Per <= 0 }
-
-func (r Rate) String() string {
-	if r.IsZero() {
-		return "unlimited"
-	}
-	switch r.Per {
-	case time.Second:
-		return fmt.Sprintf("%d/s", r.N)
-	case time.Minute:
-		return fmt.Sprintf("%d/m", r.N)
-	case time.Hour:
-		return fmt.Sprintf("%d/h", r.N)
-	}
-	return fmt.Sprintf("%d/%v", r.N, r.Per)
-}
+type Rate = ratelimit.Rate
 
 // Route is one [[route]] entry: where mail for a domain goes, bypassing MX
 // lookup of the recipient domain.

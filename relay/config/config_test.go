@@ -855,7 +855,7 @@ auth_password_file = "/pw"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Queue.MaxMessageRate != (Rate{600, time.Minute}) {
+	if c.Queue.MaxMessageRate != (Rate{N: 600, Per: time.Minute}) {
 		t.Errorf("queue rate %v", c.Queue.MaxMessageRate)
 	}
 	rt := c.Routes[0]
@@ -865,7 +865,7 @@ auth_password_file = "/pw"
 	}
 	if rt.TLS != TLSRequire || rt.AuthUser != "relay@example.net" || rt.AuthPasswordFile != filepath.Join(c.DataDir, "smarthost.pw") ||
 		rt.TLSCAFile != "/etc/ssl/provider.pem" || rt.TLSServerName != "smtp.example.net" || rt.SourceIP.String() != "192.0.2.10" ||
-		rt.EHLOName != "out1.example.org" || rt.MaxMessageRate != (Rate{20, time.Second}) || rt.PerHopConcurrency != 2 || rt.MaxMessagesPerConnection != 100 {
+		rt.EHLOName != "out1.example.org" || rt.MaxMessageRate != (Rate{N: 20, Per: time.Second}) || rt.PerHopConcurrency != 2 || rt.MaxMessagesPerConnection != 100 {
 		t.Errorf("route %+v", rt)
 	}
 	if c.Routes[1].TLS != TLSImplicit {
