@@ -1,43 +1,22 @@
 package integration
 
 import (
-	"net"
-	"net/textproto"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/relay-mta/relay/relay/smtpd/smtptest"
 	"github.com/relay-mta/relay/spool"
 )
 
 // sendWithPriority submits one message with MAIL FROM ... MT-PRIORITY=p.
 func sendWithPriority(t *testing.T, addr, to, subject string, p int) {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	tc := textproto.NewConn(nc)
-	step := func(code int, format string, args ...any) {
-		t.Helper()
-		if format != "" {
-			if err := tc.PrintfLine(format, args...); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, msg, err := tc.ReadResponse(code); err != nil {
-			t.Fatalf("%q: %v %s", format, err, msg)
-		}
-	}
-	step(220, "")
-	step(250, "EHLO client.test")
-	step(250, "MAIL FROM:<sender@a.test> MT-PRIORITY=%d", p)
-	step(250, "RCPT TO:<%s>", to)
-	step(354, "DATA")
-	step(250, "Subject: %s\r\n\r\nurgent\r\n.", subject)
-	step(221, "QUIT")
+	c := smtptest.Dial(t, addr)
+	c.Cmd("EHLO client.test", "250 ")
+	c.Send(fmt.Sprintf("<sender@a.test> MT-PRIORITY=%d", p), []string{"<" + to + ">"}, "Subject: "+subject+"\r\n\r\nurgent\r\n")
+	c.Cmd("QUIT", "221 ")
 }
 
 // TestPriorityAcrossBacklog (issue 19): 1,000 priority-0 messages are
