@@ -81,6 +81,10 @@ type Relay struct {
 	// off (relay/internet.go).
 	tlsReports *tlsrpt.Recorder
 	resolver   deliver.Resolver
+	// dataReaders are the 32 KiB buffered readers of DATA, kept between
+	// messages instead of allocated for each (1% of the CPU of relaying
+	// small mail) and not held by idle sessions.
+	dataReaders sync.Pool
 }
 
 // New opens the spool and the users file and prepares the servers; Run

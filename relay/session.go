@@ -236,7 +236,16 @@ func (s *session) routeStaysHome(to envelope.Path) bool {
 const maxHeaderBytes = 256 << 10
 
 func (s *session) Data(r io.Reader) (string, error) {
-	br := bufio.NewReaderSize(r, 32<<10)
+	br, _ := s.r.dataReaders.Get().(*bufio.Reader)
+	if br == nil {
+		br = bufio.NewReaderSize(r, 32<<10)
+	} else {
+		br.Reset(r)
+	}
+	defer func() {
+		br.Reset(nil)
+		s.r.dataReaders.Put(br)
+	}()
 	header, err := readHeader(br, maxHeaderBytes)
 	if err != nil {
 		return "", err

@@ -15,7 +15,7 @@ for _ in $(seq "$ROUNDS"); do
 		out=$(RELAY_BIN=${!x} N=${N:-20000} tools/relay_vs_direct.sh 2>&1)
 		d=$(echo "$out" | awk '/^direct/{print $(NF-1)}')
 		e=$(echo "$out" | awk '/end to end/{print $(NF-5)}')
-		c=$(echo "$out" | awk '/CPU per message/{print $(NF-1)}')
+		c=$(echo "$out" | awk '/CPU per message/{print $5}')
 		[ -n "$d" ] && [ -n "$e" ] || { echo "$out" >&2; exit 1; }
 		echo "$x direct=$d e2e=$e ratio=$(echo "scale=3; $e/$d" | bc) cpu_ms=$c"
 	done

@@ -26,6 +26,17 @@ trap cleanup EXIT
 sink_count() { local s; s=$(tail -c 200 "$1" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -1); echo "${s#mesg=}"; }
 now() { date +%s.%N; }
 start_sink() { : > "$1"; $SINKBIN -c -u nobody $SINK 1000 > "$1" 2>/dev/null & pids+=($!); sleep 0.5; }
+# cpu_ms PID: user+sys of a live process so far, in milliseconds.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)*1000/hz}' "/proc/$1/stat"; }
+# source ARGS...: smtp-source, its user+sys in ms left in $BASE/source.cpu.
+source() {
+	if [ -x /usr/bin/time ]; then
+		/usr/bin/time -f '%U %S' -o "$BASE/source.time" $SRC "$@"
+		awk '{print ($1+$2)*1000}' "$BASE/source.time" > "$BASE/source.cpu"
+	else
+		$SRC "$@"; echo 0 > "$BASE/source.cpu"
+	fi
+}
 stop_sink() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
 wait_sink() { # file count timeout -> prints seconds since $T0
 	local deadline=$(( $(date +%s) + $3 ))
@@ -37,8 +48,11 @@ wait_sink() { # file count timeout -> prints seconds since $T0
 
 # direct
 start_sink "$BASE/direct.out"
-T0=$(now); $SRC -s "$SESSIONS" -l "$SIZE" -r "$RCPTS" -m "$N" -f a@src.test -t u@sink.test $SINK; wait_sink "$BASE/direct.out" $((N)) 300
-direct=$(echo "$(now) - $T0" | bc); stop_sink
+T0=$(now); source -s "$SESSIONS" -l "$SIZE" -r "$RCPTS" -m "$N" -f a@src.test -t u@sink.test $SINK; wait_sink "$BASE/direct.out" $((N)) 300
+direct=$(echo "$(now) - $T0" | bc)
+# The floor: what receiving and sending one message costs smtp-sink and
+# smtp-source, the two halves of the relay's job.
+floor=$(echo "$(cat "$BASE/source.cpu") + $(cpu_ms "${pids[-1]}")" | bc -l); stop_sink
 
 # relay
 cat > "$BASE/relay.toml" <<TOML
@@ -63,17 +77,18 @@ start_sink "$BASE/relay.out"
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.2/2525) 2>/dev/null && break; sleep 0.05; done
 spool_kib() { du -sk "$BASE/data" | cut -f1; }
 idle=$(spool_kib)
-T0=$(now); $SRC -s "$SESSIONS" -l "$SIZE" -r "$RCPTS" -m "$N" -f a@src.test -t u@sink.test $RELAY; accept=$(echo "$(now) - $T0" | bc)
+T0=$(now); source -s "$SESSIONS" -l "$SIZE" -r "$RCPTS" -m "$N" -f a@src.test -t u@sink.test $RELAY; accept=$(echo "$(now) - $T0" | bc)
 wait_sink "$BASE/relay.out" $((N)) 600
 e2e=$(echo "$(now) - $T0" | bc)
 rss=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$rpid/status)
 # user+sys of the relay process over the run, in clock ticks (fields 14, 15).
-cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)*1000/hz}' /proc/$rpid/stat)
+cpu=$(cpu_ms $rpid)
 printf 'N=%d size=%d sessions=%d rcpts=%d\n' "$N" "$SIZE" "$SESSIONS" "$RCPTS"
 printf 'direct  source->sink        %7.2fs  %7.0f msg/s\n' "$direct" "$(echo "$N / $direct" | bc -l)"
 printf 'relay   accepted (250 each) %7.2fs  %7.0f msg/s\n' "$accept" "$(echo "$N / $accept" | bc -l)"
 printf 'relay   end to end          %7.2fs  %7.0f msg/s   peak RSS %s\n' "$e2e" "$(echo "$N / $e2e" | bc -l)" "$rss"
-printf 'relay   CPU per message     %7.3f ms\n' "$(echo "$cpu / $N" | bc -l)"
+printf 'relay   CPU per message     %7.3f ms   (smtp-source + smtp-sink, direct: %.3f ms, relay/that %.2f)\n' \
+	"$(echo "$cpu / $N" | bc -l)" "$(echo "$floor / $N" | bc -l)" "$(echo "$cpu / $floor" | bc -l)"
 printf 'ratio   relay e2e / direct   %.2f\n' "$(echo "$direct / $e2e" | bc -l)"
 # DRAIN_WATCH=S: the spool's size on disk every 10 s for S seconds after
 # the last message reached the sink, against its size when idle at start
