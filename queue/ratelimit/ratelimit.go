@@ -1,8 +1,8 @@
 // Package ratelimit spaces events (messages to a next hop) to a rate. The
 // Limiter interface is what the queue uses; Local keeps its state in
-// memory for one relay. A Limiter shared by a fleet (in Redis, say) only
-// needs the same Reserve: the algorithm (GCRA, below) keeps one timestamp
-// per key, which a single atomic script can update.
+// memory for one relay. A fleet shares its limits through redislimit,
+// which runs the same algorithm (GCRA, below: one timestamp per key) as
+// one atomic script in Redis.
 package ratelimit
 
 import (
