@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/queue"
+	"github.com/relay-mta/relay/queue/ratelimit"
+	"github.com/relay-mta/relay/queue/ratelimit/redislimit"
 	"github.com/relay-mta/relay/relay/aliases"
 	"github.com/relay-mta/relay/relay/config"
 	"github.com/relay-mta/relay/relay/deliver"
@@ -85,6 +87,9 @@ type Relay struct {
 	// messages instead of allocated for each (1% of the CPU of relaying
 	// small mail) and not held by idle sessions.
 	dataReaders sync.Pool
+	// shared is the rate limiter shared with the fleet through Redis;
+	// nil without [fleet] redis (relay/fleet.go).
+	shared *redislimit.Limiter
 }
 
 // New opens the spool and the users file and prepares the servers; Run
@@ -120,6 +125,9 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	}
 	secrets, err := readWebhookSecrets(cfg)
 	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	if r.shared, err = r.sharedLimiter(); err != nil { // relay/fleet.go
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	// So are the smarthost passwords and CA files of the routes.
@@ -172,6 +180,11 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		Now:      r.now,
 	}
 	r.applyTLSPolicies(deliverer) // relay/internet.go
+	var limiter ratelimit.Limiter // nil: the queue's own
+	if r.shared != nil {
+		limiter = r.shared
+		r.ops.metrics.SharedLimits(r.shared.Up, r.shared.Fallbacks)
+	}
 	r.queue = queue.New(queue.Options{
 		Spool:     r.spool,
 		Router:    router,
@@ -185,6 +198,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		MaxMessageRate:           cfg.Queue.MaxMessageRate,
 		MaxMessagesPerConnection: cfg.Queue.MaxMessagesPerConnection,
 		ThrottleRestore:          cfg.Queue.ThrottleRestore,
+		Limiter:                  limiter,
 		Logger:                   r.log,
 		Now:                      r.now,
 		Hostname:                 cfg.Hostname,
@@ -348,6 +362,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	<-queueDone
 	stopWebhooks()
 	<-reportsDone
+	if r.shared != nil {
+		r.shared.Close()
+	}
 	if err := r.spool.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("relay: close spool: %w", err)
 	}

@@ -21,13 +21,15 @@ const Bin = "/usr/bin/redis-server"
 type Server struct {
 	// Addr is "ip:port" to put in [fleet] redis.
 	Addr string
+	args []string
 	t    testing.TB
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
-// Start runs redis-server on ip (a free port) until the test ends.
-func Start(t testing.TB, ip string) *Server {
+// Start runs redis-server on ip (a free port) until the test ends, with
+// args added to its command line ("--requirepass", "pw").
+func Start(t testing.TB, ip string, args ...string) *Server {
 	t.Helper()
 	if _, err := os.Stat(Bin); err != nil {
 		t.Skipf("%s not found (apt-get install redis-server): %v", Bin, err)
@@ -38,7 +40,7 @@ func Start(t testing.TB, ip string) *Server {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &Server{Addr: addr, t: t}
+	s := &Server{Addr: addr, args: args, t: t}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
@@ -49,8 +51,8 @@ func Start(t testing.TB, ip string) *Server {
 func (s *Server) Restart() {
 	s.t.Helper()
 	ip, port, _ := net.SplitHostPort(s.Addr)
-	s.cmd = exec.Command(Bin, "--port", port, "--bind", ip, "--save", "", "--appendonly", "no",
-		"--dir", s.t.TempDir(), "--logfile", "")
+	s.cmd = exec.Command(Bin, append([]string{"--port", port, "--bind", ip, "--save", "", "--appendonly", "no",
+		"--dir", s.t.TempDir()}, s.args...)...)
 	out, err := os.CreateTemp(s.t.TempDir(), "redis-*.log")
 	if err != nil {
 		s.t.Fatal(err)
@@ -77,7 +79,8 @@ func (s *Server) Restart() {
 	}
 }
 
-// pong reports whether the server answers PING.
+// pong reports whether the server answers PING (with PONG, or asking
+// for the password that --requirepass set).
 func (s *Server) pong() bool {
 	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
 	if err != nil {
@@ -89,7 +92,7 @@ func (s *Server) pong() bool {
 		return false
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+	return err == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH"))
 }
 
 // Stop kills the server (as a crash would) and waits for it to exit; it

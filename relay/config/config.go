@@ -144,6 +144,7 @@ type Config struct {
 	MTASTS MTASTS // [mta_sts]
 	DANE   DANE   // [dane]
 	TLSRPT TLSRPT // [tls_rpt]
+	Fleet  Fleet  // [fleet] (fleet.go)
 
 	// places maps the keys naming files the daemon reads only when it
 	// starts (tls.cert, tls.key, dkim.sign[i].key) to where the file set

@@ -73,6 +73,7 @@ func TestDefault(t *testing.T) {
 		MTASTS: MTASTS{Enabled: true, Port: 443},
 		DANE:   DANE{Enabled: true},
 		TLSRPT: TLSRPT{Enabled: true, Interval: 24 * time.Hour},
+		Fleet:  Fleet{RedisKeyPrefix: "relay:"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() =\n%#v\nwant\n%#v", c, want)
@@ -224,6 +225,7 @@ func TestLoadFull(t *testing.T) {
 		DNS:    DNS{Servers: []string{"127.0.0.53:53", "[::1]:5353"}, Timeout: 2 * time.Second, Attempts: 3},
 		MTASTS: MTASTS{Port: 8443},
 		TLSRPT: TLSRPT{Enabled: true, Interval: 12 * time.Hour, From: "tlsrpt@b.test"},
+		Fleet:  Fleet{Redis: "redis.b.test:6380", RedisPasswordFile: filepath.Join(dataDir, "redis.pw"), RedisDB: 2, RedisKeyPrefix: "fleet-b:"},
 		// Where the file names the files read at start, for KeyError.
 		places: map[string]string{
 			"tls.cert": "testdata/full.toml:52", "tls.key": "testdata/full.toml:53", "tls.ca_file": "testdata/full.toml:54",
@@ -381,6 +383,31 @@ func TestLoadErrors(t *testing.T) {
 			"MTA-STS port out of range",
 			"[mta_sts]\nport = 70000\n",
 			`:2: mta_sts.port: 70000 is not a port`,
+		},
+		{
+			"fleet redis without a port",
+			"[fleet]\nredis = \"127.0.0.1\"\n",
+			`:2: fleet.redis: "127.0.0.1" is not host:port (Redis's address, e.g. "127.0.0.1:6379")`,
+		},
+		{
+			"fleet redis port out of range",
+			"[fleet]\nredis = \"redis.b.test:65536\"\n",
+			`:2: fleet.redis: "redis.b.test:65536": "65536" is not a port`,
+		},
+		{
+			"fleet redis host not a name",
+			"[fleet]\nredis = \"red is:6379\"\n",
+			`:2: fleet.redis: "red is:6379": "red is" is not a host name or an IP address`,
+		},
+		{
+			"fleet password without redis",
+			"[fleet]\nredis_password_file = \"redis.pw\"\n",
+			`:2: fleet.redis_password_file: is set but fleet.redis is not`,
+		},
+		{
+			"fleet negative db",
+			"[fleet]\nredis = \"127.0.0.1:6379\"\nredis_db = -1\n",
+			`:3: fleet.redis_db: -1 is less than 0`,
 		},
 		{
 			"TLS-RPT sender without a domain",

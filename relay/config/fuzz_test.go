@@ -21,6 +21,7 @@ func FuzzLoad(f *testing.F) {
 		"relay_networks = [\"10.0.0.0/33\"]\n",
 		"[dkim.keys]\n\"s._domainkey.a.test\" = \"v=DKIM1; k=ed25519; p=AA==\"\n",
 		"[sender_domains]\nalice = [\"*\", \"b.test\"]\n",
+		"[fleet]\nredis = \"127.0.0.1:6379\"\nredis_password_file = \"redis.pw\"\nredis_db = 1\nredis_key_prefix = \"f1:\"\n",
 		"[smtp\n",
 		"a.b.c = 1\n",
 	} {

@@ -128,6 +128,7 @@ type fileConfig struct {
 	MTASTS            fileMTASTS          `toml:"mta_sts"`
 	DANE              fileDANE            `toml:"dane"`
 	TLSRPT            fileTLSRPT          `toml:"tls_rpt"`
+	Fleet             fileFleet           `toml:"fleet"`
 }
 
 type fileSMTP struct {

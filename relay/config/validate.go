@@ -107,6 +107,7 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 		v.errorf(p("recipient_delimiter"), "invalid delimiter %q (want one character such as + or -, or \"\")", fc.RecipientDelim)
 	}
 	v.dns(c, fc)
+	v.fleet(c, fc)
 
 	// Paths last: they all hang off data_dir.
 	if strings.TrimSpace(fc.DataDir) == "" {
@@ -124,6 +125,7 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	for i := range c.Webhooks {
 		c.Webhooks[i].SecretFile = underDir(dir, c.Webhooks[i].SecretFile)
 	}
+	c.Fleet.RedisPasswordFile = underDir(dir, c.Fleet.RedisPasswordFile)
 	c.Admin.Socket = underDir(dir, fc.Admin.Socket)
 	c.TLS.Cert = underDir(dir, fc.TLS.Cert)
 	c.TLS.Key = underDir(dir, fc.TLS.Key)
