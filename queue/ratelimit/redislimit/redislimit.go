@@ -29,8 +29,8 @@ import (
 // returns the microseconds until it is due. TIME is Redis's clock; the
 // key (a TAT in microseconds since the epoch, well within a double's
 // exact integers) expires when that TAT has passed.
-// replicate_commands lets Redis before 5 replicate a script that reads
-// TIME; later versions do so always.
+// replicate_commands lets Redis 3.2 to 4 replicate a script that reads
+// TIME before it writes; later versions do so always.
 var gcra = redis.NewScript(1, `
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
