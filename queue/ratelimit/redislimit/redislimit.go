@@ -80,8 +80,7 @@ type Limiter struct {
 	mu      sync.Mutex
 	down    bool      // the last call to Redis failed
 	nextTry time.Time // while down: when Redis is asked again
-	lastErr error
-	probing bool // a call to Redis is under way while down
+	probing bool      // while down: a call to Redis is under way
 }
 
 // New returns a Limiter on the Redis at o.Addr. It does not connect: the
@@ -146,14 +145,17 @@ func (l *Limiter) Reserve(ctx context.Context, key string, r ratelimit.Rate) (ti
 	shared, err := l.reserve(ctx, l.prefix+"rate:"+key, us)
 	if err != nil {
 		if ctx.Err() != nil {
-			l.answered(nil, false) // our caller gave up: that says nothing of Redis
+			// Our caller gave up, which says nothing of Redis.
+			l.mu.Lock()
+			l.probing = false
+			l.mu.Unlock()
 			return local, nil
 		}
-		l.answered(err, true)
+		l.answered(err)
 		l.fallbacks.Add(1)
 		return local, nil
 	}
-	l.answered(nil, true)
+	l.answered(nil)
 	return max(local, time.Duration(shared)*time.Microsecond), nil
 }
 
@@ -182,14 +184,13 @@ func (l *Limiter) ask() bool {
 	return true
 }
 
-// answered records how a call to Redis went (when it went anywhere),
-// logging each change of state once.
-func (l *Limiter) answered(err error, done bool) {
+// answered records how a call to Redis went, logging each change of
+// state once.
+func (l *Limiter) answered(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.probing = false
 	switch {
-	case !done:
 	case err != nil:
 		if !l.down {
 			l.log.Warn("ratelimit: redis unavailable; rate limits are per relay until it is back", "addr", l.addr, "err", err)
