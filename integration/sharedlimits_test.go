@@ -134,13 +134,13 @@ func TestSharedLimits(t *testing.T) {
 	ips := [3]string{"127.0.31.11", "127.0.31.12", "127.0.31.13"}
 	t.Run("shared", func(t *testing.T) {
 		rate := fleetRate(t, ips, "127.0.31.10", srv.Addr, "shared:", 100, time.Second, 5*time.Second)
-		if rate > 33 || rate < 25 {
+		if rate > 33 || rate < 20 {
 			t.Errorf("with [fleet] redis the hop got %.1f msg/s, want 30 (at most 33)", rate)
 		}
 	})
 	t.Run("per relay", func(t *testing.T) {
 		rate := fleetRate(t, ips, "127.0.31.10", "", "", 100, 500*time.Millisecond, 2*time.Second)
-		if rate < 75 {
+		if rate < 60 {
 			t.Errorf("without [fleet] redis the hop got %.1f msg/s, want about 90 (30/s from each relay)", rate)
 		}
 	})
