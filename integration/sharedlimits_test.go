@@ -87,8 +87,9 @@ func (k *arrivalSink) between(from, to time.Time) (int, map[string]int) {
 // hop at max_message_rate = "30/s" (sharing it through redis when
 // redis is not ""), and returns the rate the hop sees over window,
 // skip after the hop opens (the sessions already waiting when it opens
-// each carry a message at once).
-func fleetRate(t *testing.T, ips [3]string, hopIP, redis, prefix string, perRelay int, skip, window time.Duration) float64 {
+// each carry a message at once), in all and from each relay. onOpen,
+// if set, runs as the hop opens.
+func fleetRate(t *testing.T, ips [3]string, hopIP, redis, prefix string, perRelay int, skip, window time.Duration, onOpen func()) (float64, map[string]float64) {
 	t.Helper()
 	hop := newArrivalSink(t, hopIP)
 	var nodes []*node
@@ -105,6 +106,9 @@ func fleetRate(t *testing.T, ips [3]string, hopIP, redis, prefix string, perRela
 		go func() { defer wg.Done(); sendMany(t, n.addr, n.name+"-", perRelay) }()
 	}
 	wg.Wait()
+	if onOpen != nil {
+		onOpen()
+	}
 	open := time.Now()
 	hop.serve()
 	from := open.Add(skip)
@@ -118,30 +122,46 @@ func fleetRate(t *testing.T, ips [3]string, hopIP, redis, prefix string, perRela
 	rate := float64(got) / window.Seconds()
 	t.Logf("3 relays x 30/s, redis %q: %d messages at the hop in %v after the first %v: %.1f msg/s (per second: %v; by relay: %v)",
 		redis, got, window, skip, rate, perSecond, by)
+	rates := map[string]float64{}
 	for _, n := range nodes {
 		if by[n.cfg.Hostname] == 0 {
 			t.Errorf("relay %s sent nothing in the window (by relay: %v)", n.cfg.Hostname, by)
 		}
+		rates[n.cfg.Hostname] = float64(by[n.cfg.Hostname]) / window.Seconds()
 	}
-	return rate
+	return rate, rates
 }
 
 // TestSharedLimits: three relays with max_message_rate = "30/s" to one
 // hop send it at most 33 messages a second between them when they share
-// the limit through Redis ([fleet] redis), and about 90 when they do not.
+// the limit through Redis ([fleet] redis), and about 90 when they do not
+// or when their Redis is gone (each then at most 30).
 func TestSharedLimits(t *testing.T) {
 	srv := redistest.Start(t, "127.0.31.1")
 	ips := [3]string{"127.0.31.11", "127.0.31.12", "127.0.31.13"}
 	t.Run("shared", func(t *testing.T) {
-		rate := fleetRate(t, ips, "127.0.31.10", srv.Addr, "shared:", 100, time.Second, 5*time.Second)
+		rate, _ := fleetRate(t, ips, "127.0.31.10", srv.Addr, "shared:", 100, time.Second, 5*time.Second, nil)
 		if rate > 33 || rate < 20 {
 			t.Errorf("with [fleet] redis the hop got %.1f msg/s, want 30 (at most 33)", rate)
 		}
 	})
 	t.Run("per relay", func(t *testing.T) {
-		rate := fleetRate(t, ips, "127.0.31.10", "", "", 100, 500*time.Millisecond, 2*time.Second)
+		rate, _ := fleetRate(t, ips, "127.0.31.10", "", "", 100, 500*time.Millisecond, 2*time.Second, nil)
 		if rate < 60 {
 			t.Errorf("without [fleet] redis the hop got %.1f msg/s, want about 90 (30/s from each relay)", rate)
+		}
+	})
+	// Redis dies with the mail queued: delivery goes on, each relay at
+	// its own rate.
+	t.Run("redis down", func(t *testing.T) {
+		rate, by := fleetRate(t, ips, "127.0.31.10", srv.Addr, "down:", 100, 500*time.Millisecond, 2*time.Second, srv.Stop)
+		if rate < 60 {
+			t.Errorf("with Redis down the hop got %.1f msg/s, want about 90 (30/s from each relay)", rate)
+		}
+		for name, r := range by {
+			if r > 33 {
+				t.Errorf("with Redis down relay %s sent %.1f msg/s, more than its 30/s", name, r)
+			}
 		}
 	})
 }
