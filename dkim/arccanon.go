@@ -206,21 +206,9 @@ func bodyHash(body func() (io.Reader, error), relaxed bool) ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
-// signatureAlgorithm is the a= tag for signatures by key.
-func signatureAlgorithm(key crypto.Signer) (string, error) {
-	alg, err := KeyAlgorithm(key)
-	if err != nil {
-		return "", err
-	}
-	return string(alg) + "-sha256", nil
-}
-
-// signDigest signs a SHA-256 digest: PKCS#1 v1.5 for RSA (RFC 6376
-// §3.3.1), Ed25519 over the digest for ed25519 (RFC 8463 §3).
+// signDigest signs a SHA-256 digest with an RSA key, PKCS#1 v1.5 (RFC
+// 6376 §3.3.1).
 func signDigest(key crypto.Signer, digest []byte) ([]byte, error) {
-	if _, ok := key.Public().(ed25519.PublicKey); ok {
-		return key.Sign(rand.Reader, digest, crypto.Hash(0))
-	}
 	return key.Sign(rand.Reader, digest, crypto.SHA256)
 }
 

@@ -13,7 +13,9 @@ import (
 
 // Sealer adds ARC sets (RFC 8617 §5.1) to messages for one domain (the
 // d= of its seals). An ARC set has one message signature and one seal, so
-// a Sealer has one key.
+// a Sealer has one key, and it must be RSA: ARC verifiers know
+// rsa-sha256 only (dkimpy 1.1 fails a chain with an ed25519-sha256 seal
+// as "unknown signature algorithm"), though VerifyARC accepts both.
 //
 // Set the fields before the first Seal and do not change them afterwards;
 // Seal may then be called from many goroutines.
@@ -54,10 +56,12 @@ func (s *Sealer) SealParts(header []byte, body func() (io.Reader, error), chain 
 	if s.Domain == "" || s.Key.Selector == "" || s.Key.Signer == nil {
 		return nil, errors.New("dkim: sealer without domain, selector or key")
 	}
-	alg, err := signatureAlgorithm(s.Key.Signer)
-	if err != nil {
+	if alg, err := KeyAlgorithm(s.Key.Signer); err != nil {
 		return nil, err
+	} else if alg != RSA {
+		return nil, fmt.Errorf("dkim: ARC seals for %s need an rsa key, not %s", s.Domain, alg)
 	}
+	const alg = "rsa-sha256"
 	var cv string
 	switch chain.Status {
 	case None:
