@@ -3,69 +3,10 @@ package dkim
 import (
 	"bytes"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/relay-mta/relay/internal/dkimpy"
 )
-
-// dkimpyARC runs dkimpy's ARC code (python3-dkim, the reference
-// implementation behind arcsign and arcverify) with keys served from the
-// table instead of DNS:
-//
-//	verify MSGFILE...: prints per message the chain validation status
-//	    and dkimpy's reason, on one line
-//	sign MSGFILE SELECTOR DOMAIN KEYFILE SRV_ID: prints the new ARC set
-//
-// Python starts slowly, so one run verifies many messages.
-const dkimpyARC = `
-import sys, json, dkim
-mode, keys, files = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3:]
-def dnsfunc(name, timeout=5):
-    rec = keys.get(name.decode().rstrip('.').lower())
-    return rec.encode() if rec else None
-if mode == 'verify':
-    for f in files:
-        cv, results, reason = dkim.arc_verify(open(f, 'rb').read(), dnsfunc=dnsfunc)
-        print((cv or b'none-terminated').decode(), reason)
-else:
-    msg, (sel, dom, keyfile, srv) = open(files[0], 'rb').read(), files[1:5]
-    sys.stdout.buffer.write(b''.join(dkim.arc_sign(msg, sel.encode(), dom.encode(), open(keyfile, 'rb').read(), srv.encode())))
-`
-
-// dkimpy runs the script, mode "verify" or "sign", over msgs, followed
-// by args; the test is skipped when dkimpy is not there.
-func dkimpy(t *testing.T, keys map[string]string, mode string, msgs [][]byte, args ...string) string {
-	t.Helper()
-	const python = "/usr/bin/python3"
-	if err := exec.Command(python, "-c", "import dkim, authres").Run(); err != nil {
-		t.Skipf("dkimpy not available (%s -c 'import dkim, authres': %v); Debian: apt-get install python3-dkim", python, err)
-	}
-	dir := t.TempDir()
-	kf := filepath.Join(dir, "keys.json")
-	kj, _ := json.Marshal(keys)
-	if err := os.WriteFile(kf, kj, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := []string{"-c", dkimpyARC, mode, kf}
-	for i, m := range msgs {
-		mf := filepath.Join(dir, fmt.Sprintf("%d.eml", i))
-		if err := os.WriteFile(mf, m, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cmd = append(cmd, mf)
-	}
-	out, err := exec.Command(python, append(cmd, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("dkimpy %s: %v\n%s", mode, err, out)
-	}
-	return string(out)
-}
 
 func TestARCDkimpyVerifiesOurSeals(t *testing.T) {
 	hops, v := arcHops(t)
@@ -87,10 +28,7 @@ func TestARCDkimpyVerifiesOurSeals(t *testing.T) {
 	for _, c := range cases {
 		msgs = append(msgs, c.msg)
 	}
-	got := strings.Split(strings.TrimSuffix(dkimpy(t, v.Keys, "verify", msgs), "\n"), "\n")
-	if len(got) != len(cases) {
-		t.Fatalf("dkimpy printed %q", got)
-	}
+	got := dkimpy.ARCVerify(t, v.Keys, msgs...)
 	for i, c := range cases {
 		if got[i] != c.want {
 			t.Errorf("%s: dkimpy says %q, want %q\n%s", c.name, got[i], c.want, c.msg)
@@ -100,14 +38,7 @@ func TestARCDkimpyVerifiesOurSeals(t *testing.T) {
 
 func TestARCVerifiesDkimpySeals(t *testing.T) {
 	hops, v := arcHops(t)
-	// dkimpy seals with RSA only, from a PKCS#1 key file.
 	k := key(t, RSA)
-	dir := t.TempDir()
-	kf := filepath.Join(dir, "p.pem")
-	der := x509.MarshalPKCS1PrivateKey(k.(*rsa.PrivateKey))
-	if err := os.WriteFile(kf, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	rec, _ := TXTValue(k.Public())
 	v.Keys["py._domainkey.p.test"] = rec
 	v.Keys["py._domainkey.q.test"] = rec
@@ -115,11 +46,11 @@ func TestARCVerifiesDkimpySeals(t *testing.T) {
 	// Authentication-Results fields of its authserv-id.
 	pySeal := func(msg []byte, domain, results string) []byte {
 		msg = append([]byte("Authentication-Results: mx."+domain+"; "+results+"\r\n"), msg...)
-		set := dkimpy(t, v.Keys, "sign", [][]byte{msg}, "py", domain, kf, "mx."+domain)
-		if !strings.HasPrefix(set, "ARC-Seal: ") {
+		set := dkimpy.ARCSign(t, v.Keys, msg, "py", domain, k.(*rsa.PrivateKey), "mx."+domain)
+		if !bytes.HasPrefix(set, []byte("ARC-Seal: ")) {
 			t.Fatalf("dkimpy sealed nothing: %q", set)
 		}
-		return append([]byte(set), msg...)
+		return append(set, msg...)
 	}
 	one := pySeal([]byte(testMsg), "p.test", "dkim=pass header.d=a.test")
 	if res := verifyARC(t, v, one); res.Status != Pass || res.String() != "arc=pass (i=1 d=p.test)" {
@@ -138,7 +69,7 @@ func TestARCVerifiesDkimpySeals(t *testing.T) {
 	if res := verifyARC(t, v, three); res.Status != Pass || res.Instance != 3 {
 		t.Errorf("our seal on dkimpy's: %+v", res)
 	}
-	if got := dkimpy(t, v.Keys, "verify", [][]byte{three}); got != "pass success\n" {
+	if got := dkimpy.ARCVerify(t, v.Keys, three); got[0] != "pass success" {
 		t.Errorf("dkimpy on a chain of its seals and ours: %q", got)
 	}
 }

@@ -61,14 +61,29 @@ func (r Result) String() string {
 //	Authentication-Results: c.test;
 //		dkim=pass header.d=a.test header.s=s1 header.a=ed25519-sha256 header.b="Zm9vYmFy"
 func AuthenticationResults(authservID string, results []Result) string {
+	if len(results) == 0 {
+		return "Authentication-Results: " + pvalue(authservID) + "; dkim=none\r\n"
+	}
+	resinfo := make([]string, len(results))
+	for i, r := range results {
+		resinfo[i] = r.String()
+	}
+	return AuthResultsField(authservID, resinfo)
+}
+
+// AuthResultsField is the Authentication-Results header field by
+// authservID with the given verdicts (RFC 8601 resinfo, as Result.String
+// and ARCResult.String write them), one a line, CRLF included; "none"
+// when there are none.
+func AuthResultsField(authservID string, resinfo []string) string {
 	var b strings.Builder
 	b.WriteString("Authentication-Results: " + pvalue(authservID))
-	if len(results) == 0 {
-		b.WriteString("; dkim=none\r\n")
+	if len(resinfo) == 0 {
+		b.WriteString("; none\r\n")
 		return b.String()
 	}
-	for _, r := range results {
-		b.WriteString(";\r\n\t" + fold(r.String(), maxLine-1))
+	for _, r := range resinfo {
+		b.WriteString(";\r\n\t" + fold(r, maxLine-1))
 	}
 	b.WriteString("\r\n")
 	return b.String()

@@ -135,6 +135,7 @@ type Config struct {
 	// Routes ([[route]]) is the static routing table, in file order.
 	Routes []Route
 	DKIM   DKIM // [dkim]
+	ARC    ARC  // [arc]
 	// Submission ([submission]) is the message submission service.
 	Submission Submission
 	// Webhooks ([[webhook]]) receive delivery events, in file order.
@@ -370,7 +371,19 @@ type DKIM struct {
 	Keys map[string]string
 }
 
-// DKIMSign is one [[dkim.sign]] entry.
+// ARC is the [arc] table: Authenticated Received Chain (RFC 8617).
+type ARC struct {
+	// Verify (verify) checks the ARC chain of incoming mail and records
+	// the result (arc=) in Authentication-Results. Sealing checks it too:
+	// a seal records the chain's status.
+	Verify bool
+	// Sign ([[arc.sign]]) is the key mail from other hosts is sealed
+	// with; at most one entry, as an ARC set carries one seal. Its key
+	// record is published as a DKIM one, at <selector>._domainkey.<domain>.
+	Sign []DKIMSign
+}
+
+// DKIMSign is one [[dkim.sign]] (or [[arc.sign]]) entry.
 type DKIMSign struct {
 	Domain   string // domain: the d= of the signature
 	Selector string // selector: the s= of the signature

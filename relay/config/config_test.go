@@ -69,6 +69,7 @@ func TestDefault(t *testing.T) {
 			ThrottleRestore:   time.Minute,
 		},
 		DKIM:   DKIM{Verify: true, Keys: map[string]string{}},
+		ARC:    ARC{Verify: true},
 		DNS:    DNS{Timeout: 5 * time.Second, Attempts: 2},
 		MTASTS: MTASTS{Enabled: true, Port: 443},
 		DANE:   DANE{Enabled: true},
@@ -214,6 +215,10 @@ func TestLoadFull(t *testing.T) {
 				"s2._domainkey.c.test": "v=DKIM1; k=rsa; p=MIIB",
 			},
 		},
+		ARC: ARC{
+			Verify: false,
+			Sign:   []DKIMSign{{Domain: "b.test", Selector: "arc1", Key: filepath.Join(dataDir, "keys", "b.test.arc1.pem")}},
+		},
 		Submission: Submission{Listen: []string{"127.0.0.2:587"}, ListenTLS: []string{"127.0.0.2:465"}},
 		Webhooks: []Webhook{
 			{Name: "crm", URL: "https://hooks.b.test/relay", Events: []string{"failed", "dsn"},
@@ -230,6 +235,7 @@ func TestLoadFull(t *testing.T) {
 		places: map[string]string{
 			"tls.cert": "testdata/full.toml:52", "tls.key": "testdata/full.toml:53", "tls.ca_file": "testdata/full.toml:54",
 			"dkim.sign[0].key": "testdata/full.toml:84", "dkim.sign[1].key": "testdata/full.toml:89",
+			"arc.sign[0].key": "testdata/full.toml:101",
 		},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -548,6 +554,16 @@ func TestLoadErrors(t *testing.T) {
 			"dkim sign without selector",
 			"[[dkim.sign]]\ndomain = \"b.test\"\nkey = \"k.pem\"\n",
 			`:1: dkim.sign[0].selector: missing`,
+		},
+		{
+			"two arc keys",
+			"[[arc.sign]]\ndomain = \"b.test\"\nselector = \"a1\"\nkey = \"k.pem\"\n[[arc.sign]]\ndomain = \"b.test\"\nselector = \"a2\"\nkey = \"k2.pem\"\n",
+			`:5: arc.sign[1]: only one [[arc.sign]] key: an ARC set carries one seal`,
+		},
+		{
+			"arc sign without key",
+			"[[arc.sign]]\ndomain = \"b.test\"\nselector = \"a1\"\n",
+			`:1: arc.sign[0].key: missing`,
 		},
 		{
 			"bad dkim key name",

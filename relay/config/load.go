@@ -122,6 +122,7 @@ type fileConfig struct {
 	Queue             fileQueue           `toml:"queue"`
 	Route             []fileRoute         `toml:"route"`
 	DKIM              fileDKIM            `toml:"dkim"`
+	ARC               fileARC             `toml:"arc"`
 	Submission        fileSubmission      `toml:"submission"`
 	Webhook           []fileWebhook       `toml:"webhook"`
 	DNS               fileDNS             `toml:"dns"`
@@ -203,6 +204,11 @@ type fileDKIM struct {
 	RejectFailures []string          `toml:"reject_failures"`
 	Sign           []fileDKIMSign    `toml:"sign"`
 	Keys           map[string]string `toml:"keys"`
+}
+
+type fileARC struct {
+	Verify bool           `toml:"verify"`
+	Sign   []fileDKIMSign `toml:"sign"`
 }
 
 type fileDKIMSign struct {

@@ -141,6 +141,10 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 		c.DKIM.Sign[i].Key = underDir(dir, c.DKIM.Sign[i].Key)
 		v.place(c, p("dkim", "sign", indexPart(i), "key"))
 	}
+	for i := range c.ARC.Sign {
+		c.ARC.Sign[i].Key = underDir(dir, c.ARC.Sign[i].Key)
+		v.place(c, p("arc", "sign", indexPart(i), "key"))
+	}
 	return c
 }
 
@@ -222,9 +226,39 @@ func (v *validator) queue(c *Config, fc *fileConfig) {
 func (v *validator) dkim(c *Config, fc *fileConfig) {
 	c.DKIM.Verify = fc.DKIM.Verify
 	c.DKIM.RejectFailures = v.domains(p("dkim", "reject_failures"), fc.DKIM.RejectFailures)
+	c.DKIM.Sign = v.signKeys("dkim", fc.DKIM.Sign)
+	c.ARC.Verify = fc.ARC.Verify
+	c.ARC.Sign = v.signKeys("arc", fc.ARC.Sign)
+	if len(c.ARC.Sign) > 1 {
+		v.errorf(p("arc", "sign", indexPart(1)), "only one [[arc.sign]] key: an ARC set carries one seal")
+	}
+	c.DKIM.Keys = map[string]string{}
+	for name, txt := range fc.DKIM.Keys {
+		at := p("dkim", "keys", name)
+		n := normDomain(name)
+		sel, dom, ok := strings.Cut(n, "._domainkey.")
+		if !ok || !validDomain(sel) || !validDomain(dom) {
+			v.errorf(at, "invalid name %q (want <selector>._domainkey.<domain>)", name)
+			continue
+		}
+		if _, dup := c.DKIM.Keys[n]; dup {
+			v.errorf(at, "%q is listed twice", n)
+			continue
+		}
+		if strings.TrimSpace(txt) == "" {
+			v.errorf(at, "empty TXT record")
+			continue
+		}
+		c.DKIM.Keys[n] = strings.TrimSpace(txt)
+	}
+}
+
+// signKeys checks the [[table.sign]] entries of [dkim] or [arc].
+func (v *validator) signKeys(table string, entries []fileDKIMSign) []DKIMSign {
+	var out []DKIMSign
 	seen := map[string]bool{}
-	for i, s := range fc.DKIM.Sign {
-		at := func(key string) []string { return p("dkim", "sign", indexPart(i), key) }
+	for i, s := range entries {
+		at := func(key string) []string { return p(table, "sign", indexPart(i), key) }
 		var ds DKIMSign
 		if s.Domain == "" {
 			v.errorf(at("domain"), "missing")
@@ -247,27 +281,9 @@ func (v *validator) dkim(c *Config, fc *fileConfig) {
 		} else {
 			seen[k] = true
 		}
-		c.DKIM.Sign = append(c.DKIM.Sign, ds)
+		out = append(out, ds)
 	}
-	c.DKIM.Keys = map[string]string{}
-	for name, txt := range fc.DKIM.Keys {
-		at := p("dkim", "keys", name)
-		n := normDomain(name)
-		sel, dom, ok := strings.Cut(n, "._domainkey.")
-		if !ok || !validDomain(sel) || !validDomain(dom) {
-			v.errorf(at, "invalid name %q (want <selector>._domainkey.<domain>)", name)
-			continue
-		}
-		if _, dup := c.DKIM.Keys[n]; dup {
-			v.errorf(at, "%q is listed twice", n)
-			continue
-		}
-		if strings.TrimSpace(txt) == "" {
-			v.errorf(at, "empty TXT record")
-			continue
-		}
-		c.DKIM.Keys[n] = strings.TrimSpace(txt)
-	}
+	return out
 }
 
 // domain normalises and checks one domain; path names it in errors.
