@@ -46,11 +46,7 @@ func TestARCVerifiesDkimpySeals(t *testing.T) {
 	// Authentication-Results fields of its authserv-id.
 	pySeal := func(msg []byte, domain, results string) []byte {
 		msg = append([]byte("Authentication-Results: mx."+domain+"; "+results+"\r\n"), msg...)
-		set := dkimpy.ARCSign(t, v.Keys, msg, "py", domain, k.(*rsa.PrivateKey), "mx."+domain)
-		if !bytes.HasPrefix(set, []byte("ARC-Seal: ")) {
-			t.Fatalf("dkimpy sealed nothing: %q", set)
-		}
-		return append(set, msg...)
+		return dkimpy.ARCSign(t, msg, "py", domain, k.(*rsa.PrivateKey), "mx."+domain)
 	}
 	one := pySeal([]byte(testMsg), "p.test", "dkim=pass header.d=a.test")
 	if res := verifyARC(t, v, one); res.Status != Pass || res.String() != "arc=pass (i=1 d=p.test)" {

@@ -15,9 +15,14 @@
 //     ([Verifier]);
 //   - the Authentication-Results header field that records the verdicts
 //     (RFC 8601), and removal of forged ones ([AuthenticationResults],
-//     [RemoveAuthResults]).
+//     [RemoveAuthResults]);
+//   - ARC (RFC 8617): validation of a message's Authenticated Received
+//     Chain ([Verifier.VerifyARC]) and sealing, the set an intermediary
+//     adds ([Sealer]), on canonicalization code of its own (arccanon.go)
+//     that the tests check against go-msgauth and dkimpy.
 //
 // Messages are byte slices as they travel on the wire: header section, empty
-// line, body, lines ending in CRLF. The package does no I/O except key
-// files and the TXT lookups of a Verifier.
+// line, body, lines ending in CRLF; or, to bound memory, the header section
+// and a function that returns a new reader of the body. The package does
+// no I/O except key files and the TXT lookups of a Verifier.
 package dkim

@@ -44,6 +44,7 @@ type dkimPolicy struct {
 	signers  map[string]*dkim.Signer // by From domain, lower case
 	verifier *dkim.Verifier          // nil: verify = false
 	reject   []string                // reject_failures
+	arc      *arcPolicy              // relay/arc.go
 }
 
 // newDKIMPolicy loads the signing keys of cfg; an unreadable or unusable
@@ -80,6 +81,10 @@ func newDKIMPolicy(cfg *config.Config, resolver deliver.Resolver, log *slog.Logg
 			p.verifier.Resolver = tr
 		}
 	}
+	var err error
+	if p.arc, err = newARCPolicy(cfg, resolver, log); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -96,10 +101,13 @@ func (r *Relay) DKIMSigner(domain string) *dkim.Signer {
 // header section and the rest, which body returns a new reader of each
 // time. It returns the header to store: the fields the policy adds, then
 // the client's header section as kept; or the SMTP error to answer.
-// originate says the relay is the message's entry point and may sign it.
+// originate says the relay is the message's entry point and may sign it;
+// mail it does not originate is ARC-sealed instead (relay/arc.go), and
+// the ARC verdict joins the DKIM ones in our Authentication-Results.
 // id and log only name the message in log lines.
 func (p *dkimPolicy) check(id string, header []byte, body func() (io.Reader, error), originate bool, log *slog.Logger) ([]byte, error) {
-	var head []byte // fields to put in front of the message
+	var head []byte       // fields to put in front of the message
+	var verdicts []string // this relay's results, for Authentication-Results
 	if p.verifier != nil {
 		// The body is read only for a signed message; a body that cannot
 		// be read is the session's error, not a verification result.
@@ -118,23 +126,35 @@ func (p *dkimPolicy) check(id string, header []byte, body func() (io.Reader, err
 		if err != nil {
 			log.Warn("dkim: cannot verify", "id", id, "err", err)
 		}
-		// Verified first: a signature may cover the very fields removed.
-		var forged int
-		if header, forged = dkim.RemoveAuthResults(header, p.hostname); forged > 0 {
-			log.Info("dkim: removed Authentication-Results claiming to be ours", "id", id, "fields", forged)
-		}
 		if len(results) > 0 {
-			verdicts := make([]string, len(results))
-			for i, r := range results {
-				verdicts[i] = r.String()
+			for _, r := range results {
+				verdicts = append(verdicts, r.String())
 			}
 			log.Info("dkim: verified", "id", id, "results", strings.Join(verdicts, "; "))
 			if d := p.refused(results); d != "" {
 				return nil, smtpError(550, 5, 7, 20, "No passing DKIM signature found for "+d)
 			}
-			head = append(head, dkim.AuthenticationResults(p.hostname, results)...)
 		}
 	}
+	// ARC (relay/arc.go): check the chain; seal what passes through.
+	arc, set, err := p.arc.check(id, header, body, !originate, verdicts, log)
+	if err != nil {
+		return nil, err
+	}
+	if arc != "" {
+		verdicts = append(verdicts, arc)
+	}
+	if p.verifier != nil || p.arc.verifier != nil {
+		// Verified first: a signature may cover the very fields removed.
+		var forged int
+		if header, forged = dkim.RemoveAuthResults(header, p.hostname); forged > 0 {
+			log.Info("dkim: removed Authentication-Results claiming to be ours", "id", id, "fields", forged)
+		}
+	}
+	if len(verdicts) > 0 {
+		head = append(head, dkim.AuthResultsField(p.hostname, verdicts)...)
+	}
+	head = append(head, set...)
 	if originate {
 		sigs, signer, err := p.sign(header, body)
 		if err != nil {

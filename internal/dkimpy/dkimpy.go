@@ -1,10 +1,11 @@
 // Package dkimpy runs dkimpy's ARC code (python3-dkim, the reference
-// implementation behind arcsign and arcverify) for tests, with keys served
+// implementation of arcsign and arcverify) for tests, with keys served
 // from a table instead of DNS. A test that calls it is skipped when
-// /usr/bin/python3 cannot import dkim and authres.
+// dkimpy is not installed.
 package dkimpy
 
 import (
+	"bytes"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
@@ -17,24 +18,19 @@ import (
 	"testing"
 )
 
-// script does the work in one python run, as python starts slowly:
-//
-//	verify KEYS MSGFILE...: per message, the chain validation status and
-//	    dkimpy's reason on one line
-//	sign KEYS MSGFILE SELECTOR DOMAIN KEYFILE SRV_ID: the new ARC set
-const script = `
+// verifyScript prints dkimpy's verdict on each message file, one line
+// each, in one python run, as python starts slowly. arcverify itself
+// cannot be given keys; this is what it runs, with a dnsfunc that serves
+// them from the JSON table.
+const verifyScript = `
 import sys, json, dkim
-mode, keys, files = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3:]
+keys = json.load(open(sys.argv[1]))
 def dnsfunc(name, timeout=5):
     rec = keys.get(name.decode().rstrip('.').lower())
     return rec.encode() if rec else None
-if mode == 'verify':
-    for f in files:
-        cv, results, reason = dkim.arc_verify(open(f, 'rb').read(), dnsfunc=dnsfunc)
-        print((cv or b'none-terminated').decode(), reason)
-else:
-    msg, (sel, dom, keyfile, srv) = open(files[0], 'rb').read(), files[1:5]
-    sys.stdout.buffer.write(b''.join(dkim.arc_sign(msg, sel.encode(), dom.encode(), open(keyfile, 'rb').read(), srv.encode())))
+for f in sys.argv[2:]:
+    cv, results, reason = dkim.arc_verify(open(f, 'rb').read(), dnsfunc=dnsfunc)
+    print((cv or b'none-terminated').decode(), reason)
 `
 
 const python = "/usr/bin/python3"
@@ -45,7 +41,7 @@ const python = "/usr/bin/python3"
 // lower-case name ("arc._domainkey.b.test").
 func ARCVerify(t testing.TB, keys map[string]string, msgs ...[]byte) []string {
 	t.Helper()
-	out := run(t, keys, "verify", msgs)
+	out := verify(t, keys, msgs)
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if len(lines) != len(msgs) {
 		t.Fatalf("dkimpy verify printed %q for %d messages", out, len(msgs))
@@ -53,22 +49,34 @@ func ARCVerify(t testing.TB, keys map[string]string, msgs ...[]byte) []string {
 	return lines
 }
 
-// ARCSign returns the ARC set dkimpy's arc_sign (what arcsign runs) adds
-// to msg, sealing for domain with key (dkimpy seals with RSA only); it
-// takes the verdicts, and cv=, from the message's Authentication-Results
-// fields of srvID. keys serve the lookups of the chain already there.
-func ARCSign(t testing.TB, keys map[string]string, msg []byte, selector, domain string, key *rsa.PrivateKey, srvID string) []byte {
+// ARCSign returns msg sealed by dkimpy's arcsign command for domain with
+// key (dkimpy seals with RSA only): its ARC set, then msg. arcsign takes
+// the verdicts, and cv=, from the message's Authentication-Results fields
+// of srvID. The test is skipped when arcsign is not installed.
+func ARCSign(t testing.TB, msg []byte, selector, domain string, key *rsa.PrivateKey, srvID string) []byte {
 	t.Helper()
+	const arcsign = "/usr/bin/arcsign"
+	if _, err := os.Stat(arcsign); err != nil {
+		t.Skipf("dkimpy's arcsign not available (%v); Debian: apt-get install python3-dkim", err)
+	}
 	// dkimpy reads PKCS#1 ("RSA PRIVATE KEY") files.
 	kf := filepath.Join(t.TempDir(), "key.pem")
 	der := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
 	if err := os.WriteFile(kf, der, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return []byte(run(t, keys, "sign", [][]byte{msg}, selector, domain, kf, srvID))
+	cmd := exec.Command(arcsign, selector, domain, kf, srvID)
+	cmd.Stdin = bytes.NewReader(msg)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr // its debug log
+	out, err := cmd.Output()
+	if err != nil || !bytes.HasPrefix(out, []byte("ARC-Seal: ")) {
+		t.Fatalf("arcsign: %v\n%s%s", err, out, stderr.Bytes())
+	}
+	return out
 }
 
-func run(t testing.TB, keys map[string]string, mode string, msgs [][]byte, args ...string) string {
+func verify(t testing.TB, keys map[string]string, msgs [][]byte) string {
 	t.Helper()
 	if err := exec.Command(python, "-c", "import dkim, authres").Run(); err != nil {
 		t.Skipf("dkimpy not available (%s -c 'import dkim, authres': %v); Debian: apt-get install python3-dkim python3-authres", python, err)
@@ -82,7 +90,7 @@ func run(t testing.TB, keys map[string]string, mode string, msgs [][]byte, args 
 	if err := os.WriteFile(kf, kj, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := []string{"-c", script, mode, kf}
+	cmd := []string{"-c", verifyScript, kf}
 	for i, m := range msgs {
 		mf := filepath.Join(dir, fmt.Sprintf("%d.eml", i))
 		if err := os.WriteFile(mf, m, 0o600); err != nil {
@@ -90,9 +98,9 @@ func run(t testing.TB, keys map[string]string, mode string, msgs [][]byte, args 
 		}
 		cmd = append(cmd, mf)
 	}
-	out, err := exec.Command(python, append(cmd, args...)...).CombinedOutput()
+	out, err := exec.Command(python, cmd...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("dkimpy %s: %v\n%s", mode, err, out)
+		t.Fatalf("dkimpy arc_verify: %v\n%s", err, out)
 	}
 	return string(out)
 }
