@@ -51,14 +51,7 @@ func (r ARCResult) String() string {
 		return "arc=none"
 	}
 	var b strings.Builder
-	b.WriteString("arc=" + string(r.Status))
-	if r.Reason != "" {
-		reason := r.Reason
-		if len(reason) > maxReason {
-			reason = reason[:maxReason]
-		}
-		b.WriteString(" reason=" + quoted(reason))
-	}
+	writeVerdict(&b, "arc", r.Status, r.Reason)
 	if r.Instance > 0 {
 		b.WriteString(" (i=" + strconv.Itoa(r.Instance))
 		if r.Domain != "" && len(r.Domain) <= maxValue && pvalue(r.Domain) == r.Domain {

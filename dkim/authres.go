@@ -31,14 +31,7 @@ func (r Result) String() string {
 		return "dkim=none"
 	}
 	var b strings.Builder
-	b.WriteString("dkim=" + string(r.Status))
-	if r.Reason != "" {
-		reason := r.Reason
-		if len(reason) > maxReason {
-			reason = reason[:maxReason]
-		}
-		b.WriteString(" reason=" + quoted(reason))
-	}
+	writeVerdict(&b, "dkim", r.Status, r.Reason)
 	for _, p := range [...]struct{ name, value string }{
 		{"header.d", r.Domain},
 		{"header.i", r.Identifier},
@@ -51,6 +44,18 @@ func (r Result) String() string {
 		}
 	}
 	return b.String()
+}
+
+// writeVerdict writes "method=status", and the reason when there is one,
+// capped and quoted.
+func writeVerdict(b *strings.Builder, method string, status Status, reason string) {
+	b.WriteString(method + "=" + string(status))
+	if reason != "" {
+		if len(reason) > maxReason {
+			reason = reason[:maxReason]
+		}
+		b.WriteString(" reason=" + quoted(reason))
+	}
 }
 
 // AuthenticationResults is the Authentication-Results header field (RFC

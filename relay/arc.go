@@ -80,18 +80,12 @@ func (p *arcPolicy) check(id string, header []byte, body func() (io.Reader, erro
 		return "", nil, nil
 	}
 	seal = seal && p.sealer != nil
-	// A body that cannot be read is the session's error, not a verdict.
-	var bodyErr error
-	read := func() (io.Reader, error) {
-		r, err := body()
-		bodyErr = err
-		return r, err
-	}
+	read, bodyErr := trackBody(body)
 	ctx, cancel := context.WithTimeout(context.Background(), dkimTimeout)
 	chain, err := p.verifier.VerifyARC(ctx, header, read)
 	cancel()
-	if bodyErr != nil {
-		return "", nil, bodyErr
+	if *bodyErr != nil {
+		return "", nil, *bodyErr
 	}
 	if err != nil {
 		return "", nil, err
@@ -111,8 +105,8 @@ func (p *arcPolicy) check(id string, header []byte, body func() (io.Reader, erro
 	}
 	verdicts := append(results[:len(results):len(results)], chain.String())
 	set, err := p.sealer.SealParts(header, read, chain, p.hostname, verdicts)
-	if bodyErr != nil {
-		return "", nil, bodyErr
+	if *bodyErr != nil {
+		return "", nil, *bodyErr
 	}
 	if err != nil {
 		// As for a DKIM signature: no message leaves without the seal
@@ -126,4 +120,16 @@ func (p *arcPolicy) check(id string, header []byte, body func() (io.Reader, erro
 		log.Info("arc: sealed", "id", id, "instance", chain.Instance+1, "domain", p.sealer.Domain, "selector", p.sealer.Key.Selector)
 	}
 	return chain.String(), set, nil
+}
+
+// trackBody wraps body so that the caller can tell a body that could not
+// be read, the session's error, from a verification or signing failure:
+// *err is the error of the last call.
+func trackBody(body func() (io.Reader, error)) (read func() (io.Reader, error), err *error) {
+	err = new(error)
+	return func() (io.Reader, error) {
+		r, e := body()
+		*err = e
+		return r, e
+	}, err
 }

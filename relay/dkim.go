@@ -109,19 +109,13 @@ func (p *dkimPolicy) check(id string, header []byte, body func() (io.Reader, err
 	var head []byte       // fields to put in front of the message
 	var verdicts []string // this relay's results, for Authentication-Results
 	if p.verifier != nil {
-		// The body is read only for a signed message; a body that cannot
-		// be read is the session's error, not a verification result.
-		var bodyErr error
-		read := func() (io.Reader, error) {
-			r, err := body()
-			bodyErr = err
-			return r, err
-		}
+		// The body is read only for a signed message.
+		read, bodyErr := trackBody(body)
 		ctx, cancel := context.WithTimeout(context.Background(), dkimTimeout)
 		results, err := p.verifier.VerifyParts(ctx, header, read)
 		cancel()
-		if bodyErr != nil {
-			return nil, bodyErr
+		if *bodyErr != nil {
+			return nil, *bodyErr
 		}
 		if err != nil {
 			log.Warn("dkim: cannot verify", "id", id, "err", err)
