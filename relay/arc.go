@@ -35,6 +35,7 @@ import (
 // earlier authentication to carry on.
 type arcPolicy struct {
 	hostname string
+	record   bool           // verify = true: verdicts on mail not sealed too
 	verifier *dkim.Verifier // nil: verify = false and no seal
 	sealer   *dkim.Sealer   // nil: no [[arc.sign]]
 }
@@ -44,7 +45,7 @@ type arcPolicy struct {
 // Keys of chains are looked up as DKIM keys are: [dkim.keys], then
 // resolver when it can look up TXT records, else the system resolver.
 func newARCPolicy(cfg *config.Config, resolver deliver.Resolver, log *slog.Logger) (*arcPolicy, error) {
-	p := &arcPolicy{hostname: cfg.Hostname}
+	p := &arcPolicy{hostname: cfg.Hostname, record: cfg.ARC.Verify}
 	for i, s := range cfg.ARC.Sign {
 		key, err := dkim.LoadKey(s.Key)
 		if err == nil {
@@ -76,10 +77,10 @@ func newARCPolicy(cfg *config.Config, resolver deliver.Resolver, log *slog.Logge
 // when there is nothing to record) and the ARC set to put in front of
 // the message (nil for none), or the error to answer.
 func (p *arcPolicy) check(id string, header []byte, body func() (io.Reader, error), seal bool, results []string, log *slog.Logger) (string, []byte, error) {
-	if p.verifier == nil {
+	seal = seal && p.sealer != nil
+	if p.verifier == nil || !seal && !p.record {
 		return "", nil, nil
 	}
-	seal = seal && p.sealer != nil
 	read, bodyErr := trackBody(body)
 	ctx, cancel := context.WithTimeout(context.Background(), dkimTimeout)
 	chain, err := p.verifier.VerifyARC(ctx, header, read)
