@@ -2,14 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
 )
 
 type bench struct {
-	opts  options
-	tools tools
+	opts    options
+	tools   tools
+	cgroups string // cgroupBase(): "" to follow process trees instead
 }
 
 // result is one measured run: one target under one configuration.
@@ -19,7 +21,8 @@ type result struct {
 	accept time.Duration // until smtp-source exited; 0: not measured
 	e2e    time.Duration // until the sink counted every message; 0: not measured
 	probe  probeResult
-	rssKiB int64 // 0: not measured
+	mem    memory        // peaks over the instance's life; 0: not measured
+	cpu    time.Duration // CPU time of the target's processes per message; 0: not measured
 	notes  []string
 	err    error
 }
@@ -36,10 +39,10 @@ func rate(n int, d time.Duration) float64 {
 
 // summary is a progress line for stderr.
 func (r result) summary() string {
-	s := fmt.Sprintf("%-7s %s: accept %s, e2e %s, latency p50 %s p99 %s ms (%d samples), peak RSS %s MiB",
+	s := fmt.Sprintf("%-9s %s: accept %s, e2e %s, latency p50 %s p99 %s ms (%d samples), peak RSS %s anon %s MiB, CPU %s ms/msg",
 		r.target, r.cfg, fmtRate(r.acceptRate()), fmtRate(r.e2eRate()),
 		fmtMs(percentile(r.probe.latencies, 50)), fmtMs(percentile(r.probe.latencies, 99)),
-		len(r.probe.latencies), fmtMiB(r.rssKiB))
+		len(r.probe.latencies), fmtMiB(r.mem.rss), fmtMiB(r.mem.anon), fmtCPU(r.cpu))
 	if r.err != nil {
 		s += "; ERROR: " + r.err.Error()
 	}
@@ -56,12 +59,22 @@ func (b *bench) runOne(ctx context.Context, t target, c config) result {
 }
 
 func (b *bench) measure(ctx context.Context, t target, c config, res *result) error {
-	sk, err := startSink(ctx, b.tools.sink, b.opts.sinkAddr)
+	sinkGroup, err := newGroup(b.cgroups, "sink")
+	if err != nil {
+		return err
+	}
+	defer closeGroup(sinkGroup, res)
+	sk, err := startSink(ctx, b.tools.sink, b.opts.addr("sink"), sinkGroup)
 	if err != nil {
 		return err
 	}
 	defer sk.stop()
-	inst, err := t.Start(ctx, sk)
+	g, err := newGroup(b.cgroups, t.Name())
+	if err != nil {
+		return err
+	}
+	defer closeGroup(g, res)
+	inst, err := t.Start(ctx, sk, g)
 	if err != nil {
 		return err
 	}
@@ -70,15 +83,30 @@ func (b *bench) measure(ctx context.Context, t target, c config, res *result) er
 			res.notes = append(res.notes, err.Error())
 		}
 	}()
+	if _, ok := t.(directTarget); ok {
+		g = sinkGroup // the ceiling's costs are the sink's
+	}
+	mem := sampleMemory(g, 100*time.Millisecond)
+	defer func() {
+		var err error
+		if res.mem, err = mem.stop(); err != nil {
+			res.notes = append(res.notes, err.Error())
+		}
+	}()
 	addr := inst.Addr()
 	deadline := func(from time.Time) time.Time { return from.Add(b.opts.drainTimeout) }
+	// copies is how many messages the sink counts for each one sent.
+	copies := 1
+	if _, ok := t.(perRecipient); ok {
+		copies = c.rcpts
+	}
 
 	if w := b.opts.warmup; w > 0 {
 		start := time.Now()
 		if _, err := runSource(ctx, b.tools.source, addr, c, w, b.opts.reuse); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
-		if err := sk.waitCount(ctx, w, deadline(start), inst.Died()); err != nil {
+		if err := sk.waitCount(ctx, w*copies, deadline(start), inst.Died()); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -92,7 +120,8 @@ func (b *bench) measure(ctx context.Context, t target, c config, res *result) er
 	base := int(sk.count.Load())
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	probed := make(chan probeResult, 1)
-	p := probe{addr: addr, size: c.size, rcpts: c.rcpts, interval: b.opts.probeInterval}
+	p := probe{addr: addr, size: c.size, rcpts: c.rcpts, interval: b.opts.probeInterval, limit: probeLimit(c.n)}
+	cpu0, cpuErr := g.cpu()
 	go func() { probed <- p.run(probeCtx) }()
 
 	start := time.Now()
@@ -111,16 +140,27 @@ func (b *bench) measure(ctx context.Context, t target, c config, res *result) er
 		res.notes = append(res.notes, fmt.Sprintf("probe: %d messages without 250; first: %v", pr.failures, pr.firstErr))
 	}
 
-	want := base + c.n + len(res.probe.latencies)
+	msgs := c.n + len(res.probe.latencies)
+	want := base + msgs*copies
 	if err := sk.waitCount(ctx, want, deadline(start), inst.Died()); err != nil {
 		return fmt.Errorf("end to end: %w", err)
 	}
 	res.e2e = time.Since(start)
+	cpu1, err := g.cpu()
+	if cpuErr == nil && err == nil {
+		res.cpu = (cpu1 - cpu0) / time.Duration(msgs)
+	} else {
+		res.notes = append(res.notes, fmt.Sprintf("CPU time: %v", errors.Join(cpuErr, err)))
+	}
 	if extra := int(sk.count.Load()) - want; extra > 0 {
 		res.notes = append(res.notes, fmt.Sprintf("the sink counted %d messages more than were sent", extra))
 	}
-	if res.rssKiB, err = inst.PeakRSS(); err != nil {
-		res.notes = append(res.notes, "peak RSS: "+err.Error())
-	}
 	return nil
+}
+
+// closeGroup ends whatever is left of a group after its run.
+func closeGroup(g *group, res *result) {
+	if err := g.close(30 * time.Second); err != nil {
+		res.notes = append(res.notes, err.Error())
+	}
 }

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+
 	"bufio"
 	"bytes"
 	"errors"
+	"github.com/miekg/dns"
 	"strings"
 	"testing"
 	"time"
@@ -90,16 +96,22 @@ func TestParseOptions(t *testing.T) {
 		t.Errorf("matrix = %v", m)
 	}
 	o, err = parseOptions([]string{"relay-bench", "-n", "300", "-sessions", "1"})
-	if err != nil || o.matrix()[0].n != 300 || len(o.targets) != 3 {
+	if err != nil || o.matrix()[0].n != 300 || len(o.targets) != len(targetNames) {
 		t.Errorf("-n 300: %v %v", o.matrix(), err)
 	}
+	if a, s, d := o.addr("exim"), o.addr("sink"), o.addr("dns"); a != "127.0.50.4:2525" || s != "127.0.50.9:2626" || d != "127.0.50.53:53" {
+		t.Errorf("default addresses: exim %s, sink %s, dns %s", a, s, d)
+	}
+	o, err = parseOptions([]string{"relay-bench", "-net", "127.0.7"})
+	if err != nil || o.addr("haraka") != "127.0.7.7:2525" {
+		t.Errorf("-net 127.0.7: haraka at %s, %v", o.addr("haraka"), err)
+	}
 	for _, bad := range [][]string{
-		{"-sink-addr", "10.0.0.1:2626"},
-		{"-relay-addr", "localhost:2525"},
-		{"-relay-addr", "[::1]:2525"},
-		{"-relay-addr", "127.0.0.9:2626"}, // same as the sink
+		{"-net", "10.0.0"},
+		{"-net", "127.0.50.1"},
+		{"-net", "localhost"},
 		{"-sizes", "0"},
-		{"-targets", "exim"},
+		{"-targets", "sendmail"},
 	} {
 		if _, err := parseOptions(append([]string{"relay-bench"}, bad...)); err == nil {
 			t.Errorf("%v: accepted", bad)
@@ -122,15 +134,130 @@ func TestProbeBody(t *testing.T) {
 }
 
 func TestProcParsing(t *testing.T) {
-	status := []byte("Name:\trelay\nVmPeak:\t  900 kB\nVmHWM:\t   34304 kB\nVmRSS:\t 30000 kB\n")
-	if got, err := statusKiB(status, "VmHWM"); err != nil || got != 34304 {
-		t.Errorf("statusKiB VmHWM = %d, %v", got, err)
+	status := []byte("Name:\trelay\nVmPeak:\t  900 kB\nVmHWM:\t   34304 kB\nVmRSS:\t 30000 kB\nRssAnon:\t 12000 kB\n")
+	if got, ok, err := statusKiB(status, "RssAnon"); err != nil || !ok || got != 12000 {
+		t.Errorf("statusKiB RssAnon = %d, %v, %v", got, ok, err)
 	}
-	if _, err := statusKiB(status, "VmSwap"); err == nil {
-		t.Error("statusKiB: missing field accepted")
+	if _, ok, err := statusKiB(status, "VmSwap"); ok || err != nil {
+		t.Errorf("statusKiB: missing field: %v, %v", ok, err)
 	}
-	if got, err := statPPID([]byte("4242 (smtpd (x) y) S 4200 4242 4242 0 -1 4194560")); err != nil || got != 4200 {
+	stat := []byte("4242 (smtpd (x) y) S 4200 4242 4242 0 -1 4194560 10 0 0 0 7 3 20 10 20 0 1")
+	if got, err := statPPID(stat); err != nil || got != 4200 {
 		t.Errorf("statPPID = %d, %v", got, err)
+	}
+	if got, err := statCPUTicks(stat); err != nil || got != 40 {
+		t.Errorf("statCPUTicks = %d, %v; want 7+3+20+10", got, err)
+	}
+	if got, err := cgroupCPU([]byte("usage_usec 3500\nuser_usec 2500\nsystem_usec 1000\nnice_usec 0\n")); err != nil || got != 3500*time.Microsecond {
+		t.Errorf("cgroupCPU = %v, %v", got, err)
+	}
+	if _, err := cgroupCPU([]byte("usage_usec 3500\n")); err == nil {
+		t.Error("cgroupCPU: cpu.stat without user_usec accepted")
+	}
+}
+
+// TestGroup runs a shell whose child burns CPU and exits: the group must
+// count the child's CPU time after it exited, see its memory while it
+// ran, and kill what is left when closed. As root with cgroup2 the group
+// is a cgroup; otherwise (and always) a process tree.
+func TestGroup(t *testing.T) {
+	modes := map[string]string{"tree": ""}
+	if os.Geteuid() == 0 {
+		if base := cgroupBase(); base != "" {
+			modes["cgroup"] = base
+		}
+	}
+	for mode, base := range modes {
+		t.Run(mode, func(t *testing.T) {
+			g, err := newGroup(base, "test-"+mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The child burns CPU for 0.3 s and exits (reaped by sh);
+			// then sh sleeps: the group is still alive, the child gone.
+			cmd := exec.Command("sh", "-c", `sh -c 'end=$(($(date +%s%N) + 300000000)); while [ $(date +%s%N) -lt $end ]; do :; done'; exec sleep 60`)
+			if err := g.start(cmd); err != nil {
+				t.Fatal(err)
+			}
+			waited := make(chan error, 1)
+			defer func() { <-waited }()
+			go func() { waited <- cmd.Wait() }()
+			mem := sampleMemory(g, 10*time.Millisecond)
+			time.Sleep(600 * time.Millisecond)
+			peak, err := mem.stop()
+			if err != nil || peak.rss <= 0 || peak.anon <= 0 || peak.anon > peak.rss {
+				t.Errorf("memory peak %+v, %v", peak, err)
+			}
+			cpu, err := g.cpu()
+			if err != nil || cpu < 100*time.Millisecond {
+				t.Errorf("cpu = %v, %v; want the exited child's 0.3 s at least in part", cpu, err)
+			}
+			if pids, err := g.pids(); err != nil || len(pids) != 1 || pids[0] != cmd.Process.Pid {
+				t.Errorf("pids = %v, %v; want only the sleeping shell %d", pids, err, cmd.Process.Pid)
+			}
+			if err := g.close(0); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-waited:
+				waited <- err
+			case <-time.After(5 * time.Second):
+				t.Error("the shell still runs 5 s after close")
+				cmd.Process.Kill()
+			}
+		})
+	}
+}
+
+func TestNSUsers(t *testing.T) {
+	passwd, group, ids, err := nsUsers("bench-a", "bench-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.ReadFile("/etc/passwd")
+	if !strings.HasPrefix(passwd, string(host)) || ids["bench-a"] == ids["bench-b"] {
+		t.Fatalf("ids %v; passwd does not extend the host's", ids)
+	}
+	for name, id := range ids {
+		if strings.Contains(string(host), fmt.Sprintf(":x:%d:", id)) {
+			t.Errorf("%s got id %d, which the host uses", name, id)
+		}
+		if !strings.Contains(passwd, fmt.Sprintf("%s:x:%d:%d:", name, id, id)) || !strings.Contains(group, fmt.Sprintf("%s:x:%d:", name, id)) {
+			t.Errorf("%s (%d) missing from passwd or group", name, id)
+		}
+	}
+}
+
+// TestDNS asks the run's DNS server what chasquid asks it.
+func TestDNS(t *testing.T) {
+	l, err := net.ListenPacket("udp", "127.0.50.53:0")
+	if err != nil {
+		t.Skip("no 127.0.50.53 here:", err)
+	}
+	addr := l.LocalAddr().String()
+	l.Close()
+	s, err := startDNS(addr, []string{"relayed.test. 60 IN MX 10 mx.relayed.test.", "mx.relayed.test. 60 IN A 127.0.50.9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	ask := func(name string, qtype uint16) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, addr)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return r
+	}
+	if r := ask("Relayed.Test.", dns.TypeMX); len(r.Answer) != 1 || r.Answer[0].(*dns.MX).Mx != "mx.relayed.test." {
+		t.Errorf("MX: %v", r)
+	}
+	if r := ask("mx.relayed.test.", dns.TypeAAAA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+		t.Errorf("AAAA of the MX host: want no data, got %v", r)
+	}
+	if r := ask("src.test.", dns.TypeTXT); r.Rcode != dns.RcodeNameError {
+		t.Errorf("TXT src.test: want NXDOMAIN, got %v", r)
 	}
 }
 
@@ -147,42 +274,40 @@ func TestTable(t *testing.T) {
 	c2 := config{size: 65536, sessions: 20, rcpts: 1, n: 1250}
 	lat := []time.Duration{time.Millisecond, 2 * time.Millisecond, 40 * time.Millisecond}
 	r := report{
-		opts:    options{targets: []string{"relay", "postfix", "direct"}},
+		opts:    options{targets: []string{"relay", "postfix", "exim", "direct"}, net: "127.0.50"},
 		configs: []config{c1, c2},
-		skipped: map[string]string{},
+		skipped: map[string]string{"exim": "not running as root"},
 		results: []result{
-			{target: "relay", cfg: c1, accept: time.Second, e2e: 2 * time.Second, probe: probeResult{latencies: lat}, rssKiB: 80 << 10},
-			{target: "postfix", cfg: c1, accept: 5 * time.Second, e2e: 8 * time.Second, rssKiB: 300 << 10},
+			{target: "relay", cfg: c1, accept: time.Second, e2e: 2 * time.Second, probe: probeResult{latencies: lat}, mem: memory{80 << 10, 60 << 10}, cpu: 1500 * time.Microsecond},
+			{target: "postfix", cfg: c1, accept: 5 * time.Second, e2e: 8 * time.Second, mem: memory{300 << 10, 40 << 10}},
 			{target: "direct", cfg: c1, accept: 500 * time.Millisecond, e2e: 500 * time.Millisecond},
 			{target: "relay", cfg: c2, accept: time.Second, err: errors.New("end to end: timed out")},
 		},
 	}
 	lines := strings.Split(strings.TrimSpace(r.table()), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("table has %d lines, want 4:\n%s", len(lines), r.table())
+	if len(lines) != 6 {
+		t.Fatalf("table has %d lines, want 6 (header, rule, 4 runs):\n%s", len(lines), r.table())
 	}
-	cells := func(line string) []string {
+	cells := func(line string) string {
 		f := strings.Split(strings.Trim(line, "| "), "|")
 		for i := range f {
 			f[i] = strings.TrimSpace(f[i])
 		}
-		return f
+		return strings.Join(f, ",")
 	}
-	head, row1, row2 := cells(lines[0]), cells(lines[2]), cells(lines[3])
-	if len(head) != 4+3*4+3 || head[len(head)-1] != "relay/postfix" {
-		t.Errorf("header: %q", head)
+	for i, want := range []string{
+		"size,sessions,rcpts,N,target,accept/s,e2e/s,÷ direct,relay ÷,p50 / p99 ms (n),RSS MiB,anon MiB,CPU ms/msg",
+		"",
+		"1 KiB,20,1,5000,relay,5000,2500,0.25,-,2.00 / 40.0 (3),80.0,60.0,1.500",
+		"1 KiB,20,1,5000,postfix,1000,625,0.06,4.00,-,300.0,40.0,-",
+		"1 KiB,20,1,5000,direct,10000,10000,-,0.25,-,-,-,-",
+		"64 KiB,20,1,1250,relay,1250,error,-,-,-,-,-,-",
+	} {
+		if got := cells(lines[i]); want != "" && got != want {
+			t.Errorf("line %d:\n got %s\nwant %s", i, got, want)
+		}
 	}
-	want1 := []string{"1 KiB", "20", "1", "5000", "5000", "2500", "2.00 / 40.0 (3)", "80.0", "1000", "625", "-", "300.0",
-		"10000", "10000", "-", "-", "0.25", "0.06", "4.00"}
-	if strings.Join(row1, "|") != strings.Join(want1, "|") {
-		t.Errorf("row 1:\n got %q\nwant %q", row1, want1)
-	}
-	if row2[4] != "1250" || row2[5] != "error" || row2[8] != "-" || row2[len(row2)-1] != "-" {
-		t.Errorf("row 2 (relay failed, others not run): %q", row2)
-	}
-
-	r.skipped["postfix"] = "not running as root"
-	if !strings.Contains(r.table(), "| skipped ") || !strings.Contains(r.render(), "**postfix skipped**: not running as root") {
-		t.Errorf("skipped target not shown:\n%s", r.render())
+	if text := r.render(); !strings.Contains(text, "**exim skipped**: not running as root") || !strings.Contains(text, "exim 127.0.50.4:2525") {
+		t.Errorf("skipped target not shown:\n%s", text)
 	}
 }

@@ -1,19 +1,28 @@
-// Command relay-bench measures the relay against a stock Postfix relay and
-// against no relay at all, under the same load, in one run.
+// Command relay-bench measures the relay against the other relay MTAs
+// installable here, and against no relay at all, under the same load, in
+// one interleaved run.
 //
 // For each configuration (message size x parallel sessions x recipients) it
-// drives Postfix's smtp-source into three targets, each forwarding to a
-// fresh smtp-sink:
+// drives Postfix's smtp-source into each target in turn, each forwarding to
+// a fresh smtp-sink:
 //
-//	relay:   smtp-source -> relay serve (subprocess, fresh data dir) -> smtp-sink
-//	postfix: smtp-source -> private stock Postfix instance (pure relay) -> smtp-sink
-//	direct:  smtp-source -> smtp-sink
+//	relay:     smtp-source -> relay serve (subprocess, fresh data dir) -> smtp-sink
+//	postfix:   ... -> private stock Postfix instance (pure relay) -> smtp-sink
+//	exim:      ... -> Exim (exim4-daemon-light, manualroute to the sink) -> smtp-sink
+//	opensmtpd: ... -> OpenSMTPD (relay host the sink) -> smtp-sink
+//	haraka:    ... -> Haraka 3 (npm; outbound queue, smtp_forward's route) -> smtp-sink
+//	chasquid:  ... -> chasquid (aliases to a domain whose MX is the sink) -> smtp-sink
+//	direct:    smtp-source -> smtp-sink
 //
-// and reports accept and end-to-end rates, their ratios, the accept latency
-// seen by a paced probe session running alongside the load, and peak RSS, as
-// a Markdown report. Everything listens on 127.0.0.0/8. The Postfix target
-// needs root and the postfix package; without them it is skipped. From the
-// repository root:
+// and reports accept and end-to-end rates, the accept latency seen by a
+// paced probe session running alongside the load, peak memory and CPU time
+// per message, as a Markdown report. Every peer is a private instance with
+// its own configuration under the run's directory, durable the way it is
+// by default; Exim and OpenSMTPD are extracted from their Debian packages
+// (apt-get download; they conflict with Postfix) and run, like chasquid, in
+// a private mount namespace. Everything listens on one /24 of 127.0.0.0/8
+// (-net). The peers need root; a peer that cannot run is skipped and the
+// report says why. From the repository root:
 //
 //	go run ./cmd/relay-bench -o bench.md                               # the whole matrix
 //	go run ./cmd/relay-bench -sizes 1024 -sessions 20 -rcpts 1 -n 300  # one short configuration
@@ -27,6 +36,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,16 +61,36 @@ type options struct {
 	probeInterval          time.Duration
 	settle                 time.Duration
 	drainTimeout           time.Duration
-	relayAddr              string
-	postfixAddr            string
-	sinkAddr               string
+	net                    string // the /24 everything listens on: "127.0.50"
 	repo                   string
 	dir                    string
 	out                    string
 	keep                   bool
 }
 
-var targetNames = []string{"relay", "postfix", "direct"}
+var targetNames = []string{"relay", "postfix", "exim", "opensmtpd", "haraka", "chasquid", "direct"}
+
+// hostOctets are the last octets of each server's address in the -net /24.
+var hostOctets = map[string]int{
+	"relay": 2, "postfix": 3, "exim": 4, "opensmtpd": 5, "chasquid": 6, "haraka": 7,
+	"sink": 9, "dns": 53,
+}
+
+// addr is where the named server listens: targets on port 2525, the sink
+// on 2626, the DNS server on 53.
+func (o options) addr(name string) string {
+	port := "2525"
+	switch name {
+	case "sink":
+		port = "2626"
+	case "dns":
+		port = "53"
+	}
+	return fmt.Sprintf("%s.%d:%s", o.net, hostOctets[name], port)
+}
+
+// ip is the named server's address without the port.
+func (o options) ip(name string) string { return fmt.Sprintf("%s.%d", o.net, hostOctets[name]) }
 
 func parseOptions(args []string) (options, error) {
 	var o options
@@ -67,18 +98,16 @@ func parseOptions(args []string) (options, error) {
 	sizes := fs.String("sizes", "1024,65536", "message sizes in bytes (smtp-source -l), comma-separated; a k suffix means KiB")
 	sessions := fs.String("sessions", "1,20,100", "parallel sessions (smtp-source -s), comma-separated")
 	rcpts := fs.String("rcpts", "1,10", "recipients per message (smtp-source -r), comma-separated")
-	targets := fs.String("targets", "relay,postfix,direct", "targets to measure, comma-separated")
+	targets := fs.String("targets", strings.Join(targetNames, ","), "targets to measure, comma-separated")
 	fs.IntVar(&o.n, "n", 0, "messages per run (0: 500 x sessions, at least 500 and at most 5000, a quarter of that above 16 KiB)")
 	fs.BoolVar(&o.reuse, "reuse", false, "smtp-source -d: reuse each connection for many messages (default: one connection per message)")
 	fs.IntVar(&o.warmup, "warmup", 100, "messages sent to each fresh target before the measured run, not counted")
 	fs.DurationVar(&o.probeInterval, "probe-interval", 10*time.Millisecond, "pause between the starts of two probe messages")
 	fs.DurationVar(&o.settle, "settle", time.Second, "quiet time (after sync) before each measured run")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Minute, "longest wait for the sink to count every message of one run")
-	fs.StringVar(&o.relayAddr, "relay-addr", "127.0.0.2:2525", "where the relay listens (127.0.0.0/8)")
-	fs.StringVar(&o.postfixAddr, "postfix-addr", "127.0.0.3:2525", "where Postfix listens (127.0.0.0/8)")
-	fs.StringVar(&o.sinkAddr, "sink-addr", "127.0.0.9:2626", "where smtp-sink listens (127.0.0.0/8)")
+	fs.StringVar(&o.net, "net", "127.0.50", "the /24 of 127.0.0.0/8 that every server listens on, as its first three octets (relay .2, postfix .3, exim .4, opensmtpd .5, chasquid .6, haraka .7 on port 2525; sink .9:2626; DNS .53:53)")
 	fs.StringVar(&o.repo, "repo", ".", "repository root, to build ./cmd/relay from")
-	fs.StringVar(&o.dir, "dir", os.TempDir(), "directory for the run's temporary directory (binaries, data dirs, Postfix instance)")
+	fs.StringVar(&o.dir, "dir", filepath.Join(os.TempDir(), "relay-bench"), "directory for downloaded peers (kept) and each run's temporary directory")
 	fs.StringVar(&o.out, "o", "", "also write the report to `FILE`")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, configs, data) after the run")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -112,15 +141,8 @@ func parseOptions(args []string) (options, error) {
 	if o.probeInterval <= 0 {
 		return o, errors.New("-probe-interval must be positive")
 	}
-	for _, a := range []struct{ flag, addr string }{
-		{"-relay-addr", o.relayAddr}, {"-postfix-addr", o.postfixAddr}, {"-sink-addr", o.sinkAddr},
-	} {
-		if err := checkLoopback(a.addr); err != nil {
-			return o, fmt.Errorf("%s: %w", a.flag, err)
-		}
-	}
-	if o.relayAddr == o.sinkAddr || o.postfixAddr == o.sinkAddr || o.relayAddr == o.postfixAddr {
-		return o, errors.New("-relay-addr, -postfix-addr and -sink-addr must differ")
+	if err := checkNet(o.net); err != nil {
+		return o, fmt.Errorf("-net: %w", err)
 	}
 	return o, nil
 }
@@ -144,18 +166,14 @@ func parseList(s string, kib bool) ([]int, error) {
 	return out, nil
 }
 
-// checkLoopback accepts only host:port with an IPv4 host in 127.0.0.0/8.
-func checkLoopback(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
+// checkNet accepts the first three octets of a /24 in 127.0.0.0/8.
+func checkNet(n string) error {
+	ip := net.ParseIP(n + ".1").To4()
+	if ip == nil || strings.Count(n, ".") != 2 {
+		return fmt.Errorf("%q is not three octets, like 127.0.50", n)
 	}
-	ip := net.ParseIP(host)
-	if ip == nil || ip.To4() == nil || ip.To4()[0] != 127 {
-		return fmt.Errorf("%s: only addresses in 127.0.0.0/8 are allowed", addr)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
-		return fmt.Errorf("%s: bad port", addr)
+	if ip[0] != 127 {
+		return fmt.Errorf("%s.0/24: only addresses in 127.0.0.0/8 are allowed", n)
 	}
 	return nil
 }
@@ -184,16 +202,20 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	for _, a := range []string{opts.relayAddr, opts.postfixAddr, opts.sinkAddr} {
-		if listening(a) {
-			return fmt.Errorf("%s is already in use (another benchmark running?); choose other addresses with -relay-addr, -postfix-addr, -sink-addr", a)
+	for _, name := range append([]string{"sink"}, opts.targets...) {
+		if a := opts.addr(name); name != "direct" && listening(a) {
+			return fmt.Errorf("%s (%s) is already in use (another benchmark running?); choose another /24 with -net", a, name)
 		}
 	}
-	base, err := os.MkdirTemp(opts.dir, "relay-bench-")
+	if err := os.MkdirAll(opts.dir, 0o755); err != nil {
+		return err
+	}
+	base, err := os.MkdirTemp(opts.dir, "run-")
 	if err != nil {
 		return fmt.Errorf("temporary directory: %w", err)
 	}
-	// Postfix daemons run as user postfix and must reach their queue below.
+	// The peers' daemons run as users of their own and must reach their
+	// queues below.
 	if err := os.Chmod(base, 0o755); err != nil {
 		return err
 	}
@@ -204,34 +226,28 @@ func run(args []string) error {
 	}
 
 	b := &bench{opts: opts, tools: tools}
+	if os.Geteuid() == 0 {
+		b.cgroups = cgroupBase()
+	}
 	var targets []target
 	skipped := map[string]string{}
 	for _, name := range opts.targets {
-		switch name {
-		case "relay":
-			bin, err := buildRelay(ctx, opts.repo, base)
-			if err != nil {
-				return err
-			}
-			targets = append(targets, &relayTarget{bin: bin, base: base, addr: opts.relayAddr, keep: opts.keep})
-		case "postfix":
-			if why := postfixUnavailable(); why != "" {
-				skipped[name] = why
-				fmt.Fprintln(os.Stderr, "relay-bench: skipping postfix:", why)
-				continue
-			}
-			pf, err := setupPostfix(ctx, base, opts.postfixAddr, opts.sinkAddr)
-			if err != nil {
-				return err
-			}
-			defer pf.Close() // also after SIGINT: run returns, this stops the instance
-			targets = append(targets, pf)
-		case "direct":
-			targets = append(targets, directTarget{})
+		t, why, err := setupTarget(ctx, opts, name, base)
+		if err != nil {
+			return err
 		}
+		if why != "" {
+			skipped[name] = why
+			fmt.Fprintf(os.Stderr, "relay-bench: skipping %s: %s\n", name, why)
+			continue
+		}
+		if c, ok := t.(interface{ Close() }); ok {
+			defer c.Close() // also after SIGINT: run returns, this stops it
+		}
+		targets = append(targets, t)
 	}
 
-	hdr := collectHeader(ctx, opts, args, base)
+	hdr := collectHeader(ctx, opts, args, base, targets, b.cgroups)
 	configs := opts.matrix()
 	var results []result
 	for _, c := range configs {
@@ -259,4 +275,55 @@ func run(args []string) error {
 		return errors.New("interrupted; the report above covers the runs that finished")
 	}
 	return nil
+}
+
+// setupTarget makes the named target ready to start, or says why it is
+// skipped (a peer missing or failing to install); an error ends the run.
+func setupTarget(ctx context.Context, opts options, name, base string) (target, string, error) {
+	root := ""
+	if os.Geteuid() != 0 {
+		root = "not running as root (a private instance of a peer needs root)"
+	}
+	addr, sink := opts.addr(name), opts.addr("sink")
+	var t target
+	var err error
+	switch name {
+	case "relay":
+		bin, err := buildRelay(ctx, opts.repo, base)
+		if err != nil {
+			return nil, "", err
+		}
+		return &relayTarget{bin: bin, base: base, addr: addr, keep: opts.keep}, "", nil
+	case "direct":
+		return directTarget{}, "", nil
+	case "postfix":
+		if why := postfixUnavailable(); why != "" {
+			return nil, why, nil
+		}
+		t, err = setupPostfix(ctx, base, addr, sink)
+	case "exim":
+		if root != "" {
+			return nil, root, nil
+		}
+		t, err = setupExim(ctx, opts.dir, base, addr, sink)
+	case "opensmtpd":
+		if root != "" {
+			return nil, root, nil
+		}
+		t, err = setupOpenSMTPD(ctx, opts.dir, base, addr, sink)
+	case "haraka":
+		t, err = setupHaraka(ctx, opts.dir, base, addr, sink)
+	case "chasquid":
+		if why := chasquidUnavailable(); why != "" {
+			return nil, why, nil
+		}
+		t, err = setupChasquid(ctx, base, addr, sink, opts.ip("dns"), slices.Max(opts.rcpts))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+		return nil, "setup failed: " + err.Error(), nil
+	}
+	return t, "", nil
 }

@@ -138,11 +138,16 @@ maillog_file = %[5]s
 `, p.spool, p.data, p.etc, p.dir, p.maillog, addr)
 }
 
-// cmd runs a Postfix command on this instance (MAIL_CONFIG as a safety net).
-func (p *postfixTarget) cmd(ctx context.Context, args ...string) error {
+// command is a Postfix command on this instance (MAIL_CONFIG as a safety net).
+func (p *postfixTarget) command(ctx context.Context, args ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, args[0], args[1:]...)
 	c.Env = append(os.Environ(), "MAIL_CONFIG="+p.etc, "PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/postfix/sbin")
-	if out, err := c.CombinedOutput(); err != nil {
+	return c
+}
+
+// cmd runs a Postfix command on this instance.
+func (p *postfixTarget) cmd(ctx context.Context, args ...string) error {
+	if out, err := p.command(ctx, args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
@@ -164,12 +169,20 @@ func (p *postfixTarget) masterPID() int {
 	return pid
 }
 
-func (p *postfixTarget) Start(ctx context.Context, _ *sink) (instance, error) {
+func (p *postfixTarget) Start(ctx context.Context, _ *sink, g *group) (instance, error) {
 	if err := p.cmd(ctx, "postsuper", "-c", p.etc, "-d", "ALL"); err != nil { // an empty queue
 		return nil, err
 	}
-	if err := p.cmd(ctx, "postfix", "-c", p.etc, "start"); err != nil {
-		return nil, err
+	// postfix start runs in the group: the master it leaves behind, and
+	// all the master's children, are born into it.
+	start := p.command(ctx, "postfix", "-c", p.etc, "start")
+	out := &tailBuffer{}
+	start.Stdout, start.Stderr = out, out
+	if err := g.start(start); err != nil {
+		return nil, fmt.Errorf("postfix start: %w", err)
+	}
+	if err := start.Wait(); err != nil {
+		return nil, fmt.Errorf("postfix start: %w: %s", err, out)
 	}
 	pid := 0
 	for deadline := time.Now().Add(10 * time.Second); pid == 0; pid = p.masterPID() {
@@ -178,7 +191,8 @@ func (p *postfixTarget) Start(ctx context.Context, _ *sink) (instance, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	inst := &postfixInstance{p: p, master: pid, rss: sampleTreeRSS(pid, 100*time.Millisecond)}
+	g.addRoot(pid) // without cgroups: the master's tree
+	inst := &postfixInstance{p: p}
 	if err := waitListening(ctx, p.addr, 30*time.Second, nil); err != nil {
 		inst.Stop()
 		return nil, fmt.Errorf("postfix: %w; see %s", err, p.maillog)
@@ -210,21 +224,10 @@ func (p *postfixTarget) stop() error {
 	return err
 }
 
-type postfixInstance struct {
-	p      *postfixTarget
-	master int
-	rss    *rssSampler
-}
+type postfixInstance struct{ p *postfixTarget }
 
 func (i *postfixInstance) Addr() string { return i.p.addr }
 
 func (i *postfixInstance) Died() <-chan struct{} { return nil }
 
-// PeakRSS is the peak, over samples every 100 ms since the start, of the
-// summed RSS of the master and all its children.
-func (i *postfixInstance) PeakRSS() (int64, error) { return i.rss.stop() }
-
-func (i *postfixInstance) Stop() error {
-	i.rss.stop()
-	return i.p.stop()
-}
+func (i *postfixInstance) Stop() error { return i.p.stop() }

@@ -19,7 +19,14 @@ type probe struct {
 	size     int
 	rcpts    int
 	interval time.Duration
+	// limit is the most messages it sends (0: no limit), so that against a
+	// slow target the probe's messages do not outnumber the load's.
+	limit int
 }
+
+// probeLimit is the most messages the probe sends beside a load of n: a
+// tenth of it, at least 20.
+func probeLimit(n int) int { return max(n/10, 20) }
 
 // probePerSession is how many messages a probe session sends before it
 // quits and connects again: servers limit recipients and commands per
@@ -51,6 +58,10 @@ func (p probe) run(ctx context.Context) probeResult {
 	}()
 	next := time.Now()
 	for seq := 0; ; seq++ {
+		if p.limit > 0 && seq >= p.limit {
+			<-ctx.Done()
+			return res
+		}
 		select {
 		case <-ctx.Done():
 			return res

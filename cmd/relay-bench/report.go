@@ -20,12 +20,14 @@ type header struct {
 	goVersion      string
 	postfixVersion string
 	relayVersion   string
+	peers          []string // "Exim 4.96-15+deb12u11", ...
+	cgroups        bool     // CPU and memory per cgroup, not per process tree
 	date           time.Time
 	command        string
 	dataDir        string
 }
 
-func collectHeader(ctx context.Context, o options, args []string, base string) header {
+func collectHeader(ctx context.Context, o options, args []string, base string, targets []target, cgroups string) header {
 	h := header{
 		cpus:     runtime.NumCPU(),
 		cpuModel: "unknown",
@@ -34,6 +36,12 @@ func collectHeader(ctx context.Context, o options, args []string, base string) h
 		// the command instead.
 		command: shellJoin(append([]string{"relay-bench"}, args[1:]...)),
 		dataDir: base,
+		cgroups: cgroups != "",
+	}
+	for _, t := range targets {
+		if v, ok := t.(versioned); ok {
+			h.peers = append(h.peers, v.Version())
+		}
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
@@ -44,7 +52,7 @@ func collectHeader(ctx context.Context, o options, args []string, base string) h
 		}
 	}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		h.ramKiB, _ = statusKiB(b, "MemTotal")
+		h.ramKiB, _, _ = statusKiB(b, "MemTotal")
 	}
 	h.kernel = output(ctx, "", "uname", "-r")
 	h.goVersion = output(ctx, o.repo, "go", "env", "GOVERSION")
@@ -118,6 +126,14 @@ func fmtMiB(kib int64) string {
 	return fmt.Sprintf("%.1f", float64(kib)/1024)
 }
 
+// fmtCPU writes a CPU time per message in milliseconds.
+func fmtCPU(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond))
+}
+
 func fmtRatio(a, b float64) string {
 	if a <= 0 || b <= 0 {
 		return "-"
@@ -138,9 +154,9 @@ type report struct {
 func (r report) render() string {
 	var b strings.Builder
 	h := r.header
-	fmt.Fprintf(&b, "# relay-bench: relay vs. stock Postfix vs. direct\n\n")
+	fmt.Fprintf(&b, "# relay-bench: the relay against other relay MTAs and direct\n\n")
 	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %.1f GiB RAM, Linux %s\n", h.cpus, h.cpuModel, float64(h.ramKiB)/(1<<20), h.kernel)
-	fmt.Fprintf(&b, "- Go %s; Postfix %s; relay at git %s\n", h.goVersion, h.postfixVersion, h.relayVersion)
+	fmt.Fprintf(&b, "- Go %s; relay at git %s; Postfix %s\n", h.goVersion, h.relayVersion, strings.Join(append([]string{h.postfixVersion}, h.peers...), "; "))
 	fmt.Fprintf(&b, "- Date: %s\n", h.date.Format("2006-01-02 15:04:05 UTC"))
 	fmt.Fprintf(&b, "- Command: `%s`\n", h.command)
 	fmt.Fprintf(&b, "- Data directories under %s\n", h.dataDir)
@@ -179,15 +195,26 @@ func (r report) definitions() string {
 	if r.opts.reuse {
 		conn = "connections reused for many messages (smtp-source -d)"
 	}
+	procs := "the cgroup each target's first process is born into, so every process it ever started (exited ones included)"
+	if !r.header.cgroups {
+		procs = "the process trees of each target's main processes (no cgroups: an exited process counts once a process of the tree reaped it)"
+	}
+	var addrs []string
+	for _, t := range append([]string{"sink"}, r.opts.targets...) {
+		if t != "direct" {
+			addrs = append(addrs, t+" "+r.opts.addr(t))
+		}
+	}
 	lines := []string{
-		fmt.Sprintf("Load: Postfix's smtp-source: `-l size` bytes of payload (headers excluded), `-s sessions` in parallel, `-r rcpts` recipients per message, `-m N` messages, %s, into smtp-sink -c, which counts messages at the end of DATA. All addresses on 127.0.0.0/8: relay %s, Postfix %s, sink %s.", conn, r.opts.relayAddr, r.opts.postfixAddr, r.opts.sinkAddr),
-		fmt.Sprintf("Each (target, configuration) gets a fresh smtp-sink and a fresh target; %d warm-up messages of the same configuration go through it first (not counted); then sync, %s of quiet, and the measured run.", r.opts.warmup, r.opts.settle),
-		"Targets: **relay**: `relay serve` built from this repository, a fresh data dir, one route sink.test -> sink with tls = \"none\", POP3 and admin off, `[queue] per_hop_concurrency = 20`, `--log-level warn`; it answers 250 only after the message is synced to disk (group commit). **postfix**: stock Debian Postfix as a pure relay, a private instance (own config, queue and data dirs; transport map sink.test -> smtp:[sink]; no chroot, no DNS, loopback only), started on an empty queue per configuration; it fsyncs each queue file before its 250. **direct**: smtp-source straight into smtp-sink, nothing on disk: the ceiling of the protocol on this machine.",
-		"**accept/s** = N / time from the start of smtp-source until it exited (every message had its 250).",
-		"**e2e/s** = N / time from the same start until smtp-sink had counted all N messages (and the probe's).",
-		"**relay/direct, postfix/direct, relay/postfix** = ratios of e2e/s.",
-		fmt.Sprintf("**p50 / p99 ms (n)** = accept latency. smtp-source reports none, so a probe runs beside the load: one extra SMTP session to the same target, sending a message of the same size and recipient count every %s (a new session every %d messages) while smtp-source runs, and timing each from writing the end-of-data \".\" (the body already sent) to reading the reply: the time the server took to make the message safe. Nearest-rank percentiles over n samples (with n < 100, p99 is the maximum). Probe messages are counted when waiting for the sink.", r.opts.probeInterval, probePerSession),
-		"**RSS MiB** = peak resident memory. relay: VmHWM of the relay process (the configuration's whole life, warm-up included). postfix: the peak of the summed RSS of the master and all its children (smtpd, cleanup, qmgr, smtp, ...; shared pages counted once per process), sampled every 100 ms from its start. direct: smtp-sink's VmHWM.",
+		fmt.Sprintf("Load: Postfix's smtp-source: `-l size` bytes of payload (headers excluded), `-s sessions` in parallel, `-r rcpts` recipients per message, `-m N` messages, %s, into smtp-sink -c, which counts messages at the end of DATA. Addresses: %s.", conn, strings.Join(addrs, ", ")),
+		fmt.Sprintf("Each (configuration, target), the targets in turn for each configuration, gets a fresh smtp-sink and a fresh target on an empty queue; %d warm-up messages of the same configuration go through it first (not counted); then sync, %s of quiet, and the measured run.", r.opts.warmup, r.opts.settle),
+		"Targets are private instances with configurations of their own (in docs/benchmarks.md), each a pure relay of sink.test to the sink, durable as it is by default. **direct** is smtp-source straight into smtp-sink, nothing on disk: the ceiling of the protocol on this machine.",
+		"**accept/s** = N / time from the start of smtp-source until it exited (every message had its reply).",
+		"**e2e/s** = N / time from the same start until smtp-sink had counted all N messages (and the probe's; chasquid delivers each recipient in a transaction of its own, so for it the sink counts rcpts messages per message).",
+		"**÷ direct** = e2e/s over direct's; **relay ÷** = the relay's e2e/s over this target's.",
+		fmt.Sprintf("**p50 / p99 ms (n)** = accept latency. smtp-source reports none, so a probe runs beside the load: one extra SMTP session to the same target, sending a message of the same size and recipient count every %s (a new session every %d messages) while smtp-source runs, and timing each from writing the end-of-data \".\" (the body already sent) to reading the reply: the time the server took to make the message safe. Nearest-rank percentiles over n samples (with n < 100, p99 is the maximum).", r.opts.probeInterval, probePerSession),
+		"**RSS MiB, anon MiB** = the peaks of VmRSS and of RssAnon summed over the target's processes, sampled every 100 ms over the target's whole life (warm-up included). RSS counts pages shared between processes (program text, libraries) once per process, so it overstates multi-process servers; RssAnon is their private memory, heaps and stacks. direct: smtp-sink's.",
+		fmt.Sprintf("**CPU ms/msg** = user+system CPU time of the target's processes from the start of the measured run until the sink had every message, over the messages sent (N and the probe's); the processes are %s. The least noisy figure on a shared machine: it does not count time spent waiting for a CPU. direct: smtp-sink's.", procs),
 	}
 	var b strings.Builder
 	for _, l := range lines {
@@ -196,24 +223,9 @@ func (r report) definitions() string {
 	return b.String()
 }
 
-// ratioPairs are the e2e ratios reported, when both targets are measured.
-var ratioPairs = [][2]string{{"relay", "direct"}, {"postfix", "direct"}, {"relay", "postfix"}}
-
-// table renders one row per configuration, with the columns of each
-// requested target and the ratios between them.
+// table renders one row per configuration and target.
 func (r report) table() string {
-	head := []string{"size", "sessions", "rcpts", "N"}
-	for _, t := range r.opts.targets {
-		head = append(head, t+" accept/s", t+" e2e/s", t+" p50 / p99 ms (n)", t+" RSS MiB")
-	}
-	var pairs [][2]string
-	for _, p := range ratioPairs {
-		if contains(r.opts.targets, p[0]) && contains(r.opts.targets, p[1]) {
-			pairs = append(pairs, p)
-			head = append(head, p[0]+"/"+p[1])
-		}
-	}
-	rows := [][]string{head}
+	rows := [][]string{{"size", "sessions", "rcpts", "N", "target", "accept/s", "e2e/s", "÷ direct", "relay ÷", "p50 / p99 ms (n)", "RSS MiB", "anon MiB", "CPU ms/msg"}}
 	for _, c := range r.configs {
 		byTarget := map[string]result{}
 		for _, res := range r.results {
@@ -221,33 +233,29 @@ func (r report) table() string {
 				byTarget[res.target] = res
 			}
 		}
-		if len(byTarget) == 0 {
-			continue // not reached (interrupted)
-		}
-		row := []string{sizeLabel(c.size), fmt.Sprint(c.sessions), fmt.Sprint(c.rcpts), fmt.Sprint(c.n)}
 		for _, t := range r.opts.targets {
 			res, ok := byTarget[t]
-			switch {
-			case r.skipped[t] != "":
-				row = append(row, "skipped", "-", "-", "-")
-			case !ok:
-				row = append(row, "-", "-", "-", "-")
-			default:
-				e2e := fmtRate(res.e2eRate())
-				if res.err != nil {
-					e2e = "error"
-				}
-				lat := "-"
-				if n := len(res.probe.latencies); n > 0 {
-					lat = fmt.Sprintf("%s / %s (%d)", fmtMs(percentile(res.probe.latencies, 50)), fmtMs(percentile(res.probe.latencies, 99)), n)
-				}
-				row = append(row, fmtRate(res.acceptRate()), e2e, lat, fmtMiB(res.rssKiB))
+			if !ok {
+				continue // skipped, or not reached (interrupted)
 			}
+			e2e := fmtRate(res.e2eRate())
+			if res.err != nil {
+				e2e = "error"
+			}
+			lat := "-"
+			if n := len(res.probe.latencies); n > 0 {
+				lat = fmt.Sprintf("%s / %s (%d)", fmtMs(percentile(res.probe.latencies, 50)), fmtMs(percentile(res.probe.latencies, 99)), n)
+			}
+			vsDirect, relayVs := "-", "-"
+			if t != "direct" {
+				vsDirect = fmtRatio(res.e2eRate(), byTarget["direct"].e2eRate())
+			}
+			if t != "relay" {
+				relayVs = fmtRatio(byTarget["relay"].e2eRate(), res.e2eRate())
+			}
+			rows = append(rows, []string{sizeLabel(c.size), fmt.Sprint(c.sessions), fmt.Sprint(c.rcpts), fmt.Sprint(c.n), t,
+				fmtRate(res.acceptRate()), e2e, vsDirect, relayVs, lat, fmtMiB(res.mem.rss), fmtMiB(res.mem.anon), fmtCPU(res.cpu)})
 		}
-		for _, p := range pairs {
-			row = append(row, fmtRatio(byTarget[p[0]].e2eRate(), byTarget[p[1]].e2eRate()))
-		}
-		rows = append(rows, row)
 	}
 	return markdownTable(rows)
 }

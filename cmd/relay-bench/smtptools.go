@@ -72,7 +72,8 @@ type sink struct {
 	stderr *tailBuffer
 }
 
-func startSink(ctx context.Context, bin, addr string) (*sink, error) {
+// startSink starts smtp-sink -c on addr, in g.
+func startSink(ctx context.Context, bin, addr string, g *group) (*sink, error) {
 	args := []string{"-c"}
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "nobody") // smtp-sink refuses to run as root
@@ -84,7 +85,7 @@ func startSink(ctx context.Context, bin, addr string) (*sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.cmd.Start(); err != nil {
+	if err := g.start(s.cmd); err != nil {
 		return nil, fmt.Errorf("smtp-sink: %w", err)
 	}
 	go s.read(stdout)
