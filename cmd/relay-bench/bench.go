@@ -12,12 +12,14 @@ type bench struct {
 	opts    options
 	tools   tools
 	cgroups string // cgroupBase(): "" to follow process trees instead
+	runs    int    // runs started, to name their cgroups
 }
 
 // result is one measured run: one target under one configuration.
 type result struct {
 	target string
 	cfg    config
+	n      int           // messages in the measured run: cfg.n, or fewer for a slow target (-run-time)
 	accept time.Duration // until smtp-source exited; 0: not measured
 	e2e    time.Duration // until the sink counted every message; 0: not measured
 	probe  probeResult
@@ -27,8 +29,8 @@ type result struct {
 	err    error
 }
 
-func (r result) acceptRate() float64 { return rate(r.cfg.n, r.accept) }
-func (r result) e2eRate() float64    { return rate(r.cfg.n, r.e2e) }
+func (r result) acceptRate() float64 { return rate(r.n, r.accept) }
+func (r result) e2eRate() float64    { return rate(r.n, r.e2e) }
 
 func rate(n int, d time.Duration) float64 {
 	if d <= 0 {
@@ -39,8 +41,8 @@ func rate(n int, d time.Duration) float64 {
 
 // summary is a progress line for stderr.
 func (r result) summary() string {
-	s := fmt.Sprintf("%-9s %s: accept %s, e2e %s, latency p50 %s p99 %s ms (%d samples), peak RSS %s anon %s MiB, CPU %s ms/msg",
-		r.target, r.cfg, fmtRate(r.acceptRate()), fmtRate(r.e2eRate()),
+	s := fmt.Sprintf("%-9s %s (sent %d): accept %s, e2e %s, latency p50 %s p99 %s ms (%d samples), peak RSS %s anon %s MiB, CPU %s ms/msg",
+		r.target, r.cfg, r.n, fmtRate(r.acceptRate()), fmtRate(r.e2eRate()),
 		fmtMs(percentile(r.probe.latencies, 50)), fmtMs(percentile(r.probe.latencies, 99)),
 		len(r.probe.latencies), fmtMiB(r.mem.rss), fmtMiB(r.mem.anon), fmtCPU(r.cpu))
 	if r.err != nil {
@@ -59,7 +61,8 @@ func (b *bench) runOne(ctx context.Context, t target, c config) result {
 }
 
 func (b *bench) measure(ctx context.Context, t target, c config, res *result) error {
-	sinkGroup, err := newGroup(b.cgroups, "sink")
+	b.runs++
+	sinkGroup, err := newGroup(b.cgroups, fmt.Sprintf("%d-sink", b.runs))
 	if err != nil {
 		return err
 	}
@@ -69,7 +72,7 @@ func (b *bench) measure(ctx context.Context, t target, c config, res *result) er
 		return err
 	}
 	defer sk.stop()
-	g, err := newGroup(b.cgroups, t.Name())
+	g, err := newGroup(b.cgroups, fmt.Sprintf("%d-%s", b.runs, t.Name()))
 	if err != nil {
 		return err
 	}
@@ -101,6 +104,7 @@ func (b *bench) measure(ctx context.Context, t target, c config, res *result) er
 		copies = c.rcpts
 	}
 
+	res.n = c.n
 	if w := b.opts.warmup; w > 0 {
 		start := time.Now()
 		if _, err := runSource(ctx, b.tools.source, addr, c, w, b.opts.reuse); err != nil {
@@ -109,6 +113,7 @@ func (b *bench) measure(ctx context.Context, t target, c config, res *result) er
 		if err := sk.waitCount(ctx, w*copies, deadline(start), inst.Died()); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
+		res.n = runSize(c.n, w, time.Since(start), b.opts.runTime)
 	}
 	syscall.Sync()
 	select {
@@ -120,12 +125,12 @@ func (b *bench) measure(ctx context.Context, t target, c config, res *result) er
 	base := int(sk.count.Load())
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	probed := make(chan probeResult, 1)
-	p := probe{addr: addr, size: c.size, rcpts: c.rcpts, interval: b.opts.probeInterval, limit: probeLimit(c.n)}
+	p := probe{addr: addr, size: c.size, rcpts: c.rcpts, interval: b.opts.probeInterval, limit: probeLimit(res.n)}
 	cpu0, cpuErr := g.cpu()
 	go func() { probed <- p.run(probeCtx) }()
 
 	start := time.Now()
-	said, srcErr := runSource(ctx, b.tools.source, addr, c, c.n, b.opts.reuse)
+	said, srcErr := runSource(ctx, b.tools.source, addr, c, res.n, b.opts.reuse)
 	res.accept = time.Since(start)
 	stopProbe()
 	res.probe = <-probed
@@ -140,7 +145,7 @@ func (b *bench) measure(ctx context.Context, t target, c config, res *result) er
 		res.notes = append(res.notes, fmt.Sprintf("probe: %d messages without 250; first: %v", pr.failures, pr.firstErr))
 	}
 
-	msgs := c.n + len(res.probe.latencies)
+	msgs := res.n + len(res.probe.latencies)
 	want := base + msgs*copies
 	if err := sk.waitCount(ctx, want, deadline(start), inst.Died()); err != nil {
 		return fmt.Errorf("end to end: %w", err)
@@ -157,6 +162,22 @@ func (b *bench) measure(ctx context.Context, t target, c config, res *result) er
 	}
 	return nil
 }
+
+// runSize is the number of messages for a measured run: n, or as many as
+// the warm-up's rate (w messages end to end in took) gets through in
+// runTime, if fewer, but at least minRun. Rates are per second, so a slow
+// peer measured on fewer messages stays comparable, and the matrix does
+// not take hours for it.
+func runSize(n, w int, took, runTime time.Duration) int {
+	if runTime <= 0 || took <= 0 {
+		return n
+	}
+	fit := int(float64(w) / took.Seconds() * runTime.Seconds())
+	return min(n, max(fit, minRun))
+}
+
+// minRun is the fewest messages a measured run sends (unless -n is less).
+const minRun = 200
 
 // closeGroup ends whatever is left of a group after its run.
 func closeGroup(g *group, res *result) {

@@ -60,6 +60,7 @@ type options struct {
 	warmup                 int  // messages sent before each measured run, not counted
 	probeInterval          time.Duration
 	settle                 time.Duration
+	runTime                time.Duration // a measured run's length for a slow target (see runSize); 0: always n
 	drainTimeout           time.Duration
 	net                    string // the /24 everything listens on: "127.0.50"
 	repo                   string
@@ -104,6 +105,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.warmup, "warmup", 100, "messages sent to each fresh target before the measured run, not counted")
 	fs.DurationVar(&o.probeInterval, "probe-interval", 10*time.Millisecond, "pause between the starts of two probe messages")
 	fs.DurationVar(&o.settle, "settle", time.Second, "quiet time (after sync) before each measured run")
+	fs.DurationVar(&o.runTime, "run-time", 30*time.Second, fmt.Sprintf("a target whose warm-up rate would take longer than this for N messages gets as many as that rate allows, at least %d (0: N always)", minRun))
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Minute, "longest wait for the sink to count every message of one run")
 	fs.StringVar(&o.net, "net", "127.0.50", "the /24 of 127.0.0.0/8 that every server listens on, as its first three octets (relay .2, postfix .3, exim .4, opensmtpd .5, chasquid .6, haraka .7 on port 2525; sink .9:2626; DNS .53:53)")
 	fs.StringVar(&o.repo, "repo", ".", "repository root, to build ./cmd/relay from")

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,10 +171,16 @@ func (g *group) close(grace time.Duration) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if g.dir != "" {
-		if err := os.Remove(g.dir); err != nil {
+	// A cgroup stays busy until its last zombie is reaped.
+	for g.dir != "" {
+		err := os.Remove(g.dir)
+		if err == nil || errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline.Add(10 * time.Second)) {
 			return fmt.Errorf("cgroup: %w", err)
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
 }

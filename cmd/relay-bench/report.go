@@ -207,7 +207,7 @@ func (r report) definitions() string {
 	}
 	lines := []string{
 		fmt.Sprintf("Load: Postfix's smtp-source: `-l size` bytes of payload (headers excluded), `-s sessions` in parallel, `-r rcpts` recipients per message, `-m N` messages, %s, into smtp-sink -c, which counts messages at the end of DATA. Addresses: %s.", conn, strings.Join(addrs, ", ")),
-		fmt.Sprintf("Each (configuration, target), the targets in turn for each configuration, gets a fresh smtp-sink and a fresh target on an empty queue; %d warm-up messages of the same configuration go through it first (not counted); then sync, %s of quiet, and the measured run.", r.opts.warmup, r.opts.settle),
+		fmt.Sprintf("Each (configuration, target), the targets in turn for each configuration, gets a fresh smtp-sink and a fresh target on an empty queue; %d warm-up messages of the same configuration go through it first (not counted); then sync, %s of quiet, and the measured run of N messages. N is the configuration's, or, for a target whose warm-up rate would need more than %s for them, as many as that rate sends in %s (at least %d): rates are per second, and slow peers do not make the matrix take hours.", r.opts.warmup, r.opts.settle, r.opts.runTime, r.opts.runTime, minRun),
 		"Targets are private instances with configurations of their own (in docs/benchmarks.md), each a pure relay of sink.test to the sink, durable as it is by default. **direct** is smtp-source straight into smtp-sink, nothing on disk: the ceiling of the protocol on this machine.",
 		"**accept/s** = N / time from the start of smtp-source until it exited (every message had its reply).",
 		"**e2e/s** = N / time from the same start until smtp-sink had counted all N messages (and the probe's; chasquid delivers each recipient in a transaction of its own, so for it the sink counts rcpts messages per message).",
@@ -253,7 +253,7 @@ func (r report) table() string {
 			if t != "relay" {
 				relayVs = fmtRatio(byTarget["relay"].e2eRate(), res.e2eRate())
 			}
-			rows = append(rows, []string{sizeLabel(c.size), fmt.Sprint(c.sessions), fmt.Sprint(c.rcpts), fmt.Sprint(c.n), t,
+			rows = append(rows, []string{sizeLabel(c.size), fmt.Sprint(c.sessions), fmt.Sprint(c.rcpts), fmt.Sprint(res.n), t,
 				fmtRate(res.acceptRate()), e2e, vsDirect, relayVs, lat, fmtMiB(res.mem.rss), fmtMiB(res.mem.anon), fmtCPU(res.cpu)})
 		}
 	}
