@@ -58,8 +58,7 @@ func chasquidUnavailable() string {
 
 func setupChasquid(ctx context.Context, base, addr, sinkAddr, dnsIP string, maxRcpts int) (*chasquidTarget, error) {
 	dir := filepath.Join(base, "chasquid")
-	_, sinkPort, _ := net.SplitHostPort(sinkAddr)
-	sinkIP, _, _ := net.SplitHostPort(sinkAddr)
+	sinkIP, sinkPort, _ := net.SplitHostPort(sinkAddr)
 	t := &chasquidTarget{dir: dir, addr: addr, etc: filepath.Join(dir, "etc"), data: filepath.Join(dir, "data"), sinkPort: sinkPort}
 	if out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f", "${Version}", "chasquid").Output(); err == nil {
 		t.version = strings.TrimSpace(string(out))
@@ -154,7 +153,7 @@ func (t *chasquidTarget) Start(ctx context.Context, _ *sink, g *group) (instance
 	if err := os.RemoveAll(t.data); err != nil { // an empty queue
 		return nil, err
 	}
-	cmd, err := t.ns.command(context.WithoutCancel(ctx), "/usr/bin/chasquid", "-config_dir", t.etc,
+	cmd, err := t.ns.command("/usr/bin/chasquid", "-config_dir", t.etc,
 		"-testing__outgoing_smtp_port", t.sinkPort)
 	if err != nil {
 		return nil, err

@@ -52,8 +52,7 @@ func setupExim(ctx context.Context, cache, base, addr, sinkAddr string) (*eximTa
 	if err := os.Chown(filepath.Join(dir, "log"), t.uid, t.uid); err != nil {
 		return nil, err
 	}
-	ip, _, _ := net.SplitHostPort(addr)
-	_, port, _ := net.SplitHostPort(addr)
+	ip, port, _ := net.SplitHostPort(addr)
 	sinkIP, sinkPort, _ := net.SplitHostPort(sinkAddr)
 	// Exim refuses a -C file that is not root's or that others may write.
 	if err := os.WriteFile(t.conf, []byte(eximConfig(dir, t.spool, ip, port, sinkIP, sinkPort)), 0o644); err != nil {
@@ -129,7 +128,7 @@ func (t *eximTarget) Start(ctx context.Context, _ *sink, g *group) (instance, er
 	if err := os.Chown(t.spool, t.uid, t.uid); err != nil {
 		return nil, err
 	}
-	cmd, err := t.ns.command(context.WithoutCancel(ctx), "/usr/sbin/exim4", "-C", t.conf, "-bdf", "-q30m")
+	cmd, err := t.ns.command("/usr/sbin/exim4", "-C", t.conf, "-bdf", "-q30m")
 	if err != nil {
 		return nil, err
 	}

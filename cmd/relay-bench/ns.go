@@ -101,8 +101,9 @@ type privateNS struct {
 	runs   int
 }
 
-// command makes the command that runs argv in a fresh namespace.
-func (n *privateNS) command(ctx context.Context, argv ...string) (*exec.Cmd, error) {
+// command makes the command that runs argv in a fresh namespace. (Not
+// tied to a context: the target's Stop ends it, or the group's close.)
+func (n *privateNS) command(argv ...string) (*exec.Cmd, error) {
 	n.runs++
 	d := filepath.Join(n.dir, fmt.Sprintf("ns-%02d", n.runs))
 	for _, sub := range []string{"etc", "etc.work", "var", "var.work"} {
@@ -137,7 +138,7 @@ func (n *privateNS) command(ctx context.Context, argv ...string) (*exec.Cmd, err
 	}
 	script += `exec "$@"` + "\n"
 	args := append([]string{"-m", "--propagation", "private", "sh", "-c", script, "relay-bench-ns"}, argv...)
-	return exec.CommandContext(ctx, "unshare", args...), nil
+	return exec.Command("unshare", args...), nil
 }
 
 // nsUsers returns the host's /etc/passwd and /etc/group with system users

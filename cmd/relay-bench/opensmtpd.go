@@ -66,7 +66,7 @@ func (t *opensmtpdTarget) Start(ctx context.Context, _ *sink, g *group) (instanc
 		return nil, err
 	}
 	t.ns.binds = [][2]string{{spool, "/var/spool/smtpd"}}
-	cmd, err := t.ns.command(context.WithoutCancel(ctx), "/usr/sbin/smtpd", "-d", "-f", t.conf)
+	cmd, err := t.ns.command("/usr/sbin/smtpd", "-d", "-f", t.conf)
 	if err != nil {
 		return nil, err
 	}
