@@ -2,20 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
+
+	"github.com/relay-mta/relay/relay"
 )
 
 // chasquidForward is the domain chasquid's aliases forward to; the run's
@@ -87,17 +81,20 @@ mail_log_path: "%[7]s/mail.log"
 		aliases += fmt.Sprintf("%[1]du: %[1]du@%[2]s\nprobe%[1]d: probe%[1]d@%[2]s\n", i, chasquidForward)
 	}
 	aliases += fmt.Sprintf("*: other@%s\n", chasquidForward)
-	cert, key, err := selfSigned(host)
+	for name, text := range map[string]string{
+		filepath.Join(t.etc, "chasquid.conf"): conf,
+		filepath.Join(domDir, "aliases"):      aliases,
+	} {
+		if err := os.WriteFile(name, []byte(text), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	cert, key, err := relay.WriteSelfSigned(dir, host, nil)
 	if err != nil {
 		return nil, err
 	}
-	for name, text := range map[string]string{
-		filepath.Join(t.etc, "chasquid.conf"):   conf,
-		filepath.Join(domDir, "aliases"):        aliases,
-		filepath.Join(certDir, "fullchain.pem"): cert,
-		filepath.Join(certDir, "privkey.pem"):   key,
-	} {
-		if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
+	for link, file := range map[string]string{"fullchain.pem": cert, "privkey.pem": key} {
+		if err := os.Symlink(file, filepath.Join(certDir, link)); err != nil {
 			return nil, err
 		}
 	}
@@ -110,33 +107,6 @@ mail_log_path: "%[7]s/mail.log"
 	}
 	t.ns = &privateNS{dir: dir, etc: map[string]string{"resolv.conf": "# relay-bench: the run's DNS server\nnameserver " + dnsIP + "\n"}}
 	return t, nil
-}
-
-// selfSigned makes a certificate and key for host, PEM-encoded.
-func selfSigned(host string) (cert, key string, err error) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: host},
-		DNSNames:     []string{host},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		return "", "", err
-	}
-	kder, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		return "", "", err
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})), nil
 }
 
 func (t *chasquidTarget) Name() string { return "chasquid" }
