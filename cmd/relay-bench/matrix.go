@@ -33,9 +33,9 @@ func (o options) matrix() []config {
 }
 
 // defaultN is the number of messages per run when -n is not given: enough
-// for a few seconds of the slowest target (Postfix, bound by one fsync per
-// message). 500 per session, between 500 and 5000; a quarter of that for
-// messages above 16 KiB.
+// for a few seconds of Postfix (bound by one fsync per message); slower
+// peers get fewer (runSize). 500 per session, between 500 and 5000; a
+// quarter of that for messages above 16 KiB.
 func defaultN(size, sessions int) int {
 	n := min(max(500*sessions, 500), 5000)
 	if size > 16<<10 {
