@@ -202,10 +202,11 @@ func (r *Router) hostHop(host string, inRoute bool) (queue.Hop, error) {
 	if r.star != nil {
 		return r.routeHop(*r.star, "route *"), nil
 	}
+	port := orPort(r.cfg.DNS.MXPort)
 	return queue.Hop{
-		Key:    mxKey(d, 25, config.TLSOpportunistic),
+		Key:    mxKey(d, port, config.TLSOpportunistic),
 		MX:     d,
-		Port:   25,
+		Port:   port,
 		TLS:    string(config.TLSOpportunistic),
 		Source: "mx " + d,
 	}, nil

@@ -250,10 +250,11 @@ func (s *session) Data(r io.Reader) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	token, header := splitHandoff(header)
+	handoff, header := splitHandoff(header)
 	if !s.mayRelay() || s.submission {
-		token = "" // only relays we trust may suppress a copy, and they do not submit
+		handoff = "" // only relays we trust may suppress a copy, and they do not submit
 	}
+	token, origin := handoffTokens(handoff, s.r.cfg.Hostname, header)
 	if n := countReceived(header); n >= s.r.cfg.MaxHops {
 		s.log.Info("smtp: message refused", "from", s.from.String(), "reason", "hop limit", "received_headers", n)
 		return "", errTooManyHops
@@ -302,6 +303,7 @@ func (s *session) Data(r io.Reader) (string, error) {
 		// The schedule index of its class (spool/doc.go): the priority
 		// as honoured, after mt_priority_untrusted.
 		Priority: int8(max(-9, min(9, s.params.Priority))),
+		Handoff:  origin,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -315,7 +317,7 @@ func (s *session) Data(r io.Reader) (string, error) {
 		return "", fmt.Errorf("relay: store message: %w", err)
 	}
 	if stored != id {
-		s.log.Info("accepted again, not stored twice", "id", stored, "handoff", token, "from", env.From)
+		s.log.Info("accepted again, not stored twice", "id", stored, "handoff", handoff, "from", env.From)
 		return stored, nil
 	}
 	s.r.queue.Notify()

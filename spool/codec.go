@@ -156,7 +156,7 @@ type msgRecord struct {
 }
 
 func encodeMessage(m *msgRecord) []byte {
-	e := newEncoder(64 + len(m.From) + len(m.MailParams) + len(m.Client) + len(m.Helo) + len(m.AuthUser))
+	e := newEncoder(64 + len(m.From) + len(m.MailParams) + len(m.Client) + len(m.Helo) + len(m.AuthUser) + len(m.Handoff))
 	e.str(m.From)
 	e.str(m.MailParams)
 	e.time(m.Received)
@@ -170,12 +170,15 @@ func encodeMessage(m *msgRecord) []byte {
 	e.uvarint(uint64(m.ChunkSize))
 	e.bool(m.ExtraEvents)    // appended fields: absent in older records
 	e.bool(m.InlineReceived) //
-	if m.BodyFile || m.Priority != 0 {
+	if m.BodyFile || m.Priority != 0 || m.Handoff != "" {
 		e.bool(m.BodyFile)
 		e.uvarint(uint64(m.HeadSize))
 	}
-	if m.Priority != 0 {
+	if m.Priority != 0 || m.Handoff != "" {
 		e.varint(int64(m.Priority)) // appended field: absent means 0
+	}
+	if m.Handoff != "" {
+		e.str(m.Handoff) // appended field: absent means ""
 	}
 	return e.b
 }
@@ -210,6 +213,9 @@ func decodeMessage(b []byte) (*msgRecord, error) {
 			return nil, fmt.Errorf("%w: priority %d", errCorrupt, p)
 		}
 		m.Priority = int8(p)
+	}
+	if d.err == nil && len(d.b) > 0 {
+		m.Handoff = d.str("handoff")
 	}
 	if d.err != nil {
 		return nil, d.err

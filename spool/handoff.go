@@ -22,8 +22,9 @@ func handoffKey(token, rcpt string) []byte {
 }
 
 // EnqueueOnce is EnqueueID for a message handed over by a relay that names
-// it with token: recipients already stored under the same token within ttl
-// are left out, and the rest are stored together with their token keys in
+// it with token (its hop token): recipients already stored under the same
+// token, or under env.Handoff (its origin token, when it has one), within
+// ttl are left out, and the rest are stored together with their token keys in
 // one transaction. When every recipient was stored before, nothing is
 // written and the earlier message's ID is returned, so the sender's retry
 // after a lost 250 gets its 250 without a second copy.
@@ -88,23 +89,21 @@ func (s *Spool) commitOnce(id string, token string, ttl time.Duration, now time.
 	defer s.floor.leave(s.floor.enter())
 	txn := s.newWriteTxn()
 	defer txn.Discard()
+	tokens := []string{token}
+	if env.Handoff != "" && env.Handoff != token {
+		tokens = append(tokens, env.Handoff)
+	}
 	var fresh []Recipient
 	prev := ""
 	for _, r := range rcpts {
-		item, err := txn.Get(handoffKey(token, r.To))
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			fresh = append(fresh, r)
-		case err != nil:
+		seen, err := seenUnder(txn, tokens, r.To)
+		if err != nil {
 			return "", err
-		default:
-			if prev == "" {
-				b, err := item.ValueCopy(nil)
-				if err != nil {
-					return "", err
-				}
-				prev = string(b)
-			}
+		}
+		if seen == "" {
+			fresh = append(fresh, r)
+		} else if prev == "" {
+			prev = seen
 		}
 	}
 	if len(fresh) == 0 {
@@ -113,7 +112,11 @@ func (s *Spool) commitOnce(id string, token string, ttl time.Duration, now time.
 	s.fresh.reserve(id)
 	m, err := putMessage(txn, id, s.floor.at(now), env, fresh, c)
 	for i := 0; err == nil && i < len(fresh); i++ {
-		err = txn.SetEntry(badger.NewEntry(handoffKey(token, fresh[i].To), []byte(id)).WithTTL(ttl))
+		for _, tok := range tokens {
+			if err == nil {
+				err = txn.SetEntry(badger.NewEntry(handoffKey(tok, fresh[i].To), []byte(id)).WithTTL(ttl))
+			}
+		}
 	}
 	if err == nil {
 		err = s.noticeReceived(txn, id, env, fresh)
@@ -126,5 +129,22 @@ func (s *Spool) commitOnce(id string, token string, ttl time.Duration, now time.
 		return "", err
 	}
 	s.fresh.publish(m, c)
+	return "", nil
+}
+
+// seenUnder returns the ID of the message that stored rcpt under one of
+// tokens, "" when none did.
+func seenUnder(txn *wtxn, tokens []string, rcpt string) (string, error) {
+	for _, tok := range tokens {
+		item, err := txn.Get(handoffKey(tok, rcpt))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		b, err := item.ValueCopy(nil)
+		return string(b), err
+	}
 	return "", nil
 }

@@ -231,6 +231,44 @@ func TestEnqueueOnceStoresEachRecipientOnce(t *testing.T) {
 	}
 }
 
+// TestEnqueueOnceOrigin: the same message reaching this relay through
+// another relay of a fleet (same origin token, another hop token) is not
+// stored twice, and the origin is kept with the message (and survives a
+// reopen) so that it goes on to the next hop.
+func TestEnqueueOnceOrigin(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, Options{Dir: dir})
+	ctx := context.Background()
+	env := Envelope{From: "<a@b.test>", Handoff: "s.test Q1"}
+	body := []byte("Subject: x\r\n\r\nhi\r\n")
+	rcpts := []Recipient{{To: "<u@c.test>"}}
+	id1, _ := s.NewMessageID()
+	if got, err := s.EnqueueOnce(ctx, id1, "mx1.test R1", time.Hour, env, rcpts, body); err != nil || got != id1 {
+		t.Fatalf("via mx1: %q, %v", got, err)
+	}
+	id2, _ := s.NewMessageID()
+	if got, err := s.EnqueueOnce(ctx, id2, "mx2.test R2", time.Hour, env, rcpts, body); err != nil || got != id1 {
+		t.Fatalf("via mx2: %q, %v; want the copy via mx1, %q", got, err, id1)
+	}
+	// The sender itself re-sending (its origin is its hop token) is the
+	// same message too.
+	id3, _ := s.NewMessageID()
+	if got, err := s.EnqueueOnce(ctx, id3, "s.test Q1", time.Hour, Envelope{From: "<a@b.test>", Handoff: "s.test Q1"}, rcpts, body); err != nil || got != id1 {
+		t.Fatalf("from the origin: %q, %v; want %q", got, err, id1)
+	}
+	// Another origin is another message.
+	id4, _ := s.NewMessageID()
+	if got, err := s.EnqueueOnce(ctx, id4, "mx2.test R3", time.Hour, Envelope{From: "<a@b.test>", Handoff: "s.test Q2"}, rcpts, body); err != nil || got != id4 {
+		t.Fatalf("other origin: %q, %v", got, err)
+	}
+	s.Close()
+	s = openT(t, Options{Dir: dir})
+	m, err := s.Get(id1)
+	if err != nil || m.Handoff != "s.test Q1" {
+		t.Fatalf("after reopen: %+v, %v; want origin s.test Q1", m, err)
+	}
+}
+
 // TestRecordSyncedSoon: results nobody waits for are synced within
 // soonSyncDelay by a round of their own when no enqueue brings one, and
 // many of them share that round.

@@ -51,6 +51,13 @@ type Envelope struct {
 	// caller decided to honour it: it chooses the schedule index its
 	// recipients' keys go in (doc.go, "Priority classes").
 	Priority int8
+	// Handoff is the origin token of a message handed over by another of
+	// our relays (relay/deliver/handoff.go): the hop token it had when it
+	// entered them, "" when it entered here. It goes on with the message
+	// to the next hop, and EnqueueOnce remembers its recipients under it
+	// as well as under the hop token, so that the same message reaching
+	// this relay through another relay of a fleet is not stored twice.
+	Handoff string
 }
 
 // Recipient is one forward path of a message and its delivery state.

@@ -19,6 +19,11 @@ type DNS struct {
 	// fails temporarily.
 	Timeout  time.Duration
 	Attempts int
+	// MXPort (mx_port) is the port MX hosts (and the A/AAAA of a domain
+	// without MX) are delivered to by the default route: 25. Only tests
+	// on loopback, where every relay of a fleet cannot have port 25,
+	// and private networks change it.
+	MXPort int
 }
 
 // MTASTS is the [mta_sts] table (RFC 8461).
@@ -54,6 +59,7 @@ type fileDNS struct {
 	Servers  []string `toml:"servers"`
 	Timeout  string   `toml:"timeout"`
 	Attempts int64    `toml:"attempts"`
+	MXPort   int64    `toml:"mx_port"`
 }
 
 type fileMTASTS struct {
@@ -85,6 +91,10 @@ func (v *validator) dns(c *Config, fc *fileConfig) {
 	}
 	c.DNS.Timeout = v.duration(p("dns", "timeout"), fc.DNS.Timeout, 1)
 	c.DNS.Attempts = v.count(p("dns", "attempts"), fc.DNS.Attempts, 1)
+	c.DNS.MXPort = v.count(p("dns", "mx_port"), fc.DNS.MXPort, 1)
+	if c.DNS.MXPort > 65535 {
+		v.errorf(p("dns", "mx_port"), "%d is not a port", c.DNS.MXPort)
+	}
 
 	c.MTASTS.Enabled = fc.MTASTS.Enabled
 	c.MTASTS.Port = v.count(p("mta_sts", "port"), fc.MTASTS.Port, 1)

@@ -69,7 +69,7 @@ func (s *clientSession) Send(ctx context.Context, msg *spool.Message, rcpts []st
 	// The hand-off field makes a re-send after a lost 250 harmless at a
 	// next hop that is one of ours (see handoff.go). It goes on the wire
 	// in front of the body, never into a copy of it.
-	head := HandoffHeader(s.hostname, msg.ID)
+	head := HandoffHeader(s.hostname, msg.ID, msg.Handoff)
 	// Everything that could be refused locally is checked before the first
 	// byte is sent, so a local problem never leaves a half transaction.
 	p, err := storedParams(msg)
