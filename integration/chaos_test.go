@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -20,8 +19,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/relay-mta/relay/client"
-	"github.com/relay-mta/relay/relay/admin/api"
 	"github.com/relay-mta/relay/relay/users"
 	"github.com/relay-mta/relay/spool"
 	"golang.org/x/crypto/bcrypt"
@@ -604,43 +601,12 @@ func chaosSubmit(addr string, m *chaosMsg) {
 	c.Quit()
 }
 
-// chaosDrain waits until every relay's queue has been empty on three
-// polls in a row (a message in flight between two polls is in one queue
-// or the other, so one poll of five relays could miss it).
+// chaosDrain waits until every relay's queue is empty (queuesDrained).
 func chaosDrain(t *testing.T, relays map[string]*chaosRelay, timeout time.Duration) bool {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	clean := 0
-	last := ""
-	for time.Now().Before(deadline) {
-		total := 0
-		var where []string
-		for _, n := range chaosNames {
-			a := client.NewAdmin(filepath.Join(relays[n].dir, "admin.sock"))
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			list, err := a.List(ctx, api.Filter{})
-			cancel()
-			if err != nil {
-				where = append(where, n+": "+err.Error())
-				total++
-				continue
-			}
-			total += len(list)
-			if len(list) > 0 {
-				where = append(where, fmt.Sprintf("%s: %d", n, len(list)))
-			}
-		}
-		if total == 0 {
-			clean++
-			if clean == 3 {
-				return true
-			}
-		} else {
-			clean = 0
-			last = strings.Join(where, ", ")
-		}
-		time.Sleep(300 * time.Millisecond)
+	socks := map[string]string{}
+	for _, n := range chaosNames {
+		socks[n] = filepath.Join(relays[n].dir, "admin.sock")
 	}
-	t.Errorf("queues not empty after %v: %s", timeout, last)
-	return false
+	return queuesDrained(t, socks, timeout)
 }

@@ -1,15 +1,21 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relay-mta/relay/client"
+	"github.com/relay-mta/relay/relay/admin/api"
 )
 
 var (
@@ -113,4 +119,51 @@ func (p *proc) stop() error {
 		return fmt.Errorf("relay exited with %v", p.cmd.ProcessState)
 	}
 	return nil
+}
+
+// queuesDrained waits until the queues of the relays whose admin sockets
+// socks names (relay name -> socket) have been empty on three polls in a
+// row (a message in flight between two polls is in one queue or the
+// other, so one poll of several relays could miss it).
+func queuesDrained(t *testing.T, socks map[string]string, timeout time.Duration) bool {
+	t.Helper()
+	names := make([]string, 0, len(socks))
+	for n := range socks {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	deadline := time.Now().Add(timeout)
+	clean := 0
+	last := ""
+	for time.Now().Before(deadline) {
+		total := 0
+		var where []string
+		for _, n := range names {
+			a := client.NewAdmin(socks[n])
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			list, err := a.List(ctx, api.Filter{})
+			cancel()
+			if err != nil {
+				where = append(where, n+": "+err.Error())
+				total++
+				continue
+			}
+			total += len(list)
+			if len(list) > 0 {
+				where = append(where, fmt.Sprintf("%s: %d", n, len(list)))
+			}
+		}
+		if total == 0 {
+			clean++
+			if clean == 3 {
+				return true
+			}
+		} else {
+			clean = 0
+			last = strings.Join(where, ", ")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Errorf("queues not empty after %v: %s", timeout, last)
+	return false
 }
