@@ -105,6 +105,38 @@ func (a *Admin) RetryAll(ctx context.Context) ([]api.Change, error) {
 	return out, nil
 }
 
+// Transfer hands the messages ids (unique prefixes will do), or with all
+// every queued message, to the relay at to ("host:port") and returns one
+// Change per message: Recipients > 0 for those transferred.
+func (a *Admin) Transfer(ctx context.Context, to string, ids []string, all bool) ([]api.Change, error) {
+	q := url.Values{"to": {to}}
+	if all {
+		q.Set("all", "true")
+	}
+	for _, id := range ids {
+		q.Add("id", id)
+	}
+	var out []api.Change
+	if err := a.do(ctx, http.MethodPost, api.Version+"/transfer?"+q.Encode(), &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Drain makes the daemon accept no more mail and exit once its queue is
+// transferred to to ("host:port") or, with to "", delivered.
+func (a *Admin) Drain(ctx context.Context, to string) (*api.Drain, error) {
+	path := api.Version + "/drain"
+	if to != "" {
+		path += "?" + url.Values{"to": {to}}.Encode()
+	}
+	var d api.Drain
+	if err := a.do(ctx, http.MethodPost, path, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
 // Stats returns the queue's counts.
 func (a *Admin) Stats(ctx context.Context) (*api.Stats, error) {
 	var st api.Stats

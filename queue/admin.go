@@ -107,3 +107,18 @@ func (p RetryPolicy) Forecast(received, next time.Time, attempts, n int) []time.
 	}
 	return out
 }
+
+// Busy reports whether a delivery of message id is queued in a lane or in
+// progress. A caller that held the message (so that no new one starts)
+// waits until it is not busy before taking the message elsewhere, so the
+// two never race (relay queue transfer).
+func (q *Queue) Busy(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for ref := range q.inflight {
+		if ref.id == id {
+			return true
+		}
+	}
+	return false
+}

@@ -137,6 +137,8 @@ func (r *Relay) serveOperators() {
 			Unban:    r.logins.unban,
 			Metrics:  o.metrics.Handler(),
 			Webhooks: r.webhookStatus,
+			Transfer: r.Transfer,
+			Drain:    r.Drain,
 			Logger:   r.log,
 			Now:      r.now,
 		})

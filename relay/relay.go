@@ -90,12 +90,18 @@ type Relay struct {
 	// shared is the rate limiter shared with the fleet through Redis;
 	// nil without [fleet] redis (relay/fleet.go).
 	shared *redislimit.Limiter
+	// router and deliverer are the queue's, for transfers (transfer.go).
+	router    *Router
+	deliverer *deliver.Deliverer
+	// drain is the state of draining this node (drain.go).
+	drain drainState
 }
 
 // New opens the spool and the users file and prepares the servers; Run
 // starts them.
 func New(cfg *config.Config, opts Options) (*Relay, error) {
 	r := &Relay{cfg: cfg, log: opts.Logger, now: opts.Now, logins: newLoginLimiter()}
+	r.drain.req = make(chan struct{})
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -180,6 +186,7 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 		Now:      r.now,
 	}
 	r.applyTLSPolicies(deliverer) // relay/internet.go
+	r.router, r.deliverer = router, deliverer
 	var limiter ratelimit.Limiter // nil: the queue's own
 	if r.shared != nil {
 		limiter = r.shared
@@ -341,12 +348,22 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.sendTLSReports(qctx, txt.LookupTXT) // relay/internet.go
 		}
 	}()
+	drained := make(chan struct{})
+	go r.runDrain(qctx, drained) // relay/drain.go
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, smtpd.ErrServerClosed) {
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-drained:
+			break wait
+		case err := <-errc:
+			if errors.Is(err, smtpd.ErrServerClosed) {
+				continue // a drain closed the listeners; its end ends the wait
+			}
 			runErr = fmt.Errorf("relay: smtp: %w", err)
+			break wait
 		}
 	}
 	r.log.Info("relay: shutting down")

@@ -65,6 +65,8 @@ func queueCommand() *cli.Command {
 			ids(api.ActionRelease, "undo hold: the messages are due now"),
 			ids(api.ActionDelete, "remove messages from the queue without telling the sender (no DSN)"),
 			ids(api.ActionBounce, "fail messages now: their senders get a DSN"),
+			queueTransferCommand(),
+			queueDrainCommand(),
 			{Name: "stats", Usage: "count the queue by status and next hop; its oldest message; spool size", Action: queueStats},
 			{
 				Name:  "shape",

@@ -39,6 +39,8 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to `FILE` until the relay stops"},
 			&cli.StringFlag{Name: "memprofile", Usage: "write a heap profile (allocations since start) to `FILE` when the relay stops"},
 			&cli.BoolFlag{Name: "self-signed", Usage: "when [tls] names no certificate, make a self-signed one under data_dir/tls (test setups only)"},
+			&cli.BoolFlag{Name: "drain", Usage: "accept no mail: transfer (--to) or deliver the queue, then exit (a node leaving its fleet)"},
+			&cli.StringFlag{Name: "to", Usage: "with --drain: transfer the queue to the relay at `HOST:PORT`"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			// Everything the daemon creates (spool files through Badger,
@@ -84,8 +86,20 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if cmd.String("to") != "" && !cmd.Bool("drain") {
+				return errors.New("--to goes with --drain")
+			}
 			if err := r.Listen(); err != nil {
 				return err
+			}
+			if cmd.Bool("drain") {
+				d, err := r.Drain(cmd.String("to"))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "relay %s: %s\n", cfg.Hostname, d.Result)
+				go reloadOnHangup(ctx, r, log)
+				return r.Run(ctx)
 			}
 			// Said once, plainly, for the newcomer who just typed the command.
 			pop3 := ""

@@ -61,8 +61,15 @@ type Options struct {
 	Metrics http.Handler
 	// Webhooks reports the webhooks' backlogs for stats; nil: none.
 	Webhooks func() ([]api.Webhook, error)
-	Logger   *slog.Logger     // nil: discard
-	Now      func() time.Time // nil: time.Now
+	// Transfer hands messages (all queued ones with all) to the relay at
+	// to, "host:port"; nil: POST /v1/transfer answers 501.
+	Transfer func(ctx context.Context, to string, ids []string, all bool) ([]api.Change, error)
+	// Drain makes the daemon accept no more mail and exit once its queue
+	// is transferred to to ("host:port") or, with "", delivered; nil:
+	// POST /v1/drain answers 501.
+	Drain  func(to string) (*api.Drain, error)
+	Logger *slog.Logger     // nil: discard
+	Now    func() time.Time // nil: time.Now
 }
 
 // scheduleLen is how many attempt times `show` lists per recipient.
@@ -94,6 +101,8 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET "+api.Version+"/stats", s.stats)
 	s.mux.HandleFunc("GET "+api.Version+"/shape", s.shape)
 	s.mux.HandleFunc("DELETE "+api.Version+"/bans/{address}", s.unban)
+	s.mux.HandleFunc("POST "+api.Version+"/transfer", s.transfer)
+	s.mux.HandleFunc("POST "+api.Version+"/drain", s.drain)
 	if o.Metrics != nil {
 		s.mux.Handle("GET /metrics", o.Metrics)
 	}

@@ -16,6 +16,11 @@
 //	GET  /v1/stats                    Stats
 //	GET  /v1/shape                    Shape: recipients to deliver by destination and age
 //	                                  (Postfix's qshape); by=domain|hop, held=true (see ShapeQuery)
+//	POST /v1/transfer?to=HOST:PORT&id=ID...|all=true
+//	                                  []Change: hand the messages to the relay at to and
+//	                                  retire them here ("transferred" event)
+//	POST /v1/drain[?to=HOST:PORT]      Drain: accept no more mail, transfer (to) or deliver
+//	                                  the queue, exit when it is empty
 //	DELETE /v1/bans/{address}         Unban: lift the login ban of a client address and
 //	                                  forget its failed logins (`relay user unban`)
 //	GET  /metrics                     Prometheus text format (also on [admin] metrics_listen)
@@ -55,6 +60,9 @@ const (
 	ActionRetry   = "retry"
 	ActionDelete  = "delete"
 	ActionBounce  = "bounce"
+	// ActionTransfer is the action of the Changes POST /v1/transfer
+	// answers with.
+	ActionTransfer = "transfer"
 )
 
 // Message is one message. The list shows the envelope and recipients;
@@ -131,6 +139,16 @@ type Change struct {
 	// (delete). 0 means nothing changed; Result says why.
 	Recipients int    `json:"recipients"`
 	Result     string `json:"result"` // one line for people
+}
+
+// Drain answers POST /v1/drain: the node accepts no more mail and exits
+// once its queue is empty (design §18).
+type Drain struct {
+	// To is where the queue goes ("host:port"); "" : delivered as usual.
+	To     string `json:"to,omitempty"`
+	Queued int    `json:"queued"` // messages in the queue when asked
+	Held   int    `json:"held"`   // of which held
+	Result string `json:"result"` // one line for people
 }
 
 // Stats describes the queue as a whole.

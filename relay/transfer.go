@@ -1,0 +1,191 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/relay-mta/relay/queue"
+	"github.com/relay-mta/relay/relay/admin/api"
+	"github.com/relay-mta/relay/relay/config"
+	"github.com/relay-mta/relay/spool"
+)
+
+// Handing queued messages to another relay (`relay queue transfer`, and
+// draining a node, drain.go; design §18). Each message is held first, so
+// that the queue starts no delivery of it, and taken only once no delivery
+// of it is queued or in progress; then its open recipients go to the
+// other relay over SMTP exactly as a delivery would send them (DSN
+// parameters, MT-PRIORITY, BY with the time spent here taken off, the
+// hand-off field with the message's origin), and those it accepts are
+// recorded "transferred" in one transaction that retires the message
+// when nothing is left. A crash between the other relay's 250 and that
+// transaction leaves the message held here; transferring it again sends
+// the same hand-off token, which the other relay answers with its
+// earlier queue ID instead of a second copy.
+
+// transferWorkers is how many SMTP sessions a transfer runs at once: the
+// receiving relay group-commits what arrives together.
+const transferWorkers = 8
+
+// transferTimeout bounds one message's transfer (hold, wait, send, record).
+const transferTimeout = 2 * time.Minute
+
+// Transfer hands the messages ids (all queued messages with all) to the
+// relay at to ("host:port"). Local-mailbox recipients stay here (the
+// queue delivers them); so does a recipient the other relay refuses. It
+// returns one Change per message it looked at.
+func (r *Relay) Transfer(ctx context.Context, to string, ids []string, all bool) ([]api.Change, error) {
+	if _, _, err := net.SplitHostPort(to); err != nil {
+		return nil, fmt.Errorf("relay: transfer to %q: want host:port: %w", to, err)
+	}
+	if all {
+		ids = nil
+		if err := r.spool.List(func(m *spool.Message) error { ids = append(ids, m.ID); return nil }); err != nil {
+			return nil, fmt.Errorf("relay: transfer: %w", err)
+		}
+	}
+	hop := queue.Hop{Key: "transfer:" + to, Addrs: []string{to}, TLS: string(config.TLSOpportunistic), Source: "transfer"}
+	changes := make([]api.Change, len(ids))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(transferWorkers, len(ids)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var sess queue.Session
+			defer func() {
+				if sess != nil {
+					sess.Close()
+				}
+			}()
+			for i := range work {
+				changes[i], sess = r.transferOne(ctx, hop, sess, ids[i])
+			}
+		}()
+	}
+	for i := range ids {
+		if ctx.Err() != nil {
+			changes[i] = api.Change{ID: ids[i], Action: api.ActionTransfer, Result: "not transferred: " + ctx.Err().Error()}
+			continue
+		}
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return changes, nil
+}
+
+// transferOne transfers one message over sess (dialled when nil) and
+// returns the session to go on with (nil when it broke).
+func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Session, id string) (api.Change, queue.Session) {
+	c := api.Change{ID: id, Action: api.ActionTransfer}
+	ctx, cancel := context.WithTimeout(ctx, transferTimeout)
+	defer cancel()
+	m, err := r.spool.Get(id)
+	if err != nil {
+		c.Result = "not transferred: " + err.Error()
+		return c, sess
+	}
+	heldHere := false
+	if !m.Held {
+		if _, err := r.spool.Hold(id); err != nil {
+			c.Result = "not transferred: " + err.Error()
+			return c, sess
+		}
+		heldHere = true
+	}
+	// Unheld again unless it leaves: what stays is delivered here.
+	defer func() {
+		if heldHere {
+			if _, err := r.spool.Release(id); err != nil && !errors.Is(err, spool.ErrNotFound) {
+				r.log.Error("transfer: release", "id", id, "err", err)
+			}
+			r.queue.Notify()
+		}
+	}()
+	for r.queue.Busy(id) {
+		select {
+		case <-ctx.Done():
+			c.Result = "not transferred: a delivery of it is still in progress"
+			return c, sess
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if m, err = r.spool.Get(id); err != nil { // the delivery may have finished it
+		c.Result = "nothing to transfer: " + err.Error()
+		return c, sess
+	}
+	var idx []int
+	var rcpts []string
+	for n, rc := range m.Recipients {
+		if rc.Status == spool.StatusDelivered || rc.Status == spool.StatusFailed || rc.Expanded {
+			continue
+		}
+		h, out, err := r.router.Route(rc.To)
+		if err != nil || h.Local {
+			continue // local mailboxes, and what cannot be routed, stay here
+		}
+		idx = append(idx, n)
+		rcpts = append(rcpts, out+rc.Params)
+	}
+	if len(idx) == 0 {
+		c.Result = "nothing to transfer: no recipient for another relay"
+		return c, sess
+	}
+	body, err := r.spool.OpenBody(id)
+	if err != nil {
+		c.Result = "not transferred: " + err.Error()
+		return c, sess
+	}
+	defer body.Close()
+	if sess == nil {
+		if sess, err = r.deliverer.Dial(ctx, hop); err != nil {
+			c.Result = "not transferred: " + err.Error()
+			return c, nil
+		}
+	}
+	replies, err := sess.Send(ctx, m, rcpts, body)
+	if err != nil || len(replies) != len(idx) {
+		sess.Close()
+		c.Result = fmt.Sprintf("not transferred: %v", err)
+		return c, nil
+	}
+	var took []int
+	reply := ""
+	for i, rep := range replies {
+		if rep.Code/100 == 2 {
+			took = append(took, idx[i])
+			reply = rep.Text
+		} else if c.Result == "" {
+			c.Result = "refused: " + rep.Text
+		}
+	}
+	if len(took) == 0 {
+		return c, sess
+	}
+	n, err := r.spool.Transferred(id, took, sess.Remote(), reply)
+	if err != nil {
+		// The other relay has it; a second transfer is answered with its
+		// earlier queue ID (the hand-off token), not a second copy.
+		c.Result = "transferred, but not recorded here: " + err.Error()
+		return c, sess
+	}
+	if _, err := r.spool.Get(id); errors.Is(err, spool.ErrNotFound) {
+		heldHere = false // retired: nothing to release
+	}
+	c.Recipients = n
+	c.Result = fmt.Sprintf("transferred to %s: %s: %s", hop.Addrs[0], rcptsText(n), reply)
+	r.log.Info("transferred", "id", id, "to", sess.Remote(), "recipients", n, "reply", reply)
+	return c, sess
+}
+
+func rcptsText(n int) string {
+	if n == 1 {
+		return "1 recipient"
+	}
+	return fmt.Sprintf("%d recipients", n)
+}
