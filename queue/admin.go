@@ -108,10 +108,26 @@ func (p RetryPolicy) Forecast(received, next time.Time, attempts, n int) []time.
 	return out
 }
 
+// Claim takes message id out of the queue's hands until the returned
+// function is called: no delivery of it is dispatched from now on, and
+// Busy tells when those already dispatched are over. Together they let
+// a caller (relay queue transfer) take the message elsewhere without ever
+// racing a delivery of it: the check and the dispatch are under one lock.
+func (q *Queue) Claim(id string) (release func()) {
+	q.mu.Lock()
+	q.claimed[id]++
+	q.mu.Unlock()
+	return func() {
+		q.mu.Lock()
+		if q.claimed[id]--; q.claimed[id] <= 0 {
+			delete(q.claimed, id)
+		}
+		q.mu.Unlock()
+	}
+}
+
 // Busy reports whether a delivery of message id is queued in a lane or in
-// progress. A caller that held the message (so that no new one starts)
-// waits until it is not busy before taking the message elsewhere, so the
-// two never race (relay queue transfer).
+// progress.
 func (q *Queue) Busy(id string) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()

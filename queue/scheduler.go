@@ -78,6 +78,9 @@ type Queue struct {
 
 	mu       sync.Mutex
 	inflight map[rcptRef]struct{}
+	// claimed counts the claims on messages taken out of the queue's
+	// hands (admin.go, Claim): none of their jobs is dispatched.
+	claimed map[string]int
 	lanes    map[string]*lane
 	randMu   sync.Mutex
 	workers  sync.WaitGroup
@@ -165,6 +168,7 @@ func New(o Options) *Queue {
 		log:      o.Logger,
 		wake:     make(chan struct{}, 1),
 		inflight: make(map[rcptRef]struct{}),
+		claimed:  make(map[string]int),
 		lanes:    make(map[string]*lane),
 	}
 }
@@ -464,6 +468,10 @@ func (q *Queue) dispatch(ctx context.Context, id string, rcpts []int, due, now t
 		j := jobs[k]
 		l := q.lane(j.hop)
 		q.mu.Lock()
+		if q.claimed[id] > 0 {
+			q.mu.Unlock()
+			continue // being transferred (Claim); held meanwhile, so not due again
+		}
 		for _, n := range j.rcpts {
 			q.inflight[rcptRef{id, n}] = struct{}{}
 		}

@@ -93,7 +93,24 @@ func (r *Relay) runDrain(ctx context.Context, done chan<- struct{}) {
 	}
 	r.shutdownSubmission(sctx)
 	cancel()
+	// A listener whose Serve had not begun when the servers shut down is
+	// not closed by them.
+	for _, l := range r.listeners {
+		l.Close()
+	}
+	for _, l := range r.submitListeners {
+		l.Close()
+	}
 	r.log.Info("relay: drain: no longer accepting mail")
+	if r.drainTarget() == "" {
+		// Delivering here: every message is attempted now, not when its
+		// backoff says; afterwards the usual retries apply.
+		if _, err := r.spool.RetryAll(); err != nil {
+			r.log.Error("relay: drain: retry", "err", err)
+		}
+		r.queue.Revive()
+		r.queue.Notify()
+	}
 	start := time.Now()
 	transferred := 0
 	for {

@@ -15,9 +15,10 @@ import (
 )
 
 // Handing queued messages to another relay (`relay queue transfer`, and
-// draining a node, drain.go; design §18). Each message is held first, so
-// that the queue starts no delivery of it, and taken only once no delivery
-// of it is queued or in progress; then its open recipients go to the
+// draining a node, drain.go; design §18). Each message is claimed
+// (queue.Claim: the queue dispatches no delivery of it) and held (so
+// that after a crash it is not delivered here either), and taken only
+// once no delivery of it is queued or in progress; then its open recipients go to the
 // other relay over SMTP exactly as a delivery would send them (DSN
 // parameters, MT-PRIORITY, BY with the time spent here taken off, the
 // hand-off field with the message's origin), and those it accepts are
@@ -90,6 +91,7 @@ func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Sessi
 		c.Result = "not transferred: " + err.Error()
 		return c, sess
 	}
+	defer r.queue.Claim(id)()
 	heldHere := false
 	if !m.Held {
 		if _, err := r.spool.Hold(id); err != nil {
@@ -152,6 +154,13 @@ func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Sessi
 	if err != nil || len(replies) != len(idx) {
 		sess.Close()
 		c.Result = fmt.Sprintf("not transferred: %v", err)
+		if err == nil || !queue.NotSent(err) {
+			// The other relay may have stored it before the session
+			// broke: it stays held, for a transfer again (answered with
+			// the earlier copy's ID) or a release by the operator.
+			heldHere = false
+			c.Result += " (held here: transfer it again, or release it)"
+		}
 		return c, nil
 	}
 	var took []int
@@ -169,9 +178,10 @@ func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Sessi
 	}
 	n, err := r.spool.Transferred(id, took, sess.Remote(), reply)
 	if err != nil {
+		heldHere = false // as after a broken session: held, for a transfer again
 		// The other relay has it; a second transfer is answered with its
 		// earlier queue ID (the hand-off token), not a second copy.
-		c.Result = "transferred, but not recorded here: " + err.Error()
+		c.Result = "transferred, but not recorded here (held: transfer it again): " + err.Error()
 		return c, sess
 	}
 	if _, err := r.spool.Get(id); errors.Is(err, spool.ErrNotFound) {

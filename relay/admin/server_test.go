@@ -38,7 +38,11 @@ type fixture struct {
 	raw *http.Client
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { t.Helper(); return newFixtureWith(t, nil) }
+
+// newFixtureWith is newFixture with adjust applied to the server's
+// Options before it starts.
+func newFixtureWith(t *testing.T, adjust func(*Options)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	sp, err := spool.Open(spool.Options{Dir: filepath.Join(dir, "spool"), GCInterval: -1, History: time.Hour})
@@ -47,12 +51,16 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { sp.Close() })
 	q := &testQueue{Queue: queue.New(queue.Options{Spool: sp})}
-	srv := New(Options{
+	o := Options{
 		Spool: sp, Queue: q,
 		NextHop: func(to string) string { return "smtp:" + to[strings.IndexByte(to, '@')+1:len(to)-1] },
 		Retry:   queue.RetryPolicy{Min: time.Minute, Max: time.Hour, Lifetime: 5 * 24 * time.Hour},
 		Metrics: NewMetrics(MetricsOptions{Spool: sp}).Handler(),
-	})
+	}
+	if adjust != nil {
+		adjust(&o)
+	}
+	srv := New(o)
 	sock := filepath.Join(dir, "admin.sock")
 	l, err := Listen(sock)
 	if err != nil {
