@@ -92,10 +92,19 @@ func TestDrain(t *testing.T) {
 	if q := queued(); q != n {
 		t.Fatalf("a has %d messages queued, want %d", q, n)
 	}
+	// One message by hand first, as an operator would.
+	out, err := exec.Command(bin, "queue", "--config", a.cfg, "transfer", "--to", b.addr, ids[0]).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "transfer "+ids[0]+": transferred to "+b.addr+": 1 recipient: 250 ") {
+		t.Fatalf("relay queue transfer: %v\n%s", err, out)
+	}
+	t.Logf("relay queue transfer --to %s %s: %s", b.addr, ids[0], bytes.TrimSpace(out))
+	if q := queued(); q != n-1 {
+		t.Fatalf("a has %d messages queued after one transfer, want %d", q, n-1)
+	}
 
 	// The drain, through the admin socket.
 	start := time.Now()
-	out, err := exec.Command(bin, "queue", "--config", a.cfg, "drain", "--to", b.addr).CombinedOutput()
+	out, err = exec.Command(bin, "queue", "--config", a.cfg, "drain", "--to", b.addr).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "draining") {
 		t.Fatalf("relay queue drain: %v\n%s", err, out)
 	}
