@@ -37,8 +37,10 @@
 //	                                          the file's length (uvarint), those lines and
 //	                                          the head, the rest in mail/<seq, 16 hex digits>
 //	d/<token>/<forward path>                  message ID; Badger TTL of the queue lifetime. A
-//	                                          recipient handed over by another relay under
-//	                                          hand-off token <token> (EnqueueOnce)
+//	                                          recipient handed over by another relay, once under
+//	                                          its hop token and once under its origin token
+//	                                          (Envelope.Handoff) when that differs (EnqueueOnce):
+//	                                          a relay stores an (origin, recipient) once
 //	h/<id>                                    summary of a retired message (history.go):
 //	                                          envelope, final recipient records, every event;
 //	                                          Badger TTL of Options.History ([admin] history)
@@ -155,6 +157,17 @@
 // recipients share its class, so a read never splits them more than a
 // read of t/ does. Expedite makes chosen recipients due now (the queue
 // uses it for priority mail when a next hop that was down is back).
+//
+// # Hand-off origin
+//
+// A message handed over by another of our relays keeps its origin token
+// (Envelope.Handoff: the hop token it had when it entered our relays) in
+// the message record, an appended field after Priority (which is then
+// written even when 0), absent for "". EnqueueOnce looks each recipient
+// up under the sending relay's hop token and under the origin, and writes
+// d/ keys under both in the transaction that stores the message: the
+// same message arriving through another relay of a fleet is answered
+// with the ID of the copy already here (docs/design.md §7, §18).
 //
 // # Value encoding
 //

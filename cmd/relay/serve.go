@@ -46,6 +46,9 @@ func serveCommand() *cli.Command {
 			// Everything the daemon creates (spool files through Badger,
 			// which asks for 0666, keys, sockets) is its user's alone.
 			syscall.Umask(0o077)
+			if cmd.String("to") != "" && !cmd.Bool("drain") {
+				return errors.New("--to goes with --drain")
+			}
 			cfg, err := loadConfig(cmd)
 			if err != nil {
 				return err
@@ -85,9 +88,6 @@ func serveCommand() *cli.Command {
 			}
 			if err != nil {
 				return err
-			}
-			if cmd.String("to") != "" && !cmd.Bool("drain") {
-				return errors.New("--to goes with --drain")
 			}
 			if err := r.Listen(); err != nil {
 				return err

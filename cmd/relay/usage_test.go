@@ -28,6 +28,7 @@ func TestUsageMistakes(t *testing.T) {
 		{[]string{"read", "--timeout", "soon"}, "relay: read: invalid value \"soon\" for --timeout: time: invalid duration \"soon\"\nusage: relay read [options]  (relay read --help for more)\n"},
 		{[]string{"send", "--to"}, "relay: send: flag needs an argument: --to\nusage: relay send [options]  (relay send --help for more)\n"},
 		{[]string{"bogus"}, "relay: unknown command \"bogus\"\nusage: relay [options] COMMAND  (relay --help for more)\n"},
+		{[]string{"queue", "transfer"}, "relay: queue transfer: missing --to\nusage: relay queue transfer [options] --to HOST:PORT ID...|--all  (relay queue transfer --help for more)\n"},
 		{[]string{"queue", "bogus"}, "relay: queue: unknown command \"bogus\"\nusage: relay queue [options] COMMAND  (relay queue --help for more)\n"},
 	} {
 		var stderr bytes.Buffer
