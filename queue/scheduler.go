@@ -81,10 +81,10 @@ type Queue struct {
 	// claimed counts the claims on messages taken out of the queue's
 	// hands (admin.go, Claim): none of their jobs is dispatched.
 	claimed map[string]int
-	lanes    map[string]*lane
-	randMu   sync.Mutex
-	workers  sync.WaitGroup
-	start    time.Time
+	lanes   map[string]*lane
+	randMu  sync.Mutex
+	workers sync.WaitGroup
+	start   time.Time
 
 	// floor is the due time of the earliest schedule entry not yet handed
 	// to a lane (zero: unknown). Passes seek from it instead of from the
