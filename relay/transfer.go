@@ -91,6 +91,12 @@ func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Sessi
 		c.Result = "not transferred: " + err.Error()
 		return c, sess
 	}
+	// Looked at before anything is held: a message with nothing for
+	// another relay is left to the queue, its schedule untouched.
+	if idx, _ := r.transferable(m); len(idx) == 0 {
+		c.Result = "nothing to transfer: no recipient for another relay"
+		return c, sess
+	}
 	defer r.queue.Claim(id)()
 	heldHere := false
 	if !m.Held {
@@ -121,19 +127,7 @@ func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Sessi
 		c.Result = "nothing to transfer: " + err.Error()
 		return c, sess
 	}
-	var idx []int
-	var rcpts []string
-	for n, rc := range m.Recipients {
-		if rc.Status == spool.StatusDelivered || rc.Status == spool.StatusFailed || rc.Expanded {
-			continue
-		}
-		h, out, err := r.router.Route(rc.To)
-		if err != nil || h.Local {
-			continue // local mailboxes, and what cannot be routed, stay here
-		}
-		idx = append(idx, n)
-		rcpts = append(rcpts, out+rc.Params)
-	}
+	idx, rcpts := r.transferable(m)
 	if len(idx) == 0 {
 		c.Result = "nothing to transfer: no recipient for another relay"
 		return c, sess
@@ -191,6 +185,25 @@ func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Sessi
 	c.Result = fmt.Sprintf("transferred to %s: %s: %s", hop.Addrs[0], rcptsText(n), reply)
 	r.log.Info("transferred", "id", id, "to", sess.Remote(), "recipients", n, "reply", reply)
 	return c, sess
+}
+
+// transferable returns the recipients of m that a transfer takes (their
+// indexes) and the RCPT arguments to send for them: those still to be
+// delivered, but not to local mailboxes nor what cannot be routed,
+// which stay here.
+func (r *Relay) transferable(m *spool.Message) (idx []int, rcpts []string) {
+	for n, rc := range m.Recipients {
+		if rc.Status == spool.StatusDelivered || rc.Status == spool.StatusFailed || rc.Expanded {
+			continue
+		}
+		h, out, err := r.router.Route(rc.To)
+		if err != nil || h.Local {
+			continue
+		}
+		idx = append(idx, n)
+		rcpts = append(rcpts, out+rc.Params)
+	}
+	return idx, rcpts
 }
 
 func rcptsText(n int) string {
