@@ -29,8 +29,11 @@ import (
 // earlier queue ID instead of a second copy.
 
 // transferWorkers is how many SMTP sessions a transfer runs at once: the
-// receiving relay group-commits what arrives together.
-const transferWorkers = 8
+// receiving relay group-commits what arrives together, and so does this
+// one's hold and record. 10,000 messages on the development machine:
+// about 600 msg/s with 8, 1,000 with 16, 1,250 with 32; 16 leaves most
+// of a receiver's default 64 connections to others.
+const transferWorkers = 16
 
 // transferTimeout bounds one message's transfer (hold, wait, send, record).
 const transferTimeout = 2 * time.Minute
