@@ -350,3 +350,14 @@ func TestRouteUnknownLocalUser(t *testing.T) {
 		t.Errorf("carol: %v, want a permanent 550 5.1.1", err)
 	}
 }
+
+// TestRouteMXPort: [dns] mx_port moves the default route's MX deliveries
+// (and their lane) to another port.
+func TestRouteMXPort(t *testing.T) {
+	cfg := loadRouteConfig(t, "", "")
+	cfg.Routes = nil
+	cfg.DNS.MXPort = 2525
+	runRouteCases(t, NewRouter(cfg), []routeCase{
+		{to: "<u@example.org>", hop: queue.Hop{Key: "mx:example.org:2525", MX: "example.org", Port: 2525, TLS: "opportunistic", Source: "mx example.org"}, rcptOut: "<u@example.org>"},
+	})
+}
