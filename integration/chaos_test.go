@@ -77,22 +77,7 @@ type chaosRcpt struct {
 }
 
 func chaosEnv(t *testing.T) (seed uint64, dur time.Duration) {
-	seed, dur = 1, 15*time.Second
-	if s := os.Getenv("RELAY_CHAOS_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("RELAY_CHAOS_SEED=%q: %v", s, err)
-		}
-		seed = v
-	}
-	if s := os.Getenv("RELAY_CHAOS"); s != "" {
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			t.Fatalf("RELAY_CHAOS=%q: %v", s, err)
-		}
-		dur = v
-	}
-	return seed, dur
+	return seedAndLength(t, "RELAY_CHAOS_SEED", 1, "RELAY_CHAOS", 15*time.Second)
 }
 
 func TestChaos(t *testing.T) {
@@ -170,34 +155,19 @@ delay_warning = "0"
 	var (
 		mu   sync.Mutex
 		msgs []*chaosMsg
-		stop = make(chan struct{})
-		wg   sync.WaitGroup
 	)
-	const senders = 4
-	for s := 0; s < senders; s++ {
-		srng := rand.New(rand.NewPCG(seed, uint64(s+1)))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				m := chaosPlan(srng, seed, s, n)
-				chaosSubmit(relays[m.entry].addr, m)
-				mu.Lock()
-				msgs = append(msgs, m)
-				mu.Unlock()
-				if !m.acked {
-					time.Sleep(20 * time.Millisecond) // the entry relay is down
-				} else {
-					time.Sleep(time.Duration(srng.IntN(30)) * time.Millisecond)
-				}
-			}
-		}()
-	}
+	stopLoad := load(seed, 4, func(srng *rand.Rand, s, n int) {
+		m := chaosPlan(srng, seed, s, n)
+		chaosSubmit(relays[m.entry].addr, m)
+		mu.Lock()
+		msgs = append(msgs, m)
+		mu.Unlock()
+		if !m.acked {
+			time.Sleep(20 * time.Millisecond) // the entry relay is down
+		} else {
+			time.Sleep(time.Duration(srng.IntN(30)) * time.Millisecond)
+		}
+	})
 
 	// The nemesis, in the test goroutine so that restarts may fail the test.
 	var kills, cuts, drops, lostReplies, delays int
@@ -253,8 +223,7 @@ delay_warning = "0"
 			kills++
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	var midData, afterData int
 	for _, l := range allLinks {
 		_, d := l.Stats()

@@ -253,18 +253,10 @@ delay_warning = "0"
 // mailboxSubjects returns the subjects in user's mailbox of sp.
 func mailboxSubjects(t *testing.T, sp *spool.Spool, user string) []string {
 	t.Helper()
-	entries, err := sp.Mailbox(user)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, e := range entries {
-		raw, err := sp.MailboxMessage(user, e.Seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m := subjectRE.FindSubmatch(raw); m != nil {
-			out = append(out, string(m[1]))
+	for _, raw := range spoolMailbox(t, sp, user) {
+		if m := subjectRE.FindStringSubmatch(raw); m != nil {
+			out = append(out, m[1])
 		}
 	}
 	return out

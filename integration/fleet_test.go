@@ -73,36 +73,21 @@ func TestFleet(t *testing.T) {
 		mu    sync.Mutex
 		msgs  []*fleetMsg
 		phase = "calm"
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
 	)
-	const clients = 4
-	for c := 0; c < clients; c++ {
-		crng := rand.New(rand.NewPCG(seed, uint64(c+1)))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				mu.Lock()
-				m := &fleetMsg{tok: fmt.Sprintf("fleet-%d-%d-%d", seed, c, n), phase: phase}
-				mu.Unlock()
-				entry := fleetSenders[crng.IntN(len(fleetSenders))]
-				m.rcpt = fleetUsers[crng.IntN(len(fleetUsers))] + "@fleet.test"
-				_, err := sendOne(f.relays[entry].addr, "client@"+entry+".test", m.rcpt,
-					fmt.Sprintf("Subject: %s\r\nMessage-ID: <%s@fleet.test>\r\n\r\nbody of %s\r\n", m.tok, m.tok, m.tok))
-				m.acked = err == nil
-				mu.Lock()
-				msgs = append(msgs, m)
-				mu.Unlock()
-				time.Sleep(time.Duration(5+crng.IntN(40)) * time.Millisecond)
-			}
-		}()
-	}
+	stopLoad := load(seed, 4, func(crng *rand.Rand, c, n int) {
+		mu.Lock()
+		m := &fleetMsg{tok: fmt.Sprintf("fleet-%d-%d-%d", seed, c, n), phase: phase}
+		mu.Unlock()
+		entry := fleetSenders[crng.IntN(len(fleetSenders))]
+		m.rcpt = fleetUsers[crng.IntN(len(fleetUsers))] + "@fleet.test"
+		_, err := sendOne(f.relays[entry].addr, "client@"+entry+".test", m.rcpt,
+			fmt.Sprintf("Subject: %s\r\nMessage-ID: <%s@fleet.test>\r\n\r\nbody of %s\r\n", m.tok, m.tok, m.tok))
+		m.acked = err == nil
+		mu.Lock()
+		msgs = append(msgs, m)
+		mu.Unlock()
+		time.Sleep(time.Duration(5+crng.IntN(40)) * time.Millisecond)
+	})
 	setPhase := func(p string) {
 		mu.Lock()
 		phase = p
@@ -161,8 +146,7 @@ func TestFleet(t *testing.T) {
 	time.Sleep(ph.calm)
 	close(lossStop)
 	<-lossDone
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	for _, l := range f.allLinks() {
 		l.DropAfterData(0)
 	}
@@ -271,22 +255,7 @@ type fleetMsg struct {
 // fleetEnv reads RELAY_FLEET_SEED (default 1) and RELAY_FLEET (the long
 // form's length; 0 for the short form).
 func fleetEnv(t *testing.T) (seed uint64, long time.Duration) {
-	seed = 1
-	if s := os.Getenv("RELAY_FLEET_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("RELAY_FLEET_SEED=%q: %v", s, err)
-		}
-		seed = v
-	}
-	if s := os.Getenv("RELAY_FLEET"); s != "" {
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			t.Fatalf("RELAY_FLEET=%q: %v", s, err)
-		}
-		long = v
-	}
-	return seed, long
+	return seedAndLength(t, "RELAY_FLEET_SEED", 1, "RELAY_FLEET", 0)
 }
 
 // fleet is the relays of the test and the Links in front of them.
@@ -451,23 +420,15 @@ func (f *fleet) readStore(byTok map[string]*fleetMsg) storeCount {
 	}
 	defer sp.Close()
 	for _, u := range fleetUsers {
-		entries, err := sp.Mailbox(u)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		for _, e := range entries {
-			raw, err := sp.MailboxMessage(u, e.Seq)
-			if err != nil {
-				f.t.Fatal(err)
-			}
-			m := byTok[string(fleetTokRE.Find(raw))]
+		for _, raw := range spoolMailbox(f.t, sp, u) {
+			m := byTok[fleetTokRE.FindString(raw)]
 			if m == nil {
 				c.stray++
 				continue
 			}
 			var path []string
-			for _, by := range byRE.FindAllSubmatch(raw, -1) {
-				path = append(path, string(by[1]))
+			for _, by := range byRE.FindAllStringSubmatch(raw, -1) {
+				path = append(path, by[1])
 			}
 			m.copies = append(m.copies, strings.Join(path, " "))
 		}

@@ -300,7 +300,12 @@ func atoi(t *testing.T, s string) int {
 // rawMailbox returns the messages in user's mailbox.
 func rawMailbox(t *testing.T, n *node, user string) []string {
 	t.Helper()
-	sp := n.r.Spool()
+	return spoolMailbox(t, n.r.Spool(), user)
+}
+
+// spoolMailbox returns the messages in user's mailbox of sp.
+func spoolMailbox(t *testing.T, sp *spool.Spool, user string) []string {
+	t.Helper()
 	entries, err := sp.Mailbox(user)
 	if err != nil {
 		t.Fatal(err)

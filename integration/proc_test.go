@@ -3,11 +3,13 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -166,4 +168,53 @@ func queuesDrained(t *testing.T, socks map[string]string, timeout time.Duration)
 	}
 	t.Errorf("queues not empty after %v: %s", timeout, last)
 	return false
+}
+
+// seedAndLength reads a long test's seed and length from the environment
+// variables seedVar and lengthVar, with their defaults.
+func seedAndLength(t *testing.T, seedVar string, seed uint64, lengthVar string, length time.Duration) (uint64, time.Duration) {
+	t.Helper()
+	if s := os.Getenv(seedVar); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", seedVar, s, err)
+		}
+		seed = v
+	}
+	if s := os.Getenv(lengthVar); s != "" {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", lengthVar, s, err)
+		}
+		length = v
+	}
+	return seed, length
+}
+
+// load runs workers goroutines, each calling step with its own generator
+// (seeded from seed and its number), its number and n = 0, 1, 2, ...,
+// until the returned function is called; that returns once all have
+// stopped.
+func load(seed uint64, workers int, step func(rng *rand.Rand, worker, n int)) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		rng := rand.New(rand.NewPCG(seed, uint64(w+1)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				step(rng, w, n)
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
