@@ -55,6 +55,21 @@ type chaosRelay struct {
 	restartAt            time.Time
 }
 
+// writeConfig writes cfg as r's relay.toml and a users file of names
+// (password "pw") beside it.
+func (r *chaosRelay) writeConfig(t *testing.T, cfg string, names []string) {
+	t.Helper()
+	r.cfg = filepath.Join(r.dir, "relay.toml")
+	if err := os.WriteFile(r.cfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range names {
+		if err := users.Add(filepath.Join(r.dir, "users"), u, "pw", bcrypt.MinCost); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // chaosMsg is one submission and what must become of it.
 type chaosMsg struct {
 	tok     string // unique, in the Subject
@@ -139,15 +154,7 @@ retry_max = "2s"
 lifetime = "24h"
 delay_warning = "0"
 %[4]s`, n, r.dir, r.addr, routes.String())
-		r.cfg = filepath.Join(r.dir, "relay.toml")
-		if err := os.WriteFile(r.cfg, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		for _, u := range chaosUsers {
-			if err := users.Add(filepath.Join(r.dir, "users"), u, "pw", bcrypt.MinCost); err != nil {
-				t.Fatal(err)
-			}
-		}
+		r.writeConfig(t, cfg, chaosUsers)
 		r.p = startProc(t, r.cfg, r.addr)
 	}
 

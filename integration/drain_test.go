@@ -16,9 +16,7 @@ import (
 	"time"
 
 	"github.com/relay-mta/relay/client"
-	"github.com/relay-mta/relay/relay/users"
 	"github.com/relay-mta/relay/spool"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // TestDrain (issue 23): node a holds N messages for a next hop that is
@@ -240,13 +238,7 @@ delay_warning = "0"
 	if routes != "" {
 		cfg += "[[route]]" + routes
 	}
-	r.cfg = filepath.Join(dir, "relay.toml")
-	if err := os.WriteFile(r.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := users.Add(filepath.Join(dir, "users"), "sink", "pw", bcrypt.MinCost); err != nil {
-		t.Fatal(err)
-	}
+	r.writeConfig(t, cfg, []string{"sink"})
 	return r
 }
 

@@ -18,9 +18,7 @@ import (
 	"github.com/relay-mta/relay/client"
 	"github.com/relay-mta/relay/relay/admin/api"
 	"github.com/relay-mta/relay/relay/resolve/dnstest"
-	"github.com/relay-mta/relay/relay/users"
 	"github.com/relay-mta/relay/spool"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // The fleet test (issue 23): a real DNS server (unbound on 127.0.30.1)
@@ -352,15 +350,7 @@ max_messages_per_connection = 5
 		if rest != "" {
 			cfg += "[[route]]" + rest
 		}
-		r.cfg = filepath.Join(r.dir, "relay.toml")
-		if err := os.WriteFile(r.cfg, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		for _, u := range fleetUsers {
-			if err := users.Add(filepath.Join(r.dir, "users"), u, "pw", bcrypt.MinCost); err != nil {
-				t.Fatal(err)
-			}
-		}
+		r.writeConfig(t, cfg, fleetUsers)
 		r.p = startProc(t, r.cfg, r.addr)
 	}
 }
