@@ -348,8 +348,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.sendTLSReports(qctx, txt.LookupTXT) // relay/internet.go
 		}
 	}()
-	drained := make(chan struct{})
-	go r.runDrain(qctx, drained) // relay/drain.go
+	drained, drainOver := make(chan struct{}), make(chan struct{})
+	go func() { r.runDrain(qctx, drained); close(drainOver) }() // relay/drain.go
 	var runErr error
 wait:
 	for {
@@ -377,6 +377,7 @@ wait:
 	r.shutdownOperators(sctx)
 	stopQueue() // deliveries in progress finish on their own timeouts
 	<-queueDone
+	<-drainOver // a transfer in progress stops with qctx
 	stopWebhooks()
 	<-reportsDone
 	if r.shared != nil {
