@@ -100,8 +100,8 @@ func (p *authPolicy) checks(trusted bool) bool {
 }
 
 // spf checks SPF for MAIL FROM from a client at ip that said HELO helo.
-// It returns the verdict to record (nil when SPF is off), or the
-// refusal to answer.
+// It returns the verdict to record (nil when SPF is off), and the
+// refusal to answer when the relay refuses it.
 func (p *authPolicy) spf(ip netip.Addr, helo string, from envelope.Path, log *slog.Logger) (*mailauth.SPFResult, error) {
 	if !p.cfg.SPF {
 		return nil, nil
@@ -115,7 +115,7 @@ func (p *authPolicy) spf(ip netip.Addr, helo string, from envelope.Path, log *sl
 	cancel()
 	log.Info("spf: checked", "from", from.String(), "helo", helo, "result", res.String())
 	if res.Status == mailauth.Fail && p.cfg.SPFRejectFail {
-		return nil, smtpError(550, 5, 7, 23, fmt.Sprintf("SPF check failed: %s is not allowed to send mail for %s", ip, res.Domain))
+		return &res, smtpError(550, 5, 7, 23, fmt.Sprintf("SPF check failed: %s is not allowed to send mail for %s", ip, res.Domain))
 	}
 	return &res, nil
 }
@@ -137,20 +137,21 @@ type judgeInput struct {
 	spf   *mailauth.SPFResult
 }
 
-// judge applies the policy to a message. It returns the fields to put in
-// front of it (Authentication-Results, X-Relay-DMARC, the ARC set) and
-// the client's header section as kept (forged Authentication-Results
-// removed), or the SMTP error to answer.
-func (p *authPolicy) judge(in judgeInput, log *slog.Logger) (head, header []byte, err error) {
-	res, err := p.results(in, log)
+// judge applies the policy to a message. It returns the verdicts, the
+// fields to put in front of it (Authentication-Results, X-Relay-DMARC,
+// the ARC set) and the client's header section as kept (forged
+// Authentication-Results removed), or the SMTP error to answer (with the
+// verdicts reached so far).
+func (p *authPolicy) judge(in judgeInput, log *slog.Logger) (res mailauth.Results, head, header []byte, err error) {
+	res, err = p.results(in, log)
 	if err != nil {
-		return nil, nil, err
+		return res, nil, nil, err
 	}
 	var mark string
 	if d := res.DMARC; d != nil && d.Status == mailauth.Fail {
 		switch {
 		case d.Disposition == dmarc.PolicyReject && p.cfg.DMARCReject:
-			return nil, nil, smtpError(550, 5, 7, 1, "Message rejected by the DMARC policy of "+d.From)
+			return res, nil, nil, smtpError(550, 5, 7, 1, "Message rejected by the DMARC policy of "+d.From)
 		case d.Disposition == dmarc.PolicyReject || d.Disposition == dmarc.PolicyQuarantine:
 			// RFC 7489 §6.7: a receiver may quarantine what the
 			// domain asks to reject; here, when dmarc_reject is off.
@@ -162,7 +163,7 @@ func (p *authPolicy) judge(in judgeInput, log *slog.Logger) (head, header []byte
 	// the verdicts so far in its ARC-Authentication-Results.
 	arc, set, err := p.arc.check(in.id, in.header, in.body, in.seal, res.Resinfo(), log)
 	if err != nil {
-		return nil, nil, err
+		return res, nil, nil, err
 	}
 	res.ARC = arc
 	header = in.header
@@ -176,7 +177,7 @@ func (p *authPolicy) judge(in judgeInput, log *slog.Logger) (head, header []byte
 	head = append(head, res.Field(p.hostname)...)
 	head = append(head, mark...)
 	head = append(head, set...)
-	return head, header, nil
+	return res, head, header, nil
 }
 
 // results verifies the DKIM signatures of a message and judges its

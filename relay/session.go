@@ -295,7 +295,7 @@ func (s *session) Data(r io.Reader) (string, error) {
 	// originate. Mail handed over by one of our relays (a token) was
 	// signed at entry, and is sealed here as any mail passing through.
 	originate := s.mayRelay() && token == ""
-	fields, header, err := s.r.auth.judge(judgeInput{id: id, header: header, body: draft.Reader,
+	_, fields, header, err := s.r.auth.judge(judgeInput{id: id, header: header, body: draft.Reader,
 		seal: !originate, dmarc: s.r.auth.checks(s.mayRelay()), spf: s.spf}, s.log)
 	if err != nil {
 		s.log.Info("smtp: message refused", "id", id, "from", s.from.String(), "reason", err.Error())

@@ -27,6 +27,9 @@ func TestUsageMistakes(t *testing.T) {
 		{[]string{"dkim", "keygen"}, "relay: dkim keygen: missing --domain, --selector, --out\nusage: relay dkim keygen [options]  (relay dkim keygen --help for more)\n"},
 		{[]string{"read", "--timeout", "soon"}, "relay: read: invalid value \"soon\" for --timeout: time: invalid duration \"soon\"\nusage: relay read [options]  (relay read --help for more)\n"},
 		{[]string{"send", "--to"}, "relay: send: flag needs an argument: --to\nusage: relay send [options]  (relay send --help for more)\n"},
+		{[]string{"auth", "check"}, "relay: auth check: missing --ip, --helo\nusage: relay auth check [options] [FILE]  (relay auth check --help for more)\n"},
+		{[]string{"auth", "check", "--ip", "b.test", "--helo", "b.test"}, "relay: auth check: --ip \"b.test\" is not an IP address\nusage: relay auth check [options] [FILE]  (relay auth check --help for more)\n"},
+		{[]string{"auth", "check", "--ip", "127.0.28.5", "--helo", "b.test", "--mail-from", "a@@b"}, "relay: auth check: --mail-from: envelope: invalid character '@' in domain \"@b\": syntax error in address\nusage: relay auth check [options] [FILE]  (relay auth check --help for more)\n"},
 		{[]string{"bogus"}, "relay: unknown command \"bogus\"\nusage: relay [options] COMMAND  (relay --help for more)\n"},
 		{[]string{"queue", "bogus"}, "relay: queue: unknown command \"bogus\"\nusage: relay queue [options] COMMAND  (relay queue --help for more)\n"},
 	} {
