@@ -62,12 +62,16 @@ func authZones() []dnstest.Zone {
 	return []dnstest.Zone{
 		{Name: "a.test", Records: []string{`@ TXT "v=spf1 ip4:127.0.28.30 -all"`, `_dmarc TXT "v=DMARC1; p=reject"`}},
 		{Name: "q.test", Records: []string{`@ TXT "v=spf1 ip4:127.0.28.30 -all"`, `_dmarc TXT "v=DMARC1; p=quarantine"`}},
+		// Every answer from t.test fails validation (SERVFAIL): SPF
+		// and DMARC lookups fail for now.
+		{Name: "t.test", Records: []string{`@ TXT "v=spf1 -all"`}, Bogus: true},
 	}
 }
 
 // TestAuthSPFRefused: with spf_reject_fail, MAIL FROM a domain whose SPF
 // does not list the client is refused with 550 5.7.23; from a listed
-// address the mail is taken, with spf=pass recorded.
+// address the mail is taken, with spf=pass recorded; and when the lookup
+// fails for now, the mail is taken too, with spf=temperror.
 func TestAuthSPFRefused(t *testing.T) {
 	srv := dnstest.Start(t, "127.0.28.1", authZones()...)
 	r := authNode(t, "r", "127.0.28.20", srv.Addr, config.Auth{SPF: true, SPFRejectFail: true})
@@ -80,6 +84,18 @@ func TestAuthSPFRefused(t *testing.T) {
 	msg := waitMessage(t, r, "alice")
 	if !strings.Contains(msg, "Authentication-Results: r.test;\r\n\tspf=pass smtp.mailfrom=sender@a.test\r\n") {
 		t.Errorf("stored copy lacks spf=pass; swaks:\n%s\nmessage:\n%s", out, msg)
+	}
+	out = swaks(t, r.addr, "127.0.28.31", "mx.t.test", "sender@t.test", "alice@r.test", plainMsg("t.test", "spf temperror"))
+	if !strings.Contains(out, "<-  250 2.0.0") {
+		t.Fatalf("SPF temperror: the message was not taken; swaks:\n%s", out)
+	}
+	waitFor(t, 20*time.Second, "the second message for alice", func() bool { return len(r.mailboxRaw("alice")) == 2 })
+	found := false
+	for _, m := range r.mailboxRaw("alice") {
+		found = found || strings.Contains(string(m), "\tspf=temperror reason=\"t.test: server answered SERVFAIL for TXT\" smtp.mailfrom=sender@t.test\r\n")
+	}
+	if !found {
+		t.Errorf("no stored copy records spf=temperror")
 	}
 }
 

@@ -167,7 +167,7 @@ func (p *authPolicy) judge(in judgeInput, log *slog.Logger) (res mailauth.Result
 	}
 	res.ARC = arc
 	header = in.header
-	if p.verifier != nil || p.arc.verifier != nil || in.spf != nil || p.cfg.DMARC {
+	if p.verifier != nil || p.arc.verifier != nil || p.cfg.SPF || p.cfg.DMARC {
 		// Verified first: a signature may cover the very fields removed.
 		var forged int
 		if header, forged = dkim.RemoveAuthResults(header, p.hostname); forged > 0 {
@@ -198,7 +198,7 @@ func (p *authPolicy) results(in judgeInput, log *slog.Logger) (mailauth.Results,
 		}
 		if len(results) > 0 {
 			res.DKIM = results
-			log.Info("dkim: verified", "id", in.id, "results", strings.Join(res.Resinfo(), "; "))
+			log.Info("dkim: verified", "id", in.id, "results", strings.Join(mailauth.Results{DKIM: results}.Resinfo(), "; "))
 			if d := p.refused(results); d != "" {
 				return res, smtpError(550, 5, 7, 20, "No passing DKIM signature found for "+d)
 			}
