@@ -298,7 +298,9 @@ func (s *session) Data(r io.Reader) (string, error) {
 	_, fields, header, err := s.r.auth.judge(judgeInput{id: id, header: header, body: draft.Reader,
 		seal: !originate, dmarc: s.r.auth.checks(s.mayRelay()), spf: s.spf}, s.log)
 	if err != nil {
-		s.log.Info("smtp: message refused", "id", id, "from", s.from.String(), "reason", err.Error())
+		if se := (*smtp.SMTPError)(nil); errors.As(err, &se) {
+			s.log.Info("smtp: message refused", "id", id, "from", s.from.String(), "reason", se.Error())
+		}
 		return "", err
 	}
 	if originate {
