@@ -58,6 +58,19 @@ func writeVerdict(b *strings.Builder, method string, status Status, reason strin
 	}
 }
 
+// Verdict is "method=status", and the reason, capped and quoted, when
+// there is one: the start of a resinfo, for methods other packages
+// judge (SPF and DMARC, package mailauth) to be written as DKIM's are.
+func Verdict(method, status, reason string) string {
+	var b strings.Builder
+	writeVerdict(&b, method, Status(status), reason)
+	return b.String()
+}
+
+// PValue returns s as it may stand as a property value (RFC 8601 §2.2):
+// bare when it is a domain name or address, otherwise a quoted-string.
+func PValue(s string) string { return pvalue(s) }
+
 // AuthenticationResults is the Authentication-Results header field (RFC
 // 8601) for the results, by the authentication service authservID (the
 // relay's hostname), CRLF included; one verdict per line, and dkim=none

@@ -13,7 +13,7 @@ import (
 )
 
 // arcPolicy is the relay's ARC policy ([arc] in the config, RFC 8617),
-// applied at the end of DATA with the DKIM policy (relay/dkim.go):
+// applied at the end of DATA by authPolicy.judge (relay/auth.go):
 //
 //   - Verify: the chain of a message that has one is validated and the
 //     verdict (arc=pass, fail or temperror) joins the relay's
@@ -71,7 +71,7 @@ func newARCPolicy(cfg *config.Config, resolver deliver.Resolver, log *slog.Logge
 }
 
 // check validates the ARC chain of a message given as for
-// dkimPolicy.check and, when seal is set and the relay has a key, seals
+// authPolicy.judge and, when seal is set and the relay has a key, seals
 // it. results are the relay's other verdicts on the message (RFC 8601
 // resinfo, "dkim=pass …"). It returns the ARC verdict to add to them (""
 // when there is nothing to record) and the ARC set to put in front of

@@ -69,6 +69,7 @@ type Relay struct {
 	logins *loginLimiter
 	certs  *certHolder // nil without [tls]
 	dkim   *dkimPolicy // relay/dkim.go
+	auth   *authPolicy // relay/auth.go: DKIM verification, SPF, DMARC, ARC
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -126,8 +127,11 @@ func New(cfg *config.Config, opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, err // names the config file, line and key
 	}
-	if r.dkim, err = newDKIMPolicy(cfg, r.resolver, r.log); err != nil {
+	if r.dkim, err = newDKIMPolicy(cfg, r.log); err != nil {
 		return nil, err // names the config file, line and key: nothing to add
+	}
+	if r.auth, err = newAuthPolicy(cfg, r.resolver, r.log); err != nil {
+		return nil, err
 	}
 	secrets, err := readWebhookSecrets(cfg)
 	if err != nil {

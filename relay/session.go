@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/relay-mta/relay/envelope"
+	"github.com/relay-mta/relay/mailauth"
 	"github.com/relay-mta/relay/relay/aliases"
 	"github.com/relay-mta/relay/relay/config"
 	"github.com/relay-mta/relay/relay/smtpd"
@@ -61,6 +62,9 @@ type session struct {
 	log        *slog.Logger
 	helo       smtpd.HelloInfo
 	user       string // authenticated user, "" when not
+	// spf is the SPF verdict on the current MAIL FROM (relay/auth.go),
+	// nil when it was not checked.
+	spf *mailauth.SPFResult
 
 	from   envelope.Path
 	params envelope.MailParams
@@ -115,7 +119,15 @@ func (s *session) Mail(from envelope.Path, p envelope.MailParams) error {
 		s.log.Info("smtp: MT-PRIORITY of an untrusted client reset to 0", "from", from.String(), "priority", p.Priority)
 		p.Priority = 0
 	}
-	s.from, s.params, s.rcpts, s.given = from, p, nil, nil
+	var spf *mailauth.SPFResult
+	if s.r.auth.checks(s.mayRelay()) {
+		var err error
+		if spf, err = s.r.auth.spf(s.ip, s.helo.Name, from, s.log); err != nil {
+			s.log.Info("smtp: sender refused", "from", from.String(), "reason", err.Error())
+			return err
+		}
+	}
+	s.from, s.params, s.rcpts, s.given, s.spf = from, p, nil, nil, spf
 	return nil
 }
 
@@ -279,11 +291,27 @@ func (s *session) Data(r io.Reader) (string, error) {
 	if s.submission {
 		header = submissionFixups(header, id, s.r.cfg.Hostname, now)
 	}
-	// DKIM (relay/dkim.go): verify what arrives, sign what we originate;
-	// mail handed over by one of our relays (a token) was signed at entry.
-	if header, err = s.r.dkim.check(id, header, draft.Reader, s.mayRelay() && token == "", s.log); err != nil {
+	// Authentication (relay/auth.go): DKIM, SPF, DMARC and ARC verdicts
+	// on what arrives; then DKIM signatures (relay/dkim.go) on what we
+	// originate. Mail handed over by one of our relays (a token) was
+	// signed at entry, and is sealed here as any mail passing through.
+	originate := s.mayRelay() && token == ""
+	_, fields, header, err := s.r.auth.judge(judgeInput{id: id, header: header, body: draft.Reader,
+		seal: !originate, dmarc: s.r.auth.checks(s.mayRelay()), spf: s.spf}, s.log)
+	if err != nil {
+		if se := (*smtp.SMTPError)(nil); errors.As(err, &se) {
+			s.log.Info("smtp: message refused", "id", id, "from", s.from.String(), "reason", se.Error())
+		}
 		return "", err
 	}
+	if originate {
+		sigs, err := s.r.dkim.signature(id, header, draft.Reader, s.log)
+		if err != nil {
+			return "", err
+		}
+		fields = append(fields, sigs...)
+	}
+	header = append(fields, header...)
 	forRcpt := ""
 	if len(s.given) == 1 {
 		forRcpt = s.given[0]
@@ -350,7 +378,7 @@ func readHeader(br *bufio.Reader, max int) ([]byte, error) {
 }
 
 func (s *session) Reset() {
-	s.from, s.params, s.rcpts, s.given = envelope.Path{}, envelope.MailParams{}, nil, nil
+	s.from, s.params, s.rcpts, s.given, s.spf = envelope.Path{}, envelope.MailParams{}, nil, nil, nil
 }
 
 func (s *session) Close() {}

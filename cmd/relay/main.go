@@ -35,6 +35,7 @@ func runApp(ctx context.Context, args []string, stderr io.Writer) int {
 			dkimCommand(),
 			queueCommand(),
 			dnsCommand(),
+			authCommand(),
 		},
 		ErrWriter: stderr,
 	}

@@ -136,6 +136,7 @@ type Config struct {
 	Routes []Route
 	DKIM   DKIM // [dkim]
 	ARC    ARC  // [arc]
+	Auth   Auth // [auth]
 	// Submission ([submission]) is the message submission service.
 	Submission Submission
 	// Webhooks ([[webhook]]) receive delivery events, in file order.
@@ -381,6 +382,28 @@ type ARC struct {
 	// with; at most one entry, as an ARC set carries one seal. Its key
 	// record is published as a DKIM one, at <selector>._domainkey.<domain>.
 	Sign []DKIMSign
+}
+
+// Auth is the [auth] table: SPF and DMARC checks of incoming mail
+// (docs/design.md §16). Everything is off by default.
+type Auth struct {
+	// SPF (spf) checks SPF (RFC 7208) at MAIL FROM and records spf= in
+	// Authentication-Results.
+	SPF bool
+	// SPFRejectFail (spf_reject_fail) refuses an SPF fail at MAIL FROM
+	// with 550 5.7.23.
+	SPFRejectFail bool
+	// DMARC (dmarc) judges the From domain's DMARC policy (RFC 7489)
+	// and records dmarc=; mail its domain wants quarantined gets an
+	// X-Relay-DMARC field.
+	DMARC bool
+	// DMARCReject (dmarc_reject) refuses mail whose domain's policy says
+	// reject with 550 5.7.1 at the end of DATA, instead of marking it.
+	DMARCReject bool
+	// CheckRelayNetworks (check_relay_networks) checks clients in
+	// relay_networks and authenticated ones too; by default they are
+	// trusted and not checked.
+	CheckRelayNetworks bool
 }
 
 // DKIMSign is one [[dkim.sign]] (or [[arc.sign]]) entry.

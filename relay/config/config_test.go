@@ -571,6 +571,26 @@ func TestLoadErrors(t *testing.T) {
 			`:1: arc.sign[0].key: missing`,
 		},
 		{
+			"spf refusal without spf",
+			"[auth]\nspf_reject_fail = true\n",
+			`:2: auth.spf_reject_fail: needs spf = true`,
+		},
+		{
+			"dmarc refusal without dmarc",
+			"[auth]\nspf = true\ndmarc_reject = true\n",
+			`:3: auth.dmarc_reject: needs dmarc = true`,
+		},
+		{
+			"dmarc without spf",
+			"[auth]\ndmarc = true\n",
+			`:2: auth.dmarc: needs spf = true: DMARC is judged on the SPF result`,
+		},
+		{
+			"dmarc without dkim verification",
+			"[dkim]\nverify = false\n[auth]\nspf = true\ndmarc = true\n",
+			`:5: auth.dmarc: needs dkim.verify = true: DMARC is judged on the DKIM results`,
+		},
+		{
 			"bad dkim key name",
 			"[dkim.keys]\n\"a.test\" = \"v=DKIM1; p=x\"\n",
 			`:2: dkim.keys."a.test": invalid name "a.test" (want <selector>._domainkey.<domain>)`,

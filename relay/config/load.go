@@ -123,6 +123,7 @@ type fileConfig struct {
 	Route             []fileRoute         `toml:"route"`
 	DKIM              fileDKIM            `toml:"dkim"`
 	ARC               fileARC             `toml:"arc"`
+	Auth              fileAuth            `toml:"auth"`
 	Submission        fileSubmission      `toml:"submission"`
 	Webhook           []fileWebhook       `toml:"webhook"`
 	DNS               fileDNS             `toml:"dns"`
@@ -209,6 +210,14 @@ type fileDKIM struct {
 type fileARC struct {
 	Verify bool           `toml:"verify"`
 	Sign   []fileDKIMSign `toml:"sign"`
+}
+
+type fileAuth struct {
+	SPF                bool `toml:"spf"`
+	SPFRejectFail      bool `toml:"spf_reject_fail"`
+	DMARC              bool `toml:"dmarc"`
+	DMARCReject        bool `toml:"dmarc_reject"`
+	CheckRelayNetworks bool `toml:"check_relay_networks"`
 }
 
 type fileDKIMSign struct {

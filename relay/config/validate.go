@@ -100,6 +100,7 @@ func (v *validator) build(fc *fileConfig, configPath string) *Config {
 	v.queue(c, fc)
 	v.routes(c, fc)
 	v.dkim(c, fc)
+	v.auth(c, fc)
 	v.submission(c, fc)
 	v.webhooks(c, fc)
 	c.RecipientDelimiter = fc.RecipientDelim
@@ -250,6 +251,25 @@ func (v *validator) dkim(c *Config, fc *fileConfig) {
 			continue
 		}
 		c.DKIM.Keys[n] = strings.TrimSpace(txt)
+	}
+}
+
+// auth checks [auth]: each refusal needs its check, and DMARC needs
+// both results it is judged on.
+func (v *validator) auth(c *Config, fc *fileConfig) {
+	a := fc.Auth
+	c.Auth = Auth{SPF: a.SPF, SPFRejectFail: a.SPFRejectFail, DMARC: a.DMARC, DMARCReject: a.DMARCReject, CheckRelayNetworks: a.CheckRelayNetworks}
+	if a.SPFRejectFail && !a.SPF {
+		v.errorf(p("auth", "spf_reject_fail"), "needs spf = true")
+	}
+	if a.DMARCReject && !a.DMARC {
+		v.errorf(p("auth", "dmarc_reject"), "needs dmarc = true")
+	}
+	if a.DMARC && !a.SPF {
+		v.errorf(p("auth", "dmarc"), "needs spf = true: DMARC is judged on the SPF result")
+	}
+	if a.DMARC && !c.DKIM.Verify {
+		v.errorf(p("auth", "dmarc"), "needs dkim.verify = true: DMARC is judged on the DKIM results")
 	}
 }
 

@@ -95,3 +95,37 @@ func (r *Resolver) LookupTLSA(ctx context.Context, name string) ([]*dns.TLSA, bo
 	}
 	return out, a.Secure, nil
 }
+
+// LookupIPAddr is LookupHost with the addresses parsed, as
+// *net.Resolver has it (SPF's a and mx mechanisms, package mailauth).
+func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	hosts, err := r.LookupHost(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]net.IPAddr, 0, len(hosts))
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			out = append(out, net.IPAddr{IP: ip})
+		}
+	}
+	return out, nil
+}
+
+// LookupAddr returns the names of addr's PTR records (SPF's ptr
+// mechanism and %{p} macro).
+func (r *Resolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+	name, err := dns.ReverseAddr(addr)
+	if err != nil {
+		return nil, &net.DNSError{Err: err.Error(), Name: addr, IsNotFound: true}
+	}
+	a, err := r.Query(ctx, name, dns.TypePTR)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(a.RRs))
+	for _, rr := range a.RRs {
+		out = append(out, rr.(*dns.PTR).Ptr)
+	}
+	return out, nil
+}
