@@ -52,7 +52,7 @@ func (r *Relay) Transfer(ctx context.Context, to string, ids []string, all bool)
 			return nil, fmt.Errorf("relay: transfer: %w", err)
 		}
 	}
-	hop := queue.Hop{Key: "transfer:" + to, Addrs: []string{to}, TLS: string(config.TLSOpportunistic), Source: "transfer"}
+	run := &transferRun{hop: queue.Hop{Key: "transfer:" + to, Addrs: []string{to}, TLS: string(config.TLSOpportunistic), Source: "transfer"}}
 	changes := make([]api.Change, len(ids))
 	work := make(chan int)
 	var wg sync.WaitGroup
@@ -67,7 +67,11 @@ func (r *Relay) Transfer(ctx context.Context, to string, ids []string, all bool)
 				}
 			}()
 			for i := range work {
-				changes[i], sess = r.transferOne(ctx, hop, sess, ids[i])
+				if err := run.failed(); err != nil {
+					changes[i] = api.Change{ID: ids[i], Action: api.ActionTransfer, Result: "not transferred: " + err.Error()}
+					continue
+				}
+				changes[i], sess = r.transferOne(ctx, run, sess, ids[i])
 			}
 		}()
 	}
@@ -83,9 +87,29 @@ func (r *Relay) Transfer(ctx context.Context, to string, ids []string, all bool)
 	return changes, nil
 }
 
+// transferRun is one Transfer: where to, and the dial error that ends
+// it (the other relay is not there: the rest is not even held).
+type transferRun struct {
+	hop     queue.Hop
+	mu      sync.Mutex
+	dialErr error
+}
+
+func (t *transferRun) failed() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.dialErr
+}
+
+func (t *transferRun) fail(err error) {
+	t.mu.Lock()
+	t.dialErr = err
+	t.mu.Unlock()
+}
+
 // transferOne transfers one message over sess (dialled when nil) and
 // returns the session to go on with (nil when it broke).
-func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Session, id string) (api.Change, queue.Session) {
+func (r *Relay) transferOne(ctx context.Context, run *transferRun, sess queue.Session, id string) (api.Change, queue.Session) {
 	c := api.Change{ID: id, Action: api.ActionTransfer}
 	ctx, cancel := context.WithTimeout(ctx, transferTimeout)
 	defer cancel()
@@ -99,6 +123,13 @@ func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Sessi
 	if idx, _ := r.transferable(m); len(idx) == 0 {
 		c.Result = "nothing to transfer: no recipient for another relay"
 		return c, sess
+	}
+	if sess == nil {
+		if sess, err = r.deliverer.Dial(ctx, run.hop); err != nil {
+			run.fail(err)
+			c.Result = "not transferred: " + err.Error()
+			return c, nil
+		}
 	}
 	defer r.queue.Claim(id)()
 	heldHere := false
@@ -141,13 +172,17 @@ func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Sessi
 		return c, sess
 	}
 	defer body.Close()
-	if sess == nil {
-		if sess, err = r.deliverer.Dial(ctx, hop); err != nil {
+	replies, err := sess.Send(ctx, m, rcpts, body)
+	if err != nil && queue.NotSent(err) {
+		// The other relay closed the session while it waited (for a
+		// delivery here to finish): nothing was sent; once more, anew.
+		sess.Close()
+		if sess, err = r.deliverer.Dial(ctx, run.hop); err != nil {
 			c.Result = "not transferred: " + err.Error()
 			return c, nil
 		}
+		replies, err = sess.Send(ctx, m, rcpts, body)
 	}
-	replies, err := sess.Send(ctx, m, rcpts, body)
 	if err != nil || len(replies) != len(idx) {
 		sess.Close()
 		c.Result = fmt.Sprintf("not transferred: %v", err)
@@ -185,7 +220,7 @@ func (r *Relay) transferOne(ctx context.Context, hop queue.Hop, sess queue.Sessi
 		heldHere = false // retired: nothing to release
 	}
 	c.Recipients = n
-	c.Result = fmt.Sprintf("transferred to %s: %s: %s", hop.Addrs[0], rcptsText(n), reply)
+	c.Result = fmt.Sprintf("transferred to %s: %s: %s", run.hop.Addrs[0], rcptsText(n), reply)
 	r.log.Info("transferred", "id", id, "to", sess.Remote(), "recipients", n, "reply", reply)
 	return c, sess
 }

@@ -95,6 +95,33 @@ func TestTransferCarriesEnvelope(t *testing.T) {
 	}
 }
 
+// TestTransferToNobody: with nothing listening at the target, nothing
+// moves, no message is left held, and every message says why.
+func TestTransferToNobody(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RelayNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	cfg.Routes = []config.Route{{Domain: "*", To: "127.0.0.1:1", Host: "127.0.0.1", Port: 1, TLS: config.TLSNone}}
+	a, _ := launch(t, cfg, Options{}, nil)
+	c := smtptest.Dial(t, a.SMTPAddrs()[0])
+	c.Cmd("EHLO client.test", "250 ")
+	ids := []string{c.Send("<s@b.test>", []string{"<u@partner.test>"}, "Subject: 1\r\n\r\nx\r\n"),
+		c.Send("<s@b.test>", []string{"<u@partner.test>"}, "Subject: 2\r\n\r\nx\r\n")}
+	changes, err := a.Transfer(context.Background(), "127.0.0.1:1", nil, true)
+	if err != nil || len(changes) != 2 {
+		t.Fatalf("Transfer: %+v, %v", changes, err)
+	}
+	for _, ch := range changes {
+		if ch.Recipients != 0 || !strings.HasPrefix(ch.Result, "not transferred: ") {
+			t.Errorf("%s: %+v; want not transferred, with the reason", ch.ID, ch)
+		}
+	}
+	for _, id := range ids {
+		if m, err := a.Spool().Get(id); err != nil || m.Held {
+			t.Errorf("%s after a failed transfer: %+v, %v; want queued, not held", id, m, err)
+		}
+	}
+}
+
 // TestDrainStopsAccepting: a drained relay with an empty queue closes its
 // SMTP listener and its Run returns by itself.
 func TestDrainStopsAccepting(t *testing.T) {
