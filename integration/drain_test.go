@@ -253,3 +253,74 @@ func mailboxSubjects(t *testing.T, sp *spool.Spool, user string) []string {
 	}
 	return out
 }
+
+// TestDrainStopped: an operator stops (SIGTERM) a relay whose drain cannot
+// finish, because the relay it transfers to is down. The relay exits as it
+// would without the drain, every message stays queued (none held, none
+// lost), and started again without --drain it takes mail as before.
+func TestDrainStopped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drain test skipped in -short mode")
+	}
+	const n = 20
+	bin := relayBinary(t)
+	down := freeAddr(t, "127.0.30.43") // the next hop: nothing listens
+	to := freeAddr(t, "127.0.30.44")   // the relay to drain to: down too
+	a := drainNode(t, "a", "127.0.32.43", fmt.Sprintf("local_domains = [\"a.test\"]\n[[route]]\ndomain = \"sink.test\"\nto = %q\ntls = \"none\"\n", down))
+	a.p = startProc(t, a.cfg, a.addr)
+	for i := 0; i < n; i++ {
+		if _, err := sendOne(a.addr, "client@a.test", "sink@sink.test",
+			fmt.Sprintf("Subject: stopped-%d\r\n\r\nbody %d\r\n", i, i)); err != nil {
+			t.Fatalf("message %d refused: %v", i, err)
+		}
+	}
+	out, err := exec.Command(bin, "queue", "--config", a.cfg, "drain", "--to", to).CombinedOutput()
+	if err != nil {
+		t.Fatalf("relay queue drain: %v\n%s", err, out)
+	}
+	waitFor(t, 10*time.Second, "a to stop accepting mail", func() bool {
+		c, err := net.DialTimeout("tcp", a.addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+	time.Sleep(3 * time.Second) // at least one transfer round that failed
+	stopped := time.Now()
+	if err := a.p.stop(); err != nil {
+		t.Fatalf("SIGTERM during a drain: %v", err)
+	}
+	t.Logf("a stopped %v after SIGTERM, in the middle of a drain to a relay that is down", time.Since(stopped).Round(time.Millisecond))
+
+	a.p = startProc(t, a.cfg, a.addr)
+	if _, err := sendOne(a.addr, "client@a.test", "sink@sink.test", "Subject: after\r\n\r\nafter the drain\r\n"); err != nil {
+		t.Fatalf("restarted without --drain, a refuses mail: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	admin := client.NewAdmin(filepath.Join(a.dir, "admin.sock"))
+	st, err := admin.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.p.stop(); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := spool.Open(spool.Options{Dir: filepath.Join(a.dir, "spool"), GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	held := 0
+	sa.List(func(m *spool.Message) error {
+		if m.Held {
+			held++
+		}
+		return nil
+	})
+	t.Logf("after the restart: %d messages queued, %d held", st.Messages, held)
+	if st.Messages != n+1 || held != 0 {
+		t.Errorf("a has %d messages queued (%d held), want %d, none held", st.Messages, held, n+1)
+	}
+}
