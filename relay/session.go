@@ -311,7 +311,9 @@ func (s *session) Data(r io.Reader) (string, error) {
 		}
 		fields = append(fields, sigs...)
 	}
-	header = append(fields, header...)
+	if len(fields) > 0 { // most relayed mail gets none: no copy of the header then
+		header = append(fields, header...)
+	}
 	forRcpt := ""
 	if len(s.given) == 1 {
 		forRcpt = s.given[0]
